@@ -1,0 +1,22 @@
+module msb.dev/msb
+
+go 1.26.8
+
+require (
+	github.com/google/go-containerregistry v0.22.1
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/creack/pty v1.1.24 // indirect
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/moby/profiles/seccomp v0.3.0 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+	github.com/opencontainers/runtime-spec v1.3.0 // indirect
+	go.etcd.io/bbolt v1.4.3 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)

@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// logWriter appends the main command's output to dir/log and rotates it to log.1
+// when it reaches half the cap, so log+log.1 never exceed the cap while the most
+// recent half of the output is always complete. Bytes are written as they come:
+// no line framing, no timestamps, so what the user reads is what the program wrote.
+type logWriter struct {
+	dir  string
+	half int64
+	f    *os.File
+	size int64
+	err  error // first write error, kept for diagnostics; writing never blocks the producer
+}
+
+func openLog(dir string, maxBytes int64) (*logWriter, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultLogMaxBytes
+	}
+	half := maxBytes / 2
+	if half < 1 {
+		half = 1
+	}
+	// Append: a restarted sandbox keeps the output of its previous runs.
+	f, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &logWriter{dir: dir, half: half, f: f, size: fi.Size()}, nil
+}
+
+// Write always reports success: a full disk must not make the main command block
+// on its stdout or die of SIGPIPE. The first error is remembered in l.err.
+func (l *logWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 && l.err == nil {
+		room := l.half - l.size
+		if room <= 0 {
+			l.err = l.rotate()
+			continue
+		}
+		chunk := p
+		if int64(len(chunk)) > room {
+			chunk = chunk[:room]
+		}
+		w, err := l.f.Write(chunk)
+		l.size += int64(w)
+		p = p[w:]
+		if err != nil {
+			l.err = err
+		}
+	}
+	return n, nil
+}
+
+func (l *logWriter) rotate() error {
+	if err := l.f.Close(); err != nil {
+		return err
+	}
+	cur := filepath.Join(l.dir, LogFile)
+	if err := os.Rename(cur, filepath.Join(l.dir, LogOldFile)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(cur, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	l.f, l.size = f, 0
+	return nil
+}
+
+func (l *logWriter) Close() error { return l.f.Close() }
+
+// ReadLog writes the log kept in dir (log.1, then log) to w.
+func ReadLog(dir string, w io.Writer) error {
+	cur, old, err := openLogs(dir)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		_, err = io.Copy(w, old)
+		old.Close()
+		if err != nil {
+			cur.Close()
+			return err
+		}
+	}
+	if cur == nil {
+		return nil
+	}
+	defer cur.Close()
+	_, err = io.Copy(w, cur)
+	return err
+}
+
+// followPoll is how often FollowLog looks for new data; logs -f is not latency critical.
+const followPoll = 50 * time.Millisecond
+
+// FollowLog writes the log kept in dir to w, then keeps writing what is appended,
+// following rotation, until ctx is done (then it returns nil). It reads the files,
+// not the agent, so it works before the agent starts and after it is gone.
+// If the log rotates more than once between two polls, the middle part is lost.
+func FollowLog(ctx context.Context, dir string, w io.Writer) error {
+	cur, old, err := openLogs(dir)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		_, err = io.Copy(w, old)
+		old.Close()
+		if err != nil {
+			if cur != nil {
+				cur.Close()
+			}
+			return err
+		}
+	}
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
+	t := time.NewTicker(followPoll)
+	defer t.Stop()
+	for {
+		if cur == nil {
+			cur, err = os.Open(filepath.Join(dir, LogFile))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if cur != nil {
+			if _, err := io.Copy(w, cur); err != nil {
+				return err
+			}
+			if !sameFile(cur, filepath.Join(dir, LogFile)) {
+				// Rotated: finish what was written to the old file, then switch.
+				if _, err := io.Copy(w, cur); err != nil {
+					return err
+				}
+				cur.Close()
+				cur = nil
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// openLogs opens log before log.1: if a rotation happens in between, log.1 is the
+// file already open as log, detected by inode and skipped, so nothing is printed twice.
+func openLogs(dir string) (cur, old *os.File, err error) {
+	cur, err = os.Open(filepath.Join(dir, LogFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	if err != nil {
+		cur = nil
+	}
+	old, err = os.Open(filepath.Join(dir, LogOldFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return cur, nil, nil
+		}
+		if cur != nil {
+			cur.Close()
+		}
+		return nil, nil, err
+	}
+	if cur != nil && sameFile(cur, filepath.Join(dir, LogOldFile)) {
+		old.Close()
+		old = nil
+	}
+	return cur, old, nil
+}
+
+// sameFile reports whether the open f is still the file at path.
+func sameFile(f *os.File, path string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	as, aok := a.Sys().(*syscall.Stat_t)
+	bs, bok := b.Sys().(*syscall.Stat_t)
+	return aok && bok && as.Ino == bs.Ino && as.Dev == bs.Dev
+}
