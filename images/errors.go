@@ -22,7 +22,6 @@ type InvalidImageError struct {
 
 func (e *InvalidImageError) Error() string {
 	var b strings.Builder
-	b.WriteString("invalid image: ")
 	if e.Layer != "" {
 		fmt.Fprintf(&b, "layer %s: ", shortDigest(e.Layer))
 	}

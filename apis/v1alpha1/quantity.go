@@ -34,11 +34,37 @@ func (q Quantity) parse() (float64, error) {
 			break
 		}
 	}
+	// Only plain decimals: no sign, exponent, hex, underscores, Inf or NaN,
+	// which strconv.ParseFloat would otherwise accept.
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || strings.ContainsAny(s, "eE") {
+	if err != nil || !plainDecimal(s) {
 		return 0, fmt.Errorf("invalid quantity %q: want a number with an optional suffix (Ki, Mi, Gi, k, M, G, m), e.g. 512Mi or 0.5", string(q))
 	}
+	// Keep MilliValue within int64.
+	if f*mult > maxQuantity {
+		return 0, fmt.Errorf("invalid quantity %q: too large (at most 8Pi)", string(q))
+	}
 	return f * mult, nil
+}
+
+// maxQuantity keeps MilliValue of any valid quantity within int64.
+const maxQuantity = 1 << 53
+
+// plainDecimal reports whether s is digits with at most one decimal point
+// and at least one digit ("1", "0.5", ".5", "2.").
+func plainDecimal(s string) bool {
+	digits, dots := 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && dots <= 1
 }
 
 // Validate reports whether q parses.

@@ -202,6 +202,9 @@ type SandboxStatus struct {
 	RestartCount       int32        `json:"restartCount,omitempty" yaml:"restartCount,omitempty"`
 	ImageDigest        string       `json:"imageDigest,omitempty" yaml:"imageDigest,omitempty"`
 	PID                int          `json:"pid,omitempty" yaml:"pid,omitempty"`
+	// SpecHash identifies the runtime spec the sandbox was started with, so a
+	// spec change restarts it and a no-op update does not.
+	SpecHash string `json:"specHash,omitempty" yaml:"specHash,omitempty"`
 }
 
 // ---- NetworkPolicy ----

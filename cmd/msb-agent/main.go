@@ -1,0 +1,34 @@
+// Command msb-agent is the PID 1 of every msb sandbox: it runs the sandbox's command,
+// reaps orphans, forwards signals, and serves exec to the host over SSH on a unix
+// socket. It is built static (CGO_ENABLED=0) and bind-mounted into the sandbox, so it
+// depends on nothing in the image. The logic lives in msb.dev/msb/vmdriver/agent,
+// next to the host-side client that speaks to it.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"msb.dev/msb/vmdriver/agent"
+)
+
+const usage = `usage: msb-agent init [--dir DIR]
+
+Runs as the sandbox's init. DIR (default /.msb) holds config.json, agent.sock,
+ready, log, log.1 and exit-code.
+`
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] != "init" {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	dir := fs.String("dir", agent.DefaultDir, "shared directory with the host")
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		os.Exit(2)
+	}
+	os.Exit(agent.RunInit(*dir))
+}

@@ -1,0 +1,31 @@
+package reconciler
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitPidExit blocks until process pid exits. It uses a pidfd, which works
+// for processes that are not our children (runc's detached containers), and
+// falls back to polling where pidfds are unavailable.
+func waitPidExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for unix.Kill(pid, 0) == nil {
+			time.Sleep(500 * time.Millisecond)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
+}

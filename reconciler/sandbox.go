@@ -1,0 +1,722 @@
+package reconciler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/images"
+	"msb.dev/msb/vmdriver"
+)
+
+// Store is what the controllers need from the store.
+type Store interface {
+	Get(kind, namespace, name string, into v1alpha1.Object) error
+	Update(obj v1alpha1.Object) error
+	UpdateStatus(obj v1alpha1.Object) error
+	RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, message string) error
+}
+
+// Images resolves an image reference to unpacked layers.
+type Images interface {
+	Get(ctx context.Context, ref string) (*images.Image, error)
+}
+
+// IsNotFound reports whether err means the object does not exist; set by
+// msbd to the store's sentinel so this package needs no store import.
+type IsNotFound func(error) bool
+
+// Event reasons, stable for tools to match on.
+const (
+	ReasonPulled       = "Pulled"
+	ReasonPullFailed   = "PullFailed"
+	ReasonInvalidImage = "InvalidImage"
+	ReasonCreated      = "Created"
+	ReasonStarted      = "Started"
+	ReasonAdopted      = "Adopted"
+	ReasonKilling      = "Killing"
+	ReasonBackOff      = "BackOff"
+	ReasonFailed       = "Failed"
+	ReasonCompleted    = "Completed"
+	ReasonSuspended    = "Suspended"
+	ReasonExpired      = "Expired"
+	ReasonSecretError  = "SecretNotFound"
+	ReasonAgentMissing = "AgentMissing"
+	ReasonIsolation    = "IsolationUnavailable"
+	ReasonPanic        = "ReconcilePanic"
+)
+
+// SandboxReconciler converges Sandbox objects.
+type SandboxReconciler struct {
+	Store    Store
+	NotFound IsNotFound
+	Images   Images
+	Driver   vmdriver.Driver
+	// AgentPath is the static msb-agent; AgentErr says why it is unusable.
+	AgentPath string
+	AgentErr  error
+	// RestartBackoff is the first delay before restarting a finished sandbox
+	// (doubled per restart, capped at RestartBackoffMax).
+	RestartBackoff    time.Duration
+	RestartBackoffMax time.Duration
+	// StopGrace is how long a sandbox gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// Requeue is called to look at a key again (when a sandbox's init exits).
+	Requeue func(key string)
+	Log     *slog.Logger
+
+	mu       sync.Mutex
+	watching map[string]int // sandbox uid → pid being watched for exit
+	started  map[string]bool
+}
+
+func (r *SandboxReconciler) init() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watching == nil {
+		r.watching = map[string]int{}
+		r.started = map[string]bool{}
+	}
+}
+
+// Reconcile implements Reconciler for keys "Sandbox/ns/name".
+func (r *SandboxReconciler) Reconcile(ctx context.Context, key string) (Result, error) {
+	r.init()
+	_, ns, name, err := v1alpha1.SplitKey(key)
+	if err != nil {
+		return Result{}, Terminal(err)
+	}
+	sb := &v1alpha1.Sandbox{}
+	if err := r.Store.Get(v1alpha1.KindSandbox, ns, name, sb); err != nil {
+		if r.NotFound(err) {
+			return Result{}, nil // gone; its finalizer already cleaned up
+		}
+		return Result{}, err
+	}
+	if sb.Metadata.DeletionTimestamp != nil {
+		return Result{}, r.finalize(ctx, sb)
+	}
+	if !hasFinalizer(sb) {
+		sb.Metadata.Finalizers = append(sb.Metadata.Finalizers, v1alpha1.FinalizerSandbox)
+		if err := r.Store.Update(sb); err != nil {
+			return Result{}, err
+		}
+	}
+	st := copyStatus(sb.Status)
+	res, rerr := r.sync(ctx, sb, &st)
+	st.ObservedGeneration = sb.Metadata.Generation
+	if err := r.writeStatus(sb, st); err != nil {
+		return Result{}, err
+	}
+	return res, rerr
+}
+
+// sync does one step for a live Sandbox and fills st with what it saw.
+func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) (Result, error) {
+	id := sb.Metadata.UID
+	now := time.Now()
+	if st.Phase == "" {
+		st.Phase = v1alpha1.PhasePending
+	}
+	st.Driver = r.Driver.Name()
+
+	if sb.Spec.Isolation == v1alpha1.IsolationMicroVM && r.Driver.Isolation() != string(v1alpha1.IsolationMicroVM) {
+		msg := "isolation: microvm needs KVM (/dev/kvm) and libkrun, and this host has neither; use isolation: auto or container"
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonIsolation, msg)
+		st.Phase = v1alpha1.PhaseFailed
+		r.event(sb, v1alpha1.EventWarning, ReasonIsolation, msg)
+		return Result{}, Terminal(errors.New(msg))
+	}
+
+	// Expiry: ttl counts from creation; shutdownTime is absolute.
+	if exp := expiresAt(sb); exp != nil {
+		st.ExpiresAt = exp
+		if !now.Before(*exp) {
+			return Result{}, r.expire(ctx, sb, st)
+		}
+	}
+	res := Result{}
+	if st.ExpiresAt != nil {
+		res.RequeueAfter = time.Until(*st.ExpiresAt) + 10*time.Millisecond
+	}
+
+	img, err := r.image(ctx, sb, st)
+	if err != nil {
+		return res, err
+	}
+
+	if sb.Spec.OperatingMode == v1alpha1.ModeSuspended {
+		return res, r.suspend(ctx, sb, st)
+	}
+
+	spec, err := r.driverSpec(sb, img)
+	if err != nil {
+		var se *secretError
+		if errors.As(err, &se) {
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSecretError, err.Error())
+			r.event(sb, v1alpha1.EventWarning, ReasonSecretError, err.Error())
+		}
+		return res, err
+	}
+	if r.AgentErr != nil {
+		msg := "cannot start sandboxes: " + r.AgentErr.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonAgentMissing, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonAgentMissing, msg)
+		return res, Terminal(errors.New(msg))
+	}
+	hash := specHash(spec)
+
+	state, err := r.Driver.State(ctx, id)
+	notFound := errors.Is(err, vmdriver.ErrNotFound)
+	if err != nil && !notFound {
+		return res, fmt.Errorf("reading sandbox state: %w", err)
+	}
+
+	// A changed runtime spec (image, command, env, resources, ...) restarts
+	// the sandbox on its existing writable layer.
+	if !notFound && st.SpecHash != "" && st.SpecHash != hash && state.Status == "running" {
+		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its spec changed")
+		if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
+			return res, err
+		}
+		if err := r.Driver.Delete(ctx, id, false); err != nil {
+			return res, err
+		}
+		notFound = true
+		st.RestartCount = 0
+	}
+
+	switch {
+	case notFound || state.Status == "" || state.Status == "created":
+		return res, r.start(ctx, sb, st, spec, hash, false)
+
+	case state.Status == "running" || state.Status == "paused":
+		if st.SpecHash == "" {
+			st.SpecHash = hash
+		}
+		r.mu.Lock()
+		ours := r.started[id]
+		r.started[id] = true
+		r.mu.Unlock()
+		if !ours {
+			r.event(sb, v1alpha1.EventNormal, ReasonAdopted, fmt.Sprintf("Adopted running sandbox (pid %d) after msbd restart", state.PID))
+		}
+		st.Phase = v1alpha1.PhaseRunning
+		st.PID = state.PID
+		st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
+		if st.StartedAt == nil && !state.StartedAt.IsZero() {
+			t := state.StartedAt
+			st.StartedAt = &t
+		}
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
+		r.watchExit(sb, state.PID)
+		return res, nil
+
+	default: // stopped: the main command ended
+		return r.finished(ctx, sb, st, spec, hash, state, res)
+	}
+}
+
+// start creates and starts the sandbox and waits for its agent.
+func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash string, restart bool) error {
+	id := sb.Metadata.UID
+	if err := r.Driver.Create(ctx, spec); err != nil {
+		msg := "creating sandbox: " + err.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		return errors.New(msg)
+	}
+	if !restart {
+		r.event(sb, v1alpha1.EventNormal, ReasonCreated, fmt.Sprintf("Created sandbox with %s isolation", r.Driver.Isolation()))
+	}
+	r.mu.Lock()
+	r.started[id] = true
+	r.mu.Unlock()
+	if err := r.Driver.Start(ctx, id); err != nil {
+		msg := "starting sandbox: " + err.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		return errors.New(msg)
+	}
+	now := time.Now().UTC()
+	st.StartedAt = &now
+	st.FinishedAt = nil
+	st.ExitCode = nil
+	st.SpecHash = hash
+	st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
+	st.Phase = v1alpha1.PhaseRunning
+	if err := r.waitAgent(ctx, id); err != nil {
+		// The command may have ended before the agent served; the next
+		// reconcile sees the stopped state.
+		r.Log.Debug("agent not ready", "sandbox", sb.Metadata.Name, "err", err)
+		r.Requeue(v1alpha1.KeyOf(sb))
+		return nil
+	}
+	state, err := r.Driver.State(ctx, id)
+	if err == nil && state.Status == "running" {
+		st.PID = state.PID
+		r.watchExit(sb, state.PID)
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
+	} else {
+		r.Requeue(v1alpha1.KeyOf(sb))
+	}
+	if restart {
+		r.event(sb, v1alpha1.EventNormal, ReasonStarted, fmt.Sprintf("Restarted sandbox (restart %d)", st.RestartCount))
+	} else {
+		r.event(sb, v1alpha1.EventNormal, ReasonStarted, "Started sandbox")
+	}
+	return nil
+}
+
+// finished handles a sandbox whose main command ended: restart it per
+// restartPolicy with backoff, or record the final phase.
+func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash string, state vmdriver.State, res Result) (Result, error) {
+	code := state.ExitCode
+	if !state.Exited {
+		code = 137 // killed without the agent writing its code
+	}
+	c32 := int32(code)
+	first := st.FinishedAt == nil || st.ExitCode == nil
+	st.ExitCode = &c32
+	st.PID = 0
+	if first {
+		now := time.Now().UTC()
+		st.FinishedAt = &now
+	}
+	restart := sb.Spec.RestartPolicy == v1alpha1.RestartAlways ||
+		(sb.Spec.RestartPolicy == v1alpha1.RestartOnFailure && code != 0)
+	if !restart {
+		if code == 0 {
+			st.Phase = v1alpha1.PhaseSucceeded
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonCompleted, "the sandbox command exited with code 0")
+			if first {
+				r.event(sb, v1alpha1.EventNormal, ReasonCompleted, "Sandbox command exited with code 0")
+			}
+		} else {
+			st.Phase = v1alpha1.PhaseFailed
+			msg := fmt.Sprintf("the sandbox command exited with code %d", code)
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, "Error", msg)
+			if first {
+				r.event(sb, v1alpha1.EventWarning, ReasonFailed, "Sandbox command exited with code "+strconv.Itoa(code))
+			}
+		}
+		return res, nil
+	}
+	delay := r.RestartBackoff
+	for i := int32(0); i < st.RestartCount && delay < r.RestartBackoffMax; i++ {
+		delay *= 2
+	}
+	if delay > r.RestartBackoffMax {
+		delay = r.RestartBackoffMax
+	}
+	wait := time.Until(st.FinishedAt.Add(delay))
+	if wait > 0 {
+		msg := fmt.Sprintf("Back-off %s restarting sandbox (exit code %d)", delay.Round(time.Millisecond), code)
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonBackOff, msg)
+		if first {
+			r.event(sb, v1alpha1.EventWarning, ReasonBackOff, msg)
+		}
+		st.Phase = v1alpha1.PhaseRunning
+		if res.RequeueAfter == 0 || wait < res.RequeueAfter {
+			res.RequeueAfter = wait
+		}
+		return res, nil
+	}
+	if err := r.Driver.Delete(ctx, sb.Metadata.UID, false); err != nil {
+		return res, err
+	}
+	st.RestartCount++
+	return res, r.start(ctx, sb, st, spec, hash, true)
+}
+
+// suspend stops the sandbox but keeps its writable layer.
+func (r *SandboxReconciler) suspend(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) error {
+	id := sb.Metadata.UID
+	if _, err := r.Driver.State(ctx, id); err == nil {
+		if st.Phase != v1alpha1.PhaseSuspended {
+			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: operatingMode is Suspended")
+		}
+		if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
+			return err
+		}
+		if err := r.Driver.Delete(ctx, id, false); err != nil {
+			return err
+		}
+	}
+	if st.Phase != v1alpha1.PhaseSuspended {
+		r.event(sb, v1alpha1.EventNormal, ReasonSuspended, "Sandbox suspended; its writable layer is kept")
+	}
+	st.Phase = v1alpha1.PhaseSuspended
+	st.PID = 0
+	st.RestartCount = 0
+	st.SpecHash = ""
+	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSuspended, "operatingMode is Suspended")
+	return nil
+}
+
+// expire stops an expired sandbox and frees everything it held; the object
+// stays (phase Failed, reason Expired) so users can see what happened.
+func (r *SandboxReconciler) expire(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) error {
+	if st.Phase != v1alpha1.PhaseFailed || cond(st, v1alpha1.ConditionReady) != ReasonExpired {
+		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its lifecycle expired")
+		r.event(sb, v1alpha1.EventNormal, ReasonExpired, "Sandbox expired at "+st.ExpiresAt.Format(time.RFC3339))
+	}
+	if err := r.teardown(ctx, sb); err != nil {
+		return err
+	}
+	st.Phase = v1alpha1.PhaseFailed
+	st.PID = 0
+	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonExpired, "the sandbox's lifecycle expired at "+st.ExpiresAt.Format(time.RFC3339))
+	return nil
+}
+
+// finalize removes everything the sandbox owned, then its finalizer.
+func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) error {
+	if !hasFinalizer(sb) {
+		return nil
+	}
+	if _, err := r.Driver.State(ctx, sb.Metadata.UID); err == nil {
+		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: it is being deleted")
+	}
+	if err := r.teardown(ctx, sb); err != nil {
+		return err
+	}
+	var keep []string
+	for _, f := range sb.Metadata.Finalizers {
+		if f != v1alpha1.FinalizerSandbox {
+			keep = append(keep, f)
+		}
+	}
+	sb.Metadata.Finalizers = keep
+	return r.Store.Update(sb)
+}
+
+func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) error {
+	id := sb.Metadata.UID
+	if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
+		return err
+	}
+	if err := r.Driver.Delete(ctx, id, true); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.started, id)
+	r.mu.Unlock()
+	return nil
+}
+
+// image resolves the Sandbox's image and records ImageReady.
+func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) (*images.Image, error) {
+	img, err := r.Images.Get(ctx, sb.Spec.Image)
+	if err != nil {
+		var inv *images.InvalidImageError
+		if errors.As(err, &inv) {
+			msg := fmt.Sprintf("image %s refused: %v", sb.Spec.Image, err)
+			r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionFalse, ReasonInvalidImage, msg)
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonInvalidImage, msg)
+			r.event(sb, v1alpha1.EventWarning, ReasonInvalidImage, msg)
+			return nil, Terminal(errors.New(msg))
+		}
+		msg := fmt.Sprintf("pulling image %s: %v", sb.Spec.Image, err)
+		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionFalse, ReasonPullFailed, msg)
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonPullFailed, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonPullFailed, msg)
+		return nil, errors.New(msg)
+	}
+	if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue || st.ImageDigest != img.Digest {
+		r.event(sb, v1alpha1.EventNormal, ReasonPulled, fmt.Sprintf("Image %s is ready (%s)", sb.Spec.Image, img.Digest))
+	}
+	st.ImageDigest = img.Digest
+	r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
+	return img, nil
+}
+
+type secretError struct{ msg string }
+
+func (e *secretError) Error() string { return e.msg }
+
+// driverSpec merges the image config with the Sandbox spec the way
+// Kubernetes does: command replaces the entrypoint, args replace cmd.
+func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) (vmdriver.Spec, error) {
+	s := sb.Spec
+	var argv []string
+	switch {
+	case len(s.Command) > 0:
+		argv = append(append(argv, s.Command...), s.Args...)
+	case len(s.Args) > 0:
+		argv = append(append(argv, img.Config.Entrypoint...), s.Args...)
+	default:
+		argv = append(append(argv, img.Config.Entrypoint...), img.Config.Cmd...)
+	}
+	if len(argv) == 0 {
+		return vmdriver.Spec{}, Terminal(fmt.Errorf("image %s has no entrypoint or cmd and the Sandbox sets no command", s.Image))
+	}
+	env := mergeEnv(img.Config.Env, "HOSTNAME="+sb.Metadata.Name)
+	for _, e := range s.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			ref := e.ValueFrom.SecretKeyRef
+			sec := &v1alpha1.Secret{}
+			if err := r.Store.Get(v1alpha1.KindSecret, sb.Metadata.Namespace, ref.Name, sec); err != nil {
+				if r.NotFound(err) {
+					return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q not found in namespace %q", e.Name, ref.Name, sb.Metadata.Namespace)}
+				}
+				return vmdriver.Spec{}, err
+			}
+			_, ok1 := sec.Spec.StringData[ref.Key]
+			_, ok2 := sec.Spec.Data[ref.Key]
+			if !ok1 && !ok2 {
+				return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q has no key %q", e.Name, ref.Name, ref.Key)}
+			}
+			// The sandbox only ever sees a placeholder; the egress proxy
+			// substitutes the value on the way out.
+			v = Placeholder(sb.Metadata.UID, sb.Metadata.Namespace, ref.Name, ref.Key)
+		}
+		env = mergeEnv(env, e.Name+"="+v)
+	}
+	uid, gid, err := resolveUser(img.Config.User, img.Layers)
+	if err != nil {
+		return vmdriver.Spec{}, Terminal(err)
+	}
+	wd := s.WorkingDir
+	if wd == "" {
+		wd = img.Config.WorkingDir
+	}
+	if wd == "" {
+		wd = "/"
+	}
+	spec := vmdriver.Spec{
+		ID:          sb.Metadata.UID,
+		Hostname:    sb.Metadata.Name,
+		Layers:      img.Layers,
+		AgentPath:   r.AgentPath,
+		Args:        argv,
+		Env:         env,
+		WorkingDir:  wd,
+		UID:         uid,
+		GID:         gid,
+		MemoryBytes: s.Resources.Memory.Value(),
+		MilliCPUs:   s.Resources.CPUs.MilliValue(),
+		PIDs:        s.Resources.PIDs,
+	}
+	for _, v := range s.Volumes {
+		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
+	}
+	return spec, nil
+}
+
+// Placeholder is the stand-in value a sandbox sees for a secret: unique per
+// sandbox and key, and meaningless outside msb's egress proxy.
+func Placeholder(uid, namespace, secret, key string) string {
+	h := sha256.Sum256([]byte(uid + "\x00" + namespace + "\x00" + secret + "\x00" + key))
+	return "msb-placeholder-" + hex.EncodeToString(h[:12])
+}
+
+func mergeEnv(env []string, kv string) []string {
+	name, _, _ := strings.Cut(kv, "=")
+	out := make([]string, 0, len(env)+1)
+	for _, e := range env {
+		if n, _, _ := strings.Cut(e, "="); n != name {
+			out = append(out, e)
+		}
+	}
+	return append(out, kv)
+}
+
+// resolveUser turns an image config user ("", "1000", "1000:1000", "nobody",
+// "app:app") into ids, reading /etc/passwd and /etc/group from the layers.
+func resolveUser(user string, layers []string) (uint32, uint32, error) {
+	if user == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	uid, err := lookupID(u, "etc/passwd", layers)
+	if err != nil {
+		return 0, 0, fmt.Errorf("image user %q: %w", user, err)
+	}
+	gid := uid
+	if hasGroup {
+		gid, err = lookupID(g, "etc/group", layers)
+		if err != nil {
+			return 0, 0, fmt.Errorf("image user %q: %w", user, err)
+		}
+	} else if _, err := strconv.ParseUint(u, 10, 32); err != nil {
+		// A named user's primary group is the passwd entry's gid field.
+		if v, err := lookupField(u, "etc/passwd", layers, 3); err == nil {
+			gid = v
+		}
+	}
+	return uid, gid, nil
+}
+
+func lookupID(name, file string, layers []string) (uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	return lookupField(name, file, layers, 2)
+}
+
+func lookupField(name, file string, layers []string, field int) (uint32, error) {
+	for i := len(layers) - 1; i >= 0; i-- {
+		data, err := os.ReadFile(filepath.Join(layers[i], file))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) > field && f[0] == name {
+				n, err := strconv.ParseUint(f[field], 10, 32)
+				if err != nil {
+					return 0, fmt.Errorf("malformed /%s entry for %q", file, name)
+				}
+				return uint32(n), nil
+			}
+		}
+		return 0, fmt.Errorf("%q not found in /%s", name, file)
+	}
+	return 0, fmt.Errorf("no /%s in the image to look up %q", file, name)
+}
+
+func specHash(s vmdriver.Spec) string {
+	b, _ := json.Marshal(s)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+func expiresAt(sb *v1alpha1.Sandbox) *time.Time {
+	l := sb.Spec.Lifecycle
+	var exp *time.Time
+	if l.ShutdownTime != nil {
+		t := l.ShutdownTime.UTC()
+		exp = &t
+	}
+	if l.TTL != nil && sb.Metadata.CreationTimestamp != nil {
+		if d, err := l.TTL.Parse(); err == nil {
+			t := sb.Metadata.CreationTimestamp.Add(d).UTC()
+			if exp == nil || t.Before(*exp) {
+				exp = &t
+			}
+		}
+	}
+	return exp
+}
+
+// waitAgent waits until the sandbox's agent listens on its socket.
+func (r *SandboxReconciler) waitAgent(ctx context.Context, id string) error {
+	sock := filepath.Join(r.Driver.AgentDir(id), "agent.sock")
+	deadline := time.Now().Add(10 * time.Second)
+	for delay := 500 * time.Microsecond; ; {
+		if _, err := os.Stat(sock); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent did not listen on %s within 10s", sock)
+		}
+		if st, err := r.Driver.State(ctx, id); err == nil && st.Status == "stopped" {
+			return errors.New("sandbox stopped before its agent served")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay < 5*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// watchExit requeues the sandbox as soon as its init process exits, so exits
+// are seen at once rather than at the next resync.
+func (r *SandboxReconciler) watchExit(sb *v1alpha1.Sandbox, pid int) {
+	if pid <= 0 {
+		return
+	}
+	id, key := sb.Metadata.UID, v1alpha1.KeyOf(sb)
+	r.mu.Lock()
+	if r.watching[id] == pid {
+		r.mu.Unlock()
+		return
+	}
+	r.watching[id] = pid
+	r.mu.Unlock()
+	go func() {
+		waitPidExit(pid)
+		r.mu.Lock()
+		if r.watching[id] == pid {
+			delete(r.watching, id)
+		}
+		r.mu.Unlock()
+		r.Requeue(key)
+	}()
+}
+
+func (r *SandboxReconciler) writeStatus(sb *v1alpha1.Sandbox, st v1alpha1.SandboxStatus) error {
+	if statusEqual(sb.Status, st) {
+		return nil
+	}
+	sb.Status = st
+	return r.Store.UpdateStatus(sb)
+}
+
+func copyStatus(s v1alpha1.SandboxStatus) v1alpha1.SandboxStatus {
+	var out v1alpha1.SandboxStatus
+	b, _ := json.Marshal(s)
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+func statusEqual(a, b v1alpha1.SandboxStatus) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func (r *SandboxReconciler) condition(st *v1alpha1.SandboxStatus, typ string, status v1alpha1.ConditionStatus, reason, msg string) {
+	v1alpha1.SetCondition(&st.Conditions, v1alpha1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Second)})
+}
+
+func cond(st *v1alpha1.SandboxStatus, typ string) string {
+	if c := v1alpha1.FindCondition(st.Conditions, typ); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func (r *SandboxReconciler) event(sb *v1alpha1.Sandbox, typ, reason, msg string) {
+	ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Metadata.Namespace, Name: sb.Metadata.Name, UID: sb.Metadata.UID}
+	if err := r.Store.RecordEvent(ref, typ, reason, msg); err != nil {
+		r.Log.Warn("recording event", "sandbox", sb.Metadata.Name, "reason", reason, "err", err)
+	}
+}
+
+// RecordPanic is the Controller's OnPanic hook: it leaves a Warning event on
+// the Sandbox so a crash in the reconciler is visible to users.
+func (r *SandboxReconciler) RecordPanic(key string, recovered any) {
+	_, ns, name, err := v1alpha1.SplitKey(key)
+	if err != nil {
+		return
+	}
+	ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: ns, Name: name}
+	_ = r.Store.RecordEvent(ref, v1alpha1.EventWarning, ReasonPanic, fmt.Sprintf("internal error while reconciling: %v (will retry)", recovered))
+}
+
+func hasFinalizer(sb *v1alpha1.Sandbox) bool {
+	for _, f := range sb.Metadata.Finalizers {
+		if f == v1alpha1.FinalizerSandbox {
+			return true
+		}
+	}
+	return false
+}

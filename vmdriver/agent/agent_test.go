@@ -1,0 +1,578 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentBin is the real msb-agent, built static once for all tests.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	tmp, err := os.MkdirTemp("", "msb-agent-test")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(tmp, "msb-agent")
+	build := exec.Command("go", "build", "-o", agentBin, "msb.dev/msb/cmd/msb-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build msb-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
+type testAgent struct {
+	t    *testing.T
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	code int
+}
+
+// startAgent runs the agent (not as PID 1: it makes itself a subreaper) in dir,
+// or in a fresh temporary directory when dir is "", and waits until it is ready.
+func startAgent(t testing.TB, dir string, cfg Config) *testAgent {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := WriteConfig(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a := &testAgent{dir: dir, done: make(chan struct{})}
+	a.cmd = exec.Command(agentBin, "init", "--dir", dir)
+	a.cmd.Stderr = os.Stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.cmd.Wait()
+		a.code = a.cmd.ProcessState.ExitCode()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.cmd.Process.Signal(syscall.SIGKILL)
+		<-a.done
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := WaitReady(ctx, dir); err != nil {
+		// A main command that exits at once may beat the ready check.
+		if _, ok, _ := ReadExitCode(dir); !ok {
+			t.Fatal(err)
+		}
+	}
+	return a
+}
+
+func (a *testAgent) wait(t testing.TB, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-a.done:
+		return a.code
+	case <-time.After(d):
+		t.Fatalf("agent did not exit within %v", d)
+		return -1
+	}
+}
+
+func (a *testAgent) dial(t testing.TB) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), filepath.Join(a.dir, SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func sleeper() Config {
+	return Config{Args: []string{"sleep", "1000"}, Env: []string{"PATH=/usr/bin:/bin"}}
+}
+
+func readLog(t *testing.T, dir string) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := ReadLog(dir, &b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestMainCommand(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		wantLog string
+	}{
+		{"exit 3", []string{"sh", "-c", "echo out; echo err >&2; echo out2; exit 3"}, 3, "out\nerr\nout2\n"},
+		{"killed", []string{"sh", "-c", "kill -9 $$"}, 128 + 9, ""},
+		{"not found", []string{"no-such-command"}, 127, `msb-agent: exec "no-such-command": executable file not found in $PATH`},
+		{"not executable", []string{"/etc/passwd"}, 126, "permission denied"},
+		{"workdir and env", []string{"sh", "-c", "pwd; echo $FOO"}, 0, "/tmp\nbar\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startAgent(t, "", Config{Args: tc.args, Env: []string{"PATH=/usr/bin:/bin", "FOO=bar"}, WorkingDir: "/tmp"})
+			if code := a.wait(t, 5*time.Second); code != tc.code {
+				t.Errorf("agent exit code %d, want %d", code, tc.code)
+			}
+			code, ok, err := ReadExitCode(a.dir)
+			if err != nil || !ok || code != tc.code {
+				t.Errorf("ReadExitCode = %d, %v, %v; want %d", code, ok, err, tc.code)
+			}
+			if got := readLog(t, a.dir); !strings.Contains(got, tc.wantLog) {
+				t.Errorf("log = %q, want it to contain %q", got, tc.wantLog)
+			}
+			for _, f := range []string{ReadyFile, SocketFile} {
+				if _, err := os.Stat(filepath.Join(a.dir, f)); err == nil {
+					t.Errorf("%s left behind after exit", f)
+				}
+			}
+		})
+	}
+}
+
+func TestForwardSignal(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 5*time.Second); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+}
+
+func TestLeftoversTerminated(t *testing.T) {
+	// The main command exits leaving a child that ignores SIGTERM: the agent must
+	// still exit with the main command's code, within the grace period plus a bit.
+	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "sh -c 'trap \"\" TERM; sleep 100' & sleep 100 & sleep 0.1; exit 5"}})
+	start := time.Now()
+	if code := a.wait(t, 5*time.Second); code != 5 {
+		t.Errorf("exit code %d, want 5", code)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("agent took %v to exit", d)
+	}
+}
+
+func TestOrphansReaped(t *testing.T) {
+	// The subshell exits at once, so its sleeps are reparented to the agent.
+	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "(sleep 0.2 & sleep 0.3 &); exec sleep 1000"}})
+	c := a.dial(t)
+	code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"sh", "-c", "(sleep 0.2 &)"}})
+	if err != nil || code != 0 {
+		t.Fatalf("exec: %d, %v", code, err)
+	}
+	pid := a.cmd.Process.Pid
+	sawOrphan := false
+	for i := 0; i < 10; i++ {
+		if n := len(childrenOf(t, pid, "")); n > 1 {
+			sawOrphan = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawOrphan {
+		t.Error("orphans were never reparented to the agent; the test proves nothing")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if z := childrenOf(t, pid, "Z"); len(z) > 0 {
+		t.Errorf("zombie children of the agent: %v", z)
+	}
+	if n := len(childrenOf(t, pid, "")); n != 1 {
+		t.Errorf("agent has %d children, want only the main command", n)
+	}
+}
+
+// childrenOf lists the children of pid (in the given state, if not "").
+func childrenOf(t *testing.T, pid int, state string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) || (state != "" && f[0] != state) {
+			continue
+		}
+		out = append(out, e.Name()+":"+f[0])
+	}
+	return out
+}
+
+func TestLogRotation(t *testing.T) {
+	const limit = 64 << 10
+	a := startAgent(t, "", Config{Args: []string{"seq", "1", "200000"}, LogMaxBytes: limit})
+	a.wait(t, 10*time.Second)
+	got := readLog(t, a.dir)
+	if len(got) > limit || len(got) < limit/2 {
+		t.Errorf("log is %d bytes, want between %d and %d", len(got), limit/2, limit)
+	}
+	var full strings.Builder
+	for i := 1; i <= 200000; i++ {
+		fmt.Fprintf(&full, "%d\n", i)
+	}
+	if !strings.HasSuffix(full.String(), got) {
+		t.Errorf("log is not the tail of the output")
+	}
+}
+
+func TestFollowLog(t *testing.T) {
+	// Lines arrive over ~1s while the log rotates every 512 bytes.
+	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo line$i; sleep 0.005; done"}, LogMaxBytes: 1024})
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() { errc <- FollowLog(ctx, a.dir, pw); pw.Close() }()
+	var got []string
+	buf := make([]byte, 4096)
+	var partial string
+	deadline := time.After(10 * time.Second)
+	for len(got) == 0 || got[len(got)-1] != "line200" {
+		type res struct {
+			n   int
+			err error
+		}
+		rc := make(chan res, 1)
+		go func() { n, err := pr.Read(buf); rc <- res{n, err} }()
+		select {
+		case r := <-rc:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			lines := strings.Split(partial+string(buf[:r.n]), "\n")
+			partial = lines[len(lines)-1]
+			got = append(got, lines[:len(lines)-1]...)
+		case <-deadline:
+			t.Fatalf("follow stalled after %d lines", len(got))
+		}
+	}
+	cancel()
+	go io.Copy(io.Discard, pr)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// The start may have rotated away before following began; after that nothing is lost.
+	first, _ := strconv.Atoi(strings.TrimPrefix(got[0], "line"))
+	for i, l := range got {
+		if want := fmt.Sprintf("line%d", first+i); l != want {
+			t.Fatalf("line %d = %q, want %q (lines lost or repeated)", i, l, want)
+		}
+	}
+}
+
+func TestExecOutput(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	dir := t.TempDir()
+	out := make([]byte, 5<<20)
+	errb := make([]byte, 1<<20)
+	rand.Read(out)
+	rand.Read(errb)
+	os.WriteFile(filepath.Join(dir, "out"), out, 0o644)
+	os.WriteFile(filepath.Join(dir, "err"), errb, 0o644)
+	var stdout, stderr bytes.Buffer
+	code, err := c.Exec(context.Background(), ExecRequest{
+		Argv:       []string{"sh", "-c", `cat "$1"; cat "$2" >&2; printf '\377\376x'; printf '\300y' >&2`, "sh", "out", "err"},
+		Env:        []string{"PATH=/bin:/usr/bin"},
+		WorkingDir: dir,
+		Stdout:     &stdout,
+		Stderr:     &stderr,
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("exec: %d, %v", code, err)
+	}
+	if want := append(out, "\xff\xfex"...); !bytes.Equal(stdout.Bytes(), want) {
+		t.Errorf("stdout: %d bytes, differs from the %d written", stdout.Len(), len(want))
+	}
+	if want := append(errb, "\xc0y"...); !bytes.Equal(stderr.Bytes(), want) {
+		t.Errorf("stderr: %d bytes, differs from the %d written", stderr.Len(), len(want))
+	}
+}
+
+func TestExecExitCodes(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	noexec := filepath.Join(t.TempDir(), "noexec")
+	os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644)
+	for _, tc := range []struct {
+		argv       []string
+		code       int
+		wantStderr string
+	}{
+		{[]string{"true"}, 0, ""},
+		{[]string{"sh", "-c", "exit 1"}, 1, ""},
+		{[]string{"sh", "-c", "exit 42"}, 42, ""},
+		{[]string{"sh", "-c", "kill -KILL $$"}, 128 + 9, ""},
+		{[]string{"foo-not-there"}, 127, `msb-agent: exec "foo-not-there": executable file not found in $PATH` + "\n"},
+		{[]string{"/no/such/file"}, 127, "no such file or directory"},
+		{[]string{noexec}, 126, "permission denied"},
+	} {
+		t.Run(strings.Join(tc.argv, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			code, err := c.Exec(context.Background(), ExecRequest{Argv: tc.argv, Stderr: &stderr})
+			if err != nil || code != tc.code {
+				t.Errorf("exec = %d, %v; want %d", code, err, tc.code)
+			}
+			if !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Errorf("stderr = %q, want %q", stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}
+
+func TestExecEnvAndUser(t *testing.T) {
+	a := startAgent(t, "", Config{Args: []string{"sleep", "1000"}, Env: []string{"PATH=/usr/bin:/bin", "A=1", "B=2"}, WorkingDir: "/tmp"})
+	c := a.dial(t)
+	var out bytes.Buffer
+	code, err := c.Exec(context.Background(), ExecRequest{
+		Argv: []string{"sh", "-c", `echo "$A $B $(pwd) $(id -u):$(id -g)"`}, Env: []string{"B=3"}, User: "nobody", Stdout: &out,
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("exec = %d, %v", code, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("user switch needs root")
+	}
+	if got := out.String(); !strings.HasPrefix(got, "1 3 /tmp 65534:") {
+		t.Errorf("output %q, want env override, workdir and user nobody", got)
+	}
+}
+
+func TestExecStdin(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	in := make([]byte, 1<<20)
+	rand.Read(in)
+	var out bytes.Buffer
+	code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"cat"}, Stdin: bytes.NewReader(in), Stdout: &out})
+	if err != nil || code != 0 || !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("cat: %d, %v, %d bytes back of %d", code, err, out.Len(), len(in))
+	}
+	// No stdin at all: EOF at once.
+	out.Reset()
+	code, err = c.Exec(context.Background(), ExecRequest{Argv: []string{"wc", "-c"}, Stdout: &out})
+	if err != nil || code != 0 || strings.TrimSpace(out.String()) != "0" {
+		t.Errorf("wc -c with no stdin: %d, %v, %q", code, err, out.String())
+	}
+}
+
+func TestExecTTY(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	var out bytes.Buffer
+	code, err := c.Exec(context.Background(), ExecRequest{
+		Argv: []string{"sh", "-c", "tty; stty size; echo $TERM; echo err >&2"}, TTY: true, Term: "vt100", Rows: 30, Cols: 100, Stdout: &out,
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("exec = %d, %v", code, err)
+	}
+	got := out.String()
+	for _, want := range []string{"/dev/pts/", "30 100\r\n", "vt100\r\n", "err\r\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("tty output %q lacks %q", got, want)
+		}
+	}
+
+	// Window change, and stdin through the terminal.
+	pr, pw := io.Pipe()
+	outc := &syncBuffer{}
+	resize := make(chan WindowSize, 1)
+	done := make(chan int, 1)
+	go func() {
+		code, err := c.Exec(context.Background(), ExecRequest{
+			Argv: []string{"sh", "-c", "stty size; read x; stty size"}, TTY: true, Rows: 10, Cols: 20,
+			Stdin: pr, Stdout: outc, Resize: resize,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- code
+	}()
+	waitFor(t, outc, "10 20\r\n")
+	resize <- WindowSize{Rows: 44, Cols: 88}
+	time.Sleep(100 * time.Millisecond)
+	pw.Write([]byte("\n"))
+	waitFor(t, outc, "44 88\r\n")
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, b *syncBuffer, s string) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(b.String(), s) {
+			return
+		}
+	}
+	t.Fatalf("output %q never contained %q", b.String(), s)
+}
+
+func TestExecSignal(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	for _, tty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tty=%v", tty), func(t *testing.T) {
+			sigs := make(chan syscall.Signal, 1)
+			out := &syncBuffer{}
+			go func() {
+				waitFor(t, out, "started")
+				sigs <- syscall.SIGTERM
+			}()
+			code, err := c.Exec(context.Background(), ExecRequest{
+				Argv: []string{"sh", "-c", "echo started; exec sleep 100"}, TTY: tty, Stdout: out, Signals: sigs,
+			})
+			if err != nil || code != 128+15 {
+				t.Errorf("exec = %d, %v; want %d", code, err, 128+15)
+			}
+		})
+	}
+}
+
+func TestExecContextCancelKills(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.Exec(ctx, ExecRequest{Argv: []string{"sleep", "77"}}); err == nil {
+		t.Fatal("want an error when ctx ends")
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		found := false
+		for _, p := range descendants(a.cmd.Process.Pid) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); bytes.Contains(b, []byte("77")) {
+				found = true
+			}
+		}
+		if !found {
+			return
+		}
+	}
+	t.Error("sleep 77 still runs after its session ended")
+}
+
+func TestExecConcurrent(t *testing.T) {
+	a := startAgent(t, "", sleeper())
+	c := a.dial(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"sh", "-c", "echo $0; exit $0", strconv.Itoa(i)}, Stdout: &out})
+			if err != nil || code != i || out.String() != fmt.Sprintf("%d\n", i) {
+				t.Errorf("exec %d: %d, %v, %q", i, code, err, out.String())
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestLongSocketPath(t *testing.T) {
+	dir := t.TempDir()
+	for len(dir) < 130 {
+		dir = filepath.Join(dir, "a-rather-long-directory-name")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, SocketFile)
+	if len(sock) <= 108 {
+		t.Fatalf("path %d bytes, not long enough", len(sock))
+	}
+	a := startAgent(t, dir, sleeper())
+	c := a.dial(t)
+	if code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"true"}}); err != nil || code != 0 {
+		t.Errorf("exec over %d-byte socket path: %d, %v", len(sock), code, err)
+	}
+}
+
+func TestWaitReadyReportsEarlyExit(t *testing.T) {
+	dir := t.TempDir()
+	WriteConfig(dir, Config{Args: []string{"true"}})
+	writeExitCode(dir, 7)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := WaitReady(ctx, dir); err == nil || !strings.Contains(err.Error(), "code 7") {
+		t.Errorf("WaitReady = %v, want an error naming exit code 7", err)
+	}
+}
+
+// BenchmarkExecTrue measures what msbctl exec pays: connect, SSH handshake, one
+// session running true, close.
+func BenchmarkExecTrue(b *testing.B) {
+	a := startAgent(b, "", sleeper())
+	sock := filepath.Join(a.dir, SocketFile)
+	ctx := context.Background()
+	for b.Loop() {
+		c, err := Dial(ctx, sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, err := c.Exec(ctx, ExecRequest{Argv: []string{"true"}}); err != nil || code != 0 {
+			b.Fatal(code, err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkExecTrueReused is the same over one kept connection, for callers that pool.
+func BenchmarkExecTrueReused(b *testing.B) {
+	a := startAgent(b, "", sleeper())
+	c := a.dial(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if code, err := c.Exec(ctx, ExecRequest{Argv: []string{"true"}}); err != nil || code != 0 {
+			b.Fatal(code, err)
+		}
+	}
+}
+
+// BenchmarkDial is the connect and handshake alone.
+func BenchmarkDial(b *testing.B) {
+	a := startAgent(b, "", sleeper())
+	sock := filepath.Join(a.dir, SocketFile)
+	for b.Loop() {
+		c, err := Dial(context.Background(), sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

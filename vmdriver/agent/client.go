@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Client is a connection to one agent. It is safe for concurrent Exec calls, each on
+// its own SSH session.
+type Client struct {
+	c *ssh.Client
+}
+
+// WindowSize is a terminal size in character cells.
+type WindowSize struct {
+	Rows, Cols uint16
+}
+
+// ExecRequest describes one command to run in the sandbox.
+type ExecRequest struct {
+	Argv       []string // exact argv, no shell; Argv[0] is looked up in the PATH of the env
+	Env        []string // KEY=VALUE, overriding Config.Env
+	WorkingDir string   // default Config.WorkingDir
+	User       string   // "uid[:gid]" or "name[:group]"; default Config.UID/GID
+
+	TTY        bool // run on a pty; output then all comes on Stdout
+	Term       string
+	Rows, Cols uint16
+
+	Stdin          io.Reader // nil = no stdin (EOF immediately)
+	Stdout, Stderr io.Writer // nil = discard; with TTY, Stderr is unused
+
+	Resize  <-chan WindowSize     // optional, TTY only
+	Signals <-chan syscall.Signal // optional: forwarded to the process (its foreground group with TTY)
+}
+
+// Dial connects to the agent socket at socketPath (any length: paths past the 107
+// bytes of a sockaddr_un go through /proc/self/fd) and completes the SSH handshake.
+func Dial(ctx context.Context, socketPath string) (*Client, error) {
+	conn, err := dialUnix(ctx, socketPath)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	conf := &ssh.ClientConfig{
+		User: "root",
+		// The host key is not checked: the agent generates a fresh one per start, and
+		// reaching this socket at all (host root only) is the authentication.
+		HostKeyCallback:   ssh.InsecureIgnoreHostKey(),
+		HostKeyAlgorithms: hostKeyAlgos,
+		ClientVersion:     "SSH-2.0-msb",
+		Config:            ssh.Config{KeyExchanges: kexAlgos, Ciphers: cipherAlgos},
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(conn, socketPath, conf)
+	if !stop() {
+		if err == nil {
+			sc.Close()
+		}
+		conn.Close()
+		return nil, fmt.Errorf("agent %s: %w", socketPath, ctx.Err())
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent %s: handshake: %w", socketPath, err)
+	}
+	return &Client{c: ssh.NewClient(sc, chans, reqs)}, nil
+}
+
+// Close closes the connection; running Execs fail and their processes are killed.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Exec runs req in the sandbox and returns its exit code: 128+signal if it was killed
+// by a signal, 127 if Argv[0] was not found, 126 if it could not be run. err is set
+// only when the exit code could not be learned (connection lost, ctx done); when ctx
+// is done the session is closed, which kills the process.
+func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err error) {
+	if len(req.Argv) == 0 {
+		return -1, errors.New("exec: empty argv")
+	}
+	payload, err := json.Marshal(execPayload{Argv: req.Argv, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User})
+	if err != nil {
+		return -1, err
+	}
+	sess, err := c.c.NewSession()
+	if err != nil {
+		return -1, fmt.Errorf("exec: %w", err)
+	}
+	defer sess.Close()
+	if req.TTY {
+		term := req.Term
+		if term == "" {
+			term = "xterm"
+		}
+		if err := sess.RequestPty(term, int(req.Rows), int(req.Cols), ssh.TerminalModes{}); err != nil {
+			return -1, fmt.Errorf("exec: pty: %w", err)
+		}
+	}
+	sess.Stdin, sess.Stdout, sess.Stderr = req.Stdin, req.Stdout, req.Stderr
+	if err := sess.Start(string(payload)); err != nil {
+		return -1, fmt.Errorf("exec %q: %w", req.Argv[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	for {
+		select {
+		case err := <-done:
+			return waitResult(err)
+		case ws, ok := <-req.Resize:
+			if !ok {
+				req.Resize = nil
+				continue
+			}
+			sess.WindowChange(int(ws.Rows), int(ws.Cols))
+		case sig, ok := <-req.Signals:
+			if !ok {
+				req.Signals = nil
+				continue
+			}
+			if name := signalName(sig); name != "" {
+				sess.Signal(ssh.Signal(name))
+			}
+		case <-ctx.Done():
+			sess.Close()
+			return -1, ctx.Err()
+		}
+	}
+}
+
+func waitResult(err error) (int, error) {
+	if err == nil {
+		return 0, nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		if ee.Signal() != "" {
+			return 128 + int(signalNum(ee.Signal())), nil
+		}
+		return ee.ExitStatus(), nil
+	}
+	return -1, fmt.Errorf("exec: %w", err)
+}

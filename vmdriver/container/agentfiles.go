@@ -1,0 +1,166 @@
+package container
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"msb.dev/msb/vmdriver"
+)
+
+// Names in the agent directory (the contract with msb-agent, see vmdriver/agent).
+const (
+	agentConfigFile   = "config.json"
+	agentExitCodeFile = "exit-code"
+	agentBinaryFile   = "msb-agent"
+)
+
+// staleRunFiles are removed before every start so State never reports the
+// previous run's exit code.
+var staleRunFiles = []string{"ready", agentExitCodeFile, "agent.sock"}
+
+// agentConfig is msb-agent's config.json. vmdriver/agent.Config has the same
+// keys; this package writes the JSON itself to stay independent of the agent.
+type agentConfig struct {
+	Args        []string `json:"args"`
+	Env         []string `json:"env"`
+	WorkingDir  string   `json:"workingDir"`
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	LogMaxBytes int64    `json:"logMaxBytes"`
+	Hostname    string   `json:"hostname"`
+}
+
+// prepareAgentDir creates dir (owned by the sandbox's root, which writes
+// there), the placeholder the agent binary is bind-mounted over, and
+// config.json. The sandbox may have left anything in dir, so every access goes
+// through an os.Root and never follows a symlink out of it.
+func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if fi, err := os.Lstat(dir); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if err := os.Lchown(dir, int(d.opts.HostUID), int(d.opts.HostGID)); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+
+	// Placeholder: must be a regular file for the bind mount of the binary.
+	if fi, err := root.Lstat(agentBinaryFile); err == nil && !fi.Mode().IsRegular() {
+		if err := root.RemoveAll(agentBinaryFile); err != nil {
+			return err
+		}
+	}
+	if f, err := root.OpenFile(agentBinaryFile, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
+		return err
+	}
+
+	cfg := agentConfig{
+		Args:        spec.Args,
+		Env:         spec.Env,
+		WorkingDir:  spec.WorkingDir,
+		UID:         spec.UID,
+		GID:         spec.GID,
+		LogMaxBytes: spec.LogMaxBytes,
+		Hostname:    spec.Hostname,
+	}
+	if cfg.Args == nil {
+		cfg.Args = []string{}
+	}
+	if cfg.Env == nil {
+		cfg.Env = []string{}
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return d.writeAtomic(root, agentConfigFile, append(b, '\n'))
+}
+
+// writeAtomic writes name in root through a fresh temporary file (O_EXCL, so
+// never through a planted symlink) and a rename, readable only by the
+// sandbox's root.
+func (d *Driver) writeAtomic(root *os.Root, name string, data []byte) error {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmp := "." + name + "." + hex.EncodeToString(rnd[:])
+	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chown(int(d.opts.HostUID), int(d.opts.HostGID))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		root.Remove(tmp)
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// clearRunState removes what a previous run of the agent left behind.
+func clearRunState(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, name := range staleRunFiles {
+		if err := root.RemoveAll(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readExitCode returns the main command's exit code if the agent wrote one.
+// The file is the sandbox's: no symlinks, no FIFOs, no huge reads.
+func readExitCode(dir string) (code int, ok bool) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, false
+	}
+	defer root.Close()
+	f, err := root.OpenFile(agentExitCodeFile, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 32))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}

@@ -1,0 +1,27 @@
+// Package container is the runc backend of vmdriver: each sandbox is a runc
+// container in its own user, pid, mount, network, ipc, uts and cgroup namespaces,
+// with a seccomp filter, a minimal capability set and cgroup limits. It is the
+// fallback on hosts without KVM.
+//
+// Everything lives under Options.StateDir, so two msbd with different state
+// directories never see each other's sandboxes:
+//
+//	StateDir/
+//	├── runc/                    runc --root: runc's own state, one dir per container
+//	└── sandboxes/<id>/
+//	    ├── spec.json            the vmdriver.Spec, so Start after an msbd restart can rebuild
+//	    ├── upper/  work/        overlay writable layer (kept until Delete(purge=true))
+//	    ├── rootfs/              overlay mount point: Spec.Layers + upper, the bundle root
+//	    ├── agent/               bind-mounted read-write at /.msb: config.json, agent.sock, log, exit-code
+//	    │   └── msb-agent        empty placeholder; Spec.AgentPath is bind-mounted over it read-only
+//	    ├── runc.log             runc's JSON log (errors of the last runc call)
+//	    └── bundle/config.json   the OCI runtime spec
+//
+// The overlay is mounted from the host (initial user namespace) before runc
+// starts; image layers are already owned by the mapped id range, and upper/ is
+// owned by the mapped root, so the sandbox's root writes anywhere the image allows.
+//
+// Files in agent/ are written by the sandbox, so the host never follows a
+// symlink there: it reads and writes them through an os.Root and refuses
+// anything that is not a regular file.
+package container

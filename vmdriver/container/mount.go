@@ -1,0 +1,176 @@
+package container
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountOverlay mounts layers (lowest first) + upper at target from the host's
+// (initial) user namespace. A short option string goes through mount(2); one
+// longer than a page (many layers, long paths) through fsconfig "lowerdir+"
+// (kernel 6.8+), which takes each layer separately.
+func mountOverlay(layers []string, upper, work, target string) error {
+	if len(layers) == 0 {
+		return errors.New("overlay: no image layers")
+	}
+	lower := make([]string, 0, len(layers))
+	for i := len(layers) - 1; i >= 0; i-- { // overlay wants the highest first
+		l := layers[i]
+		if strings.ContainsAny(l, ":,") {
+			return fmt.Errorf("overlay: layer path %q contains ':' or ','", l)
+		}
+		lower = append(lower, l)
+	}
+	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if len(data) < unix.Getpagesize()-1 {
+		if err := unix.Mount("overlay", target, "overlay", unix.MS_NODEV, data); err != nil {
+			return fmt.Errorf("mount overlay on %s: %w", target, err)
+		}
+		return nil
+	}
+	return mountOverlayFsconfig(lower, upper, work, target)
+}
+
+func mountOverlayFsconfig(lower []string, upper, work, target string) error {
+	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen overlay: %w", err)
+	}
+	defer unix.Close(fsfd)
+	set := func(k, v string) error {
+		if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+			return fmt.Errorf("overlay %s=%s: %w (kernel 6.8+ needed for more than a page of layer paths)", k, v, err)
+		}
+		return nil
+	}
+	if err := set("source", "overlay"); err != nil {
+		return err
+	}
+	for _, l := range lower {
+		if err := set("lowerdir+", l); err != nil {
+			return err
+		}
+	}
+	if err := set("upperdir", upper); err != nil {
+		return err
+	}
+	if err := set("workdir", work); err != nil {
+		return err
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return fmt.Errorf("overlay create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return fmt.Errorf("fsmount overlay: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount overlay to %s: %w", target, err)
+	}
+	return nil
+}
+
+// mountPoints returns the mount points at or below dir in this mount
+// namespace, deepest first.
+func mountPoints(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dir = filepath.Clean(dir)
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	// Deepest first; a path mounted twice appears twice, and unmounting twice is right.
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return out, nil
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, …).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isMountPoint(path string) (bool, error) {
+	mps, err := mountPoints(path)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(mps, filepath.Clean(path)), nil
+}
+
+// unmountAll unmounts everything at or below dir. A busy mount is retried for
+// a while (a process of a just-killed sandbox may still be exiting), then
+// detached lazily so the sandbox never stays half-deleted.
+func unmountAll(dir string) error {
+	for attempt := 0; ; attempt++ {
+		mps, err := mountPoints(dir)
+		if err != nil {
+			return err
+		}
+		if len(mps) == 0 {
+			return nil
+		}
+		var busy error
+		for _, mp := range mps {
+			err := unix.Unmount(mp, unix.UMOUNT_NOFOLLOW)
+			switch {
+			case err == nil, errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			case errors.Is(err, unix.EBUSY):
+				if attempt >= 50 {
+					if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) {
+						return fmt.Errorf("unmount %s: %w", mp, err)
+					}
+				} else {
+					busy = err
+				}
+			default:
+				return fmt.Errorf("unmount %s: %w", mp, err)
+			}
+		}
+		if busy != nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if attempt > 60 {
+			return fmt.Errorf("unmount under %s: still mounted", dir)
+		}
+	}
+}

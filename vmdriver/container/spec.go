@@ -1,0 +1,171 @@
+package container
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"msb.dev/msb/vmdriver"
+)
+
+// agentInSandbox is where the agent binary appears; the host agent/ dir is /.msb.
+const (
+	agentMountDir = "/.msb"
+	agentBinary   = "/.msb/msb-agent"
+	cpuPeriod     = 100000 // µs, the CFS default
+)
+
+// capabilities is Docker's default set minus NET_RAW and MKNOD.
+var capabilities = []string{
+	"CAP_CHOWN",
+	"CAP_DAC_OVERRIDE",
+	"CAP_FOWNER",
+	"CAP_FSETID",
+	"CAP_KILL",
+	"CAP_SETGID",
+	"CAP_SETUID",
+	"CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT",
+	"CAP_AUDIT_WRITE",
+	"CAP_SETFCAP",
+}
+
+// maskedPaths and readonlyPaths are Docker's defaults.
+var (
+	maskedPaths = []string{
+		"/proc/asound",
+		"/proc/acpi",
+		"/proc/interrupts",
+		"/proc/kcore",
+		"/proc/keys",
+		"/proc/latency_stats",
+		"/proc/timer_list",
+		"/proc/timer_stats",
+		"/proc/sched_debug",
+		"/proc/scsi",
+		"/sys/firmware",
+		"/sys/devices/virtual/powercap",
+	}
+	readonlyPaths = []string{
+		"/proc/bus",
+		"/proc/fs",
+		"/proc/irq",
+		"/proc/sys",
+		"/proc/sysrq-trigger",
+	}
+)
+
+// ociSpec builds the runtime spec of one sandbox. rootfs is the mounted overlay.
+func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error) {
+	hostname := spec.Hostname
+	if hostname == "" {
+		// Never leave the host's name visible in the new UTS namespace.
+		hostname = spec.ID
+		if len(hostname) > 63 {
+			hostname = hostname[:63]
+		}
+	}
+	caps := append([]string(nil), capabilities...)
+	s := &specs.Spec{
+		Version: "1.0.2",
+		Root:    &specs.Root{Path: rootfs, Readonly: false},
+		Process: &specs.Process{
+			Terminal: false,
+			User:     specs.User{UID: 0, GID: 0},
+			Args:     []string{agentBinary, "init"},
+			Env:      []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			Cwd:      "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  caps,
+				Effective: caps,
+				Permitted: caps,
+			},
+			Rlimits: []specs.POSIXRlimit{
+				{Type: "RLIMIT_NOFILE", Hard: 524288, Soft: 1024},
+			},
+			NoNewPrivileges: true,
+		},
+		Hostname: hostname,
+		Mounts:   d.mounts(spec),
+		Linux: &specs.Linux{
+			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: d.opts.HostUID, Size: d.opts.IDMapSize}},
+			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: d.opts.HostGID, Size: d.opts.IDMapSize}},
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.UserNamespace},
+				{Type: specs.CgroupNamespace},
+			},
+			CgroupsPath: d.cgroupsPath(spec.ID),
+			Resources:   resources(spec),
+			// Host mount events never reach the sandbox and its mounts never
+			// reach the host.
+			RootfsPropagation: "rprivate",
+			MaskedPaths:       maskedPaths,
+			ReadonlyPaths:     readonlyPaths,
+		},
+	}
+	sc, err := seccomp.GetDefaultProfile(s)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	s.Linux.Seccomp = sc
+	return s, nil
+}
+
+func resources(spec vmdriver.Spec) *specs.LinuxResources {
+	r := &specs.LinuxResources{
+		// Deny every device, then runc appends its default allow list
+		// (null, zero, full, random, urandom, tty, ptmx, pts).
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+	}
+	if spec.MemoryBytes > 0 {
+		limit := spec.MemoryBytes
+		swap := spec.MemoryBytes // memory+swap = limit: no swap
+		r.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &swap}
+	}
+	if spec.MilliCPUs > 0 {
+		quota := spec.MilliCPUs * cpuPeriod / 1000
+		if quota < 1000 {
+			quota = 1000 // the kernel's minimum is 1ms
+		}
+		period := uint64(cpuPeriod)
+		r.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if spec.PIDs > 0 {
+		pids := spec.PIDs
+		r.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	return r
+}
+
+func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
+	m := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+	for _, v := range spec.Mounts {
+		opts := []string{"rbind", "nosuid", "nodev"}
+		if v.ReadOnly {
+			// rro makes submounts read-only too (mount_setattr, kernel 5.12+).
+			opts = append(opts, "ro", "rro")
+		}
+		m = append(m, specs.Mount{Destination: filepath.Clean(v.Path), Type: "bind", Source: v.HostPath, Options: opts})
+	}
+	// Last, so a volume can never cover the agent.
+	m = append(m,
+		specs.Mount{Destination: agentMountDir, Type: "bind", Source: d.AgentDir(spec.ID), Options: []string{"bind", "nosuid", "nodev", "noexec"}},
+		specs.Mount{Destination: agentBinary, Type: "bind", Source: spec.AgentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
+	)
+	return m
+}
