@@ -21,7 +21,8 @@ type fieldReq struct {
 	negate       bool
 }
 
-// fieldsFor lists the fields a field selector may name, per kind.
+// fieldValue returns the value of a field a field selector may name, and
+// whether obj's kind has that field.
 func fieldValue(obj v1alpha1.Object, field string) (string, bool) {
 	m := obj.GetMetadata()
 	switch field {
@@ -65,11 +66,15 @@ func newFilter(ki v1alpha1.KindInfo, namespace, labelSelector, fieldSelector str
 			continue
 		}
 		var req fieldReq
-		var ok bool
-		if req.field, req.value, ok = strings.Cut(term, "!="); ok {
+		switch {
+		case strings.Contains(term, "!="):
+			req.field, req.value, _ = strings.Cut(term, "!=")
 			req.negate = true
-		} else if req.field, req.value, ok = strings.Cut(term, "=="); ok {
-		} else if req.field, req.value, ok = strings.Cut(term, "="); !ok {
+		case strings.Contains(term, "=="):
+			req.field, req.value, _ = strings.Cut(term, "==")
+		case strings.Contains(term, "="):
+			req.field, req.value, _ = strings.Cut(term, "=")
+		default:
 			return nil, badRequest("fieldSelector term %q: want field=value or field!=value", term)
 		}
 		req.field, req.value = strings.TrimSpace(req.field), strings.TrimSpace(req.value)

@@ -34,10 +34,29 @@ type APIError struct {
 func (e *APIError) Error() string { return e.Message }
 
 // IsNotFound reports whether err is a 404 from msbd.
-func IsNotFound(err error) bool { panic("TODO") }
+func IsNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
 
 // IsConflict reports whether err is a 409 from msbd.
-func IsConflict(err error) bool { panic("TODO") }
+func IsConflict(err error) bool { return hasStatus(err, http.StatusConflict) }
+
+// IsAlreadyExists reports whether err is a 409 from msbd for a create of an
+// object that exists.
+func IsAlreadyExists(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Reason == "AlreadyExists"
+}
+
+// IsInvalid reports whether err is a 422 from msbd (see APIError.Details).
+func IsInvalid(err error) bool { return hasStatus(err, http.StatusUnprocessableEntity) }
+
+// IsGone reports whether err is a 410 from msbd: a watch asked for a revision
+// that is no longer kept; list again and watch from the list's revision.
+func IsGone(err error) bool { return hasStatus(err, http.StatusGone) }
+
+func hasStatus(err error, code int) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == code
+}
 
 // ApplyResult says what apply did to one object.
 type ApplyResult struct {

@@ -55,6 +55,7 @@ type flagSet struct {
 	dashAt int
 	pos    []string
 	help   bool
+	seen   map[string]bool // long names of the flags given
 }
 
 func newFlagSet(cmd string) *flagSet {
@@ -172,6 +173,10 @@ func (fs *flagSet) unknown(flag string) error {
 }
 
 func (fs *flagSet) set(d *flagDef, name, val string) error {
+	if fs.seen == nil {
+		fs.seen = map[string]bool{}
+	}
+	fs.seen[d.long] = true
 	if err := d.value.Set(val); err != nil {
 		return usagef("invalid value for %s: %v; see 'msbctl %s --help'", name, err, fs.cmd)
 	}
@@ -257,6 +262,9 @@ func (fs *flagSet) parse(args []string) error {
 	}
 	return nil
 }
+
+// changed reports whether the flag named long was given.
+func (fs *flagSet) changed(long string) bool { return fs.seen[long] }
 
 // args returns the positional arguments.
 func (fs *flagSet) args() []string { return fs.pos }

@@ -28,6 +28,11 @@ func TestMain(m *testing.M) {
 	agentBin = filepath.Join(tmp, "msb-agent")
 	build := exec.Command("go", "build", "-o", agentBin, "msb.dev/msb/cmd/msb-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if os.Getenv("MSB_AGENT_RACE") != "" {
+		// Race-check the agent itself (needs cgo, so not the shipped static build).
+		build.Args = append(build.Args[:2], append([]string{"-race"}, build.Args[2:]...)...)
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build msb-agent: %v\n%s", err, out)
 		os.Exit(1)

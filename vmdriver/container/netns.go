@@ -63,4 +63,3 @@ func setLinkUp(name string) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/client"
+)
+
+// Values of --dry-run.
+const (
+	dryRunNone   = "none"
+	dryRunClient = "client"
+	dryRunServer = "server"
+)
+
+type applyOptions struct {
+	globalOptions
+	files     []string
+	recursive bool
+	dryRun    string
+	output    string
+}
+
+func (o *applyOptions) flags() *flagSet {
+	fs := newFlagSet("apply")
+	o.register(fs)
+	fs.sliceVar(&o.files, "filename", "f", "manifest file, directory or - for stdin (repeatable)")
+	fs.boolVar(&o.recursive, "recursive", "R", false, "read directories given with -f recursively")
+	fs.optStringVar(&o.dryRun, "dry-run", dryRunNone, dryRunClient, "none, client (validate only, never write) or server (the server checks and reports, writes nothing)")
+	fs.stringVar(&o.output, "output", "o", "", "print the objects instead of a summary: yaml, json or name")
+	return fs
+}
+
+var applyCommand = &command{
+	name:    "apply",
+	summary: "create or update objects from manifests, all in one transaction",
+	usage:   "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server]",
+	help: `Every object is validated before anything is written: if one is invalid,
+all problems are listed (file:line: field: message) and nothing changes.
+
+Examples:
+  msbctl apply -f sandbox.yaml
+  msbctl apply -f manifests/ -R
+  cat sb.yaml | msbctl apply -f -
+  msbctl apply -f sb.yaml --dry-run=server`,
+	flags: func() *flagSet { return new(applyOptions).flags() },
+	run:   runApply,
+}
+
+// loadManifests decodes and validates files, setting each object's namespace.
+// On any problem it prints every one of them and returns ok=false.
+func loadManifests(files []string, recursive bool, g globalOptions, nsGiven bool, cmd string, stderr io.Writer) ([]v1alpha1.Object, bool) {
+	docs, err := v1alpha1.DecodeFiles(files, recursive, stdinReader)
+	if err != nil {
+		printErrorLines(stderr, err)
+		fmt.Fprintf(stderr, "Error: could not read the manifests; nothing was %s\n", doneWord(cmd))
+		return nil, false
+	}
+	if len(docs) == 0 {
+		fmt.Fprintf(stderr, "Error: no objects found in %s\n", strings.Join(files, ", "))
+		return nil, false
+	}
+	var objs []v1alpha1.Object
+	problems := 0
+	for _, doc := range docs {
+		m := doc.Object.GetMetadata()
+		switch {
+		case m.Namespace == "":
+			m.Namespace = g.namespace
+		case nsGiven && m.Namespace != g.namespace:
+			fmt.Fprintf(stderr, "%s:%d: metadata.namespace: %q does not match --namespace %q; drop one of them\n", doc.Source, doc.Line, m.Namespace, g.namespace)
+			problems++
+			continue
+		}
+		if err := doc.Validate(); err != nil {
+			printErrorLines(stderr, err)
+			problems++
+			continue
+		}
+		objs = append(objs, doc.Object)
+	}
+	if problems > 0 {
+		fmt.Fprintf(stderr, "Error: %d of %d objects are invalid; nothing was %s\n", problems, len(docs), doneWord(cmd))
+		return nil, false
+	}
+	return objs, true
+}
+
+func doneWord(cmd string) string {
+	switch cmd {
+	case "delete":
+		return "deleted"
+	case "diff":
+		return "compared"
+	}
+	return "applied"
+}
+
+// printErrorLines prints an error with one problem per line.
+func printErrorLines(w io.Writer, err error) {
+	var errs interface{ Unwrap() []error }
+	if errors.As(err, &errs) {
+		for _, e := range errs.Unwrap() {
+			printErrorLines(w, e)
+		}
+		return
+	}
+	for _, l := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		fmt.Fprintln(w, l)
+	}
+}
+
+func runApply(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &applyOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if len(fs.args()) > 0 {
+		return usageFail(stderr, "apply", "unexpected argument %q (manifests are given with -f)", fs.args()[0])
+	}
+	if len(o.files) == 0 {
+		return usageFail(stderr, "apply", "no manifests given: use -f FILE, -f DIR or -f -")
+	}
+	switch o.dryRun {
+	case dryRunNone, dryRunClient, dryRunServer:
+	default:
+		return usageFail(stderr, "apply", "--dry-run=%q: want none, client or server", o.dryRun)
+	}
+	if o.output != "" && o.output != outYAML && o.output != outJSON && o.output != outName {
+		return usageFail(stderr, "apply", "-o %q: want yaml, json or name", o.output)
+	}
+	if o.allNamespaces {
+		return usageFail(stderr, "apply", "-A cannot be used with apply")
+	}
+	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "apply", stderr)
+	if !ok {
+		return exitFail
+	}
+
+	if o.dryRun == dryRunClient {
+		if o.output != "" {
+			if err := printObjects(stdout, o.output, objs, len(objs) == 1, false); err != nil {
+				return fail(stderr, err)
+			}
+			return exitOK
+		}
+		for _, obj := range objs {
+			// Say configured when the object exists and the server answers;
+			// an unreachable server is no error for a client dry run.
+			action := "created"
+			gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			m := obj.GetMetadata()
+			if _, err := c.Get(gctx, obj.GetTypeMeta().Kind, m.Namespace, m.Name); err == nil {
+				action = "configured"
+			}
+			cancel()
+			fmt.Fprintf(stdout, "%s %s (dry run)\n", refName(obj), action)
+		}
+		return exitOK
+	}
+
+	results, err := c.Apply(ctx, objs, o.dryRun == dryRunServer)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if o.output != "" {
+		// Show what the server stored (or would store).
+		var out []v1alpha1.Object
+		for _, r := range results {
+			obj, err := c.Get(ctx, r.Kind, r.Namespace, r.Name)
+			if err != nil {
+				if o.dryRun == dryRunServer && client.IsNotFound(err) {
+					continue
+				}
+				return fail(stderr, err)
+			}
+			out = append(out, obj)
+		}
+		if err := printObjects(stdout, o.output, out, len(out) == 1, false); err != nil {
+			return fail(stderr, err)
+		}
+		return exitOK
+	}
+	suffix := ""
+	if o.dryRun == dryRunServer {
+		suffix = " (server dry run)"
+	}
+	for _, r := range results {
+		fmt.Fprintf(stdout, "%s/%s %s%s\n", strings.ToLower(r.Kind), r.Name, r.Action, suffix)
+	}
+	return exitOK
+}

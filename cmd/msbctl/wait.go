@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/client"
+)
+
+type waitOptions struct {
+	globalOptions
+	forCond string
+	timeout time.Duration
+}
+
+func (o *waitOptions) flags() *flagSet {
+	fs := newFlagSet("wait")
+	o.register(fs)
+	fs.stringVar(&o.forCond, "for", "", "condition=Ready", "what to wait for: condition=TYPE[=STATUS], delete, or jsonpath={.PATH}=VALUE")
+	fs.durationVar(&o.timeout, "timeout", "", 30*time.Second, "give up after this long")
+	return fs
+}
+
+var waitCommand = &command{
+	name:    "wait",
+	summary: "wait until objects meet a condition or are deleted",
+	usage:   "wait KIND/NAME... | KIND NAME... [--for=condition=Ready|--for=delete|--for=jsonpath='{.status.phase}'=Running] [--timeout=30s]",
+	help: `Examples:
+  msbctl wait sb/web --for=condition=Ready --timeout=2m
+  msbctl wait sb/web --for=condition=Ready=False
+  msbctl wait sb/web --for=delete
+  msbctl wait sb/job --for=jsonpath='{.status.phase}'=Succeeded
+
+On timeout it exits 1 with "error: timed out waiting for the condition on sandboxes/NAME".`,
+	flags: func() *flagSet { return new(waitOptions).flags() },
+	run:   runWait,
+}
+
+// waitCond is what wait checks after every change: met reports whether obj
+// (nil: it does not exist) satisfies the condition.
+type waitCond struct {
+	met     func(obj v1alpha1.Object) bool
+	deleted bool   // --for=delete
+	verb    string // printed on success: "condition met" or "deleted"
+}
+
+// parseWaitFor reads the value of --for.
+func parseWaitFor(s string) (waitCond, error) {
+	switch {
+	case s == "delete":
+		return waitCond{deleted: true, verb: "deleted", met: func(obj v1alpha1.Object) bool { return obj == nil }}, nil
+	case strings.HasPrefix(s, "condition="):
+		rest := strings.TrimPrefix(s, "condition=")
+		typ, want, hasWant := strings.Cut(rest, "=")
+		if !hasWant {
+			want = "True"
+		}
+		if typ == "" || want == "" {
+			return waitCond{}, usagef("--for=%s: want condition=TYPE or condition=TYPE=STATUS", s)
+		}
+		return waitCond{verb: "condition met", met: func(obj v1alpha1.Object) bool {
+			if obj == nil {
+				return false
+			}
+			for _, c := range conditionsOf(obj) {
+				if strings.EqualFold(c.Type, typ) {
+					return strings.EqualFold(string(c.Status), want)
+				}
+			}
+			return false
+		}}, nil
+	case strings.HasPrefix(s, "jsonpath="):
+		rest := strings.TrimPrefix(s, "jsonpath=")
+		// '{.status.phase}'=Running; the quotes may reach us when no shell ran.
+		rest = strings.ReplaceAll(rest, "'", "")
+		if !strings.HasPrefix(rest, "{") {
+			return waitCond{}, usagef("--for=%s: want jsonpath='{.path}'=VALUE", s)
+		}
+		end := strings.Index(rest, "}")
+		if end < 0 {
+			return waitCond{}, usagef("--for=%s: unclosed '{' in the path", s)
+		}
+		path := strings.TrimPrefix(rest[1:end], ".")
+		after := rest[end+1:]
+		if !strings.HasPrefix(after, "=") || path == "" {
+			return waitCond{}, usagef("--for=%s: want jsonpath='{.path}'=VALUE", s)
+		}
+		want := strings.Trim(after[1:], `"`)
+		return waitCond{verb: "condition met", met: func(obj v1alpha1.Object) bool {
+			if obj == nil {
+				return false
+			}
+			v, ok := lookupPath(obj, path)
+			return ok && v == want
+		}}, nil
+	}
+	return waitCond{}, usagef("--for=%q: want condition=TYPE[=STATUS], delete, or jsonpath='{.path}'=VALUE", s)
+}
+
+func conditionsOf(obj v1alpha1.Object) []v1alpha1.Condition {
+	switch o := obj.(type) {
+	case *v1alpha1.Sandbox:
+		return o.Status.Conditions
+	case *v1alpha1.NetworkPolicy:
+		return o.Status.Conditions
+	}
+	return nil
+}
+
+// lookupPath follows a dotted path (status.phase, metadata.labels.app,
+// status.conditions.0.type) through obj's JSON form.
+func lookupPath(obj v1alpha1.Object, path string) (string, bool) {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return "", false
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return "", false
+	}
+	for _, seg := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			var ok bool
+			if v, ok = x[seg]; !ok {
+				return "", false
+			}
+		case []any:
+			i, err := strconv.Atoi(strings.Trim(seg, "[]"))
+			if err != nil || i < 0 || i >= len(x) {
+				return "", false
+			}
+			v = x[i]
+		default:
+			return "", false
+		}
+	}
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case nil:
+		return "", true
+	case map[string]any, []any:
+		b, _ := json.Marshal(x)
+		return string(b), true
+	default:
+		return fmt.Sprint(x), true
+	}
+}
+
+var errTimeout = errors.New("timed out")
+
+// waitFor waits until cond is met for one object, re-checking after every
+// change a watch reports. It lists first (so nothing between the check and
+// the watch is missed) and watches from the list's revision.
+func waitFor(ctx context.Context, c *client.Client, kind, ns, name string, cond func(v1alpha1.Object) bool) error {
+	for {
+		objs, rv, err := c.List(ctx, kind, ns, "")
+		if err != nil {
+			if ctx.Err() != nil {
+				return errTimeout
+			}
+			return err
+		}
+		var cur v1alpha1.Object
+		for _, o := range objs {
+			if o.GetMetadata().Name == name {
+				cur = o
+			}
+		}
+		if cond(cur) {
+			return nil
+		}
+		ch, err := c.Watch(ctx, kind, ns, rv)
+		if err != nil {
+			if ctx.Err() != nil {
+				return errTimeout
+			}
+			return err
+		}
+		for ev := range ch {
+			if ev.Type == "ERROR" || ev.Object == nil {
+				break
+			}
+			if ev.Object.GetMetadata().Name != name {
+				continue
+			}
+			if ev.Type == "DELETED" {
+				cur = nil
+			} else {
+				cur = ev.Object
+			}
+			if cond(cur) {
+				return nil
+			}
+		}
+		// The stream ended: on timeout stop, else list again.
+		select {
+		case <-ctx.Done():
+			return errTimeout
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func timeoutError(stderr io.Writer, kind v1alpha1.KindInfo, name string) {
+	fmt.Fprintf(stderr, "error: timed out waiting for the condition on %s/%s\n", kind.Plural, name)
+}
+
+func runWait(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &waitOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	cond, err := parseWaitFor(o.forCond)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	_, refs, err := parseRefs(fs.args())
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if len(refs) == 0 {
+		return usageFail(stderr, "wait", "name the objects to wait for, e.g. sandbox/web")
+	}
+	if o.allNamespaces {
+		return usageFail(stderr, "wait", "-A is not supported; name the namespace with -n")
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	for _, r := range refs {
+		if !cond.deleted {
+			// A condition on an object that does not exist will not come true.
+			if _, err := c.Get(ctx, r.kind.Kind, o.namespace, r.name); err != nil {
+				if client.IsNotFound(err) {
+					fmt.Fprintf(stderr, "Error: %v\n", notFound(r.kind, o.namespace, r.name))
+					return exitFail
+				}
+				if ctx.Err() != nil {
+					timeoutError(stderr, r.kind, r.name)
+					return exitFail
+				}
+				return fail(stderr, err)
+			}
+		}
+		err := waitFor(ctx, c, r.kind.Kind, o.namespace, r.name, cond.met)
+		if errors.Is(err, errTimeout) {
+			timeoutError(stderr, r.kind, r.name)
+			return exitFail
+		}
+		if err != nil {
+			return fail(stderr, err)
+		}
+		fmt.Fprintf(stdout, "%s %s\n", r, cond.verb)
+	}
+	return exitOK
+}

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the user-visible latencies, each beside a baseline measured in
+// the same run: bare `runc run` of the same image rootfs. Run with
+//
+//	go test -run '^$' -bench . -benchtime 20x ./hack/e2e/
+//
+// or hack/bench/run.sh. They report ratios; nothing here asserts on time.
+
+// BenchmarkApplyToReady: `msbctl apply` → Ready (image already unpacked), and
+// → first exec output, against `runc run` of the same rootfs.
+func BenchmarkApplyToReady(b *testing.B) {
+	d := startDaemon(b, "--log-level", "warn")
+	// Warm the image cache.
+	d.apply(sandboxYAML("warm", "", "sleep", "1000"))
+	d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
+	rootfs := layerDir(b, d)
+	base := runcBaseline(b, rootfs, b.N)
+
+	var ready, firstExec []time.Duration
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("b%d", i)
+		t0 := time.Now()
+		d.apply(sandboxYAML(name, "", "sleep", "1000"))
+		d.must("wait", "sandbox/"+name, "--for=condition=Ready", "--timeout=60s")
+		ready = append(ready, time.Since(t0))
+		d.must("exec", name, "--", "echo", "hi")
+		firstExec = append(firstExec, time.Since(t0))
+		d.must("delete", "sandbox", name, "--wait", "--timeout=60s")
+	}
+	b.ReportMetric(ms(median(base)), "runc-run-ms")
+	b.ReportMetric(ms(median(ready)), "apply-ready-ms")
+	b.ReportMetric(ms(median(firstExec)), "apply-exec-ms")
+	b.ReportMetric(float64(median(ready))/float64(median(base)), "ready/runc")
+	b.ReportMetric(float64(median(firstExec))/float64(median(base)), "exec/runc")
+}
+
+// BenchmarkExecTrue: `msbctl exec NAME -- true` round trip, against
+// `runc exec` into a bare container of the same rootfs.
+func BenchmarkExecTrue(b *testing.B) {
+	d := startDaemon(b, "--log-level", "warn")
+	d.apply(sandboxYAML("ex", "", "sleep", "1000"))
+	d.must("wait", "sandbox/ex", "--for=condition=Ready", "--timeout=60s")
+	var rt []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		d.must("exec", "ex", "--", "true")
+		rt = append(rt, time.Since(t0))
+	}
+	b.StopTimer()
+	b.ReportMetric(ms(median(rt)), "exec-true-median-ms")
+	sort.Slice(rt, func(i, j int) bool { return rt[i] < rt[j] })
+	b.ReportMetric(ms(rt[len(rt)*9/10]), "exec-true-p90-ms")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// layerDir returns the unpacked busybox layer (a complete rootfs: one layer).
+func layerDir(b *testing.B, d *daemon) string {
+	ents, err := os.ReadDir(filepath.Join(d.stateDir, "images", "layers"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			return filepath.Join(d.stateDir, "images", "layers", e.Name())
+		}
+	}
+	b.Fatal("no unpacked layer")
+	return ""
+}
+
+// runcBaseline times `runc run` of `true` on the rootfs, n times.
+func runcBaseline(b *testing.B, rootfs string, n int) []time.Duration {
+	dir := b.TempDir()
+	if out, err := exec.Command("runc", "spec", "-b", dir).CombinedOutput(); err != nil {
+		b.Fatalf("runc spec: %v %s", err, out)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	var cfg map[string]any
+	data, _ := os.ReadFile(cfgPath)
+	json.Unmarshal(data, &cfg)
+	cfg["root"] = map[string]any{"path": rootfs, "readonly": true}
+	p := cfg["process"].(map[string]any)
+	p["terminal"] = false
+	p["args"] = []string{"/bin/true"}
+	data, _ = json.Marshal(cfg)
+	os.WriteFile(cfgPath, data, 0o644)
+	root := filepath.Join(dir, "runc-root")
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("msbbench%d", i)
+		t0 := time.Now()
+		cmd := exec.Command("runc", "--root", root, "run", "-b", dir, id)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("runc run: %v %s", err, out)
+		}
+		ds = append(ds, time.Since(t0))
+		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+	}
+	return ds
+}

@@ -1,0 +1,301 @@
+// Package e2e holds end-to-end tests: they build the real msbd, msbctl and
+// msb-agent binaries, run msbd against a temporary state directory and drive
+// it only through msbctl, as a user would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"msb.dev/msb/images/imagetest"
+)
+
+var (
+	binDir   string // msbd, msbctl, msb-agent
+	imageDir string // busybox OCI layout, tag "latest"
+	skipWhy  string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(setup(m))
+}
+
+func setup(m *testing.M) int {
+	switch {
+	case os.Geteuid() != 0:
+		skipWhy = "end-to-end tests need root (namespaces, mounts, cgroups)"
+	case lookPath("runc") == "":
+		skipWhy = "runc not installed (apt-get install runc)"
+	}
+	if skipWhy != "" {
+		fmt.Println("e2e: skipping:", skipWhy)
+		return m.Run()
+	}
+	tmp, err := os.MkdirTemp("", "msbe2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(tmp)
+	binDir = filepath.Join(tmp, "bin")
+	root, _ := filepath.Abs("../..")
+	build := func(env []string, args ...string) {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			panic(fmt.Sprintf("go %s: %v\n%s", strings.Join(args, " "), err, out))
+		}
+	}
+	build(nil, "build", "-o", binDir+"/", "./cmd/msbd", "./cmd/msbctl")
+	build([]string{"CGO_ENABLED=0"}, "build", "-o", binDir+"/msb-agent", "./cmd/msb-agent")
+	img, err := imagetest.BusyboxImage()
+	if err != nil {
+		panic(err)
+	}
+	imageDir = filepath.Join(tmp, "busybox")
+	if err := imagetest.WriteOCILayout(imageDir, img, "latest"); err != nil {
+		panic(err)
+	}
+	return m.Run()
+}
+
+func lookPath(name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if skipWhy != "" {
+		t.Skip(skipWhy)
+	}
+}
+
+// daemon is one running msbd with its own state dir and socket.
+type daemon struct {
+	t        testing.TB
+	stateDir string
+	socket   string
+	args     []string
+	cmd      *exec.Cmd
+	logBuf   *bytes.Buffer
+	done     chan struct{}
+}
+
+// startDaemon runs msbd on a fresh state dir; cleanup deletes every sandbox,
+// stops msbd and checks nothing of it is left behind.
+func startDaemon(t testing.TB, extra ...string) *daemon {
+	t.Helper()
+	requireRoot(t)
+	dir, err := os.MkdirTemp("/tmp", "msbe2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "msbd.sock")}
+	d.args = append([]string{"--state-dir", d.stateDir, "--socket", d.socket, "--log-level", "debug", "--stop-grace", "2s"}, extra...)
+	d.start()
+	t.Cleanup(func() {
+		d.cleanup()
+		if t.Failed() {
+			t.Logf("msbd log:\n%s", d.logBuf.String())
+		}
+		os.RemoveAll(dir)
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.logBuf = &bytes.Buffer{}
+	d.cmd = exec.Command(filepath.Join(binDir, "msbd"), d.args...)
+	d.cmd.Stdout = d.logBuf
+	d.cmd.Stderr = d.logBuf
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.done = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, _, code := d.ctl("version"); code == 0 {
+			return
+		}
+		select {
+		case <-d.done:
+			d.t.Fatalf("msbd exited during start:\n%s", d.logBuf.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("msbd did not answer within 20s:\n%s", d.logBuf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill9 kills msbd abruptly, as a crash would.
+func (d *daemon) kill9() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+// stop sends SIGTERM and waits.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		d.t.Errorf("msbd did not stop within 20s of SIGTERM")
+		d.kill9()
+	}
+}
+
+func (d *daemon) cleanup() {
+	select {
+	case <-d.done:
+		return // not running: nothing we can delete through the API
+	default:
+	}
+	_, stderr, code := d.ctl("delete", "sandboxes", "--all", "--wait", "--timeout=60s")
+	if code != 0 && !strings.Contains(stderr, "No resources") {
+		// Fall back to deleting one by one.
+		out, _, _ := d.ctl("get", "sb", "-A", "-o", "name")
+		for _, n := range strings.Fields(out) {
+			d.ctl("delete", n, "--wait", "--timeout=60s")
+		}
+	}
+	d.stop()
+	d.assertNothingLeft()
+}
+
+// assertNothingLeft checks that no mount remains under the state dir and no
+// runc container or sandbox directory is left.
+func (d *daemon) assertNothingLeft() {
+	d.t.Helper()
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		if strings.Contains(line, d.stateDir) {
+			d.t.Errorf("mount left under the state dir: %s", line)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(d.stateDir, "sandboxes"))
+	for _, e := range ents {
+		d.t.Errorf("sandbox directory left: %s", e.Name())
+	}
+	out, _ := exec.Command("runc", "--root", filepath.Join(d.stateDir, "runc"), "list", "-q").Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		d.t.Errorf("runc containers left: %s", s)
+	}
+}
+
+// ctl runs msbctl against this daemon.
+func (d *daemon) ctl(args ...string) (stdout, stderr string, code int) {
+	return d.ctlIn(nil, args...)
+}
+
+func (d *daemon) ctlIn(stdin []byte, args ...string) (stdout, stderr string, code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "msbctl"), args...)
+	cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code = 0
+	if err != nil {
+		code = -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+	}
+	return o.String(), e.String(), code
+}
+
+// must runs msbctl and fails the test on a non-zero exit.
+func (d *daemon) must(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.ctl(args...)
+	if code != 0 {
+		d.t.Fatalf("msbctl %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// apply writes manifest to a file and applies it.
+func (d *daemon) apply(manifest string) string {
+	d.t.Helper()
+	f := filepath.Join(d.t.TempDir(), "m.yaml")
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	return d.must("apply", "-f", f)
+}
+
+// sandbox fetches a Sandbox as JSON into a generic map.
+func (d *daemon) sandbox(name string) map[string]any {
+	d.t.Helper()
+	out := d.must("get", "sandbox", name, "-o", "json")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		d.t.Fatalf("get -o json: %v\n%s", err, out)
+	}
+	return m
+}
+
+// field walks a dotted path in a decoded JSON object.
+func field(m map[string]any, path string) any {
+	var cur any = m
+	for _, p := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sandboxYAML renders a busybox Sandbox manifest.
+func sandboxYAML(name string, extra string, command ...string) string {
+	q := make([]string, len(command))
+	for i, c := range command {
+		b, _ := json.Marshal(c)
+		q[i] = string(b)
+	}
+	return fmt.Sprintf(`apiVersion: msb.dev/v1alpha1
+kind: Sandbox
+metadata:
+  name: %s
+  labels: {app: e2e}
+spec:
+  image: oci:%s:latest
+  command: [%s]
+%s`, name, imageDir, strings.Join(q, ", "), extra)
+}

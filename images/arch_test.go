@@ -1,5 +1,0 @@
-package images_test
-
-import "runtime"
-
-func hostArch() string { return runtime.GOARCH }

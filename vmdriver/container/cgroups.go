@@ -1,0 +1,99 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupMounts returns the mount points of every cgroup hierarchy (v1
+// controllers, the v1 hybrid unified mount, or the v2 root).
+func cgroupMounts() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// ... mountpoint ... - fstype source options
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		fields, post2 := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 || len(post2) < 1 {
+			continue
+		}
+		if post2[0] == "cgroup" || post2[0] == "cgroup2" {
+			out = append(out, unescapeMountinfo(fields[4]))
+		}
+	}
+	return out, nil
+}
+
+// cgroupDirs are the directories of id's cgroup in every hierarchy that has one.
+func (d *Driver) cgroupDirs(id string) []string {
+	mps, err := cgroupMounts()
+	if err != nil {
+		return nil
+	}
+	var dirs []string
+	for _, mp := range mps {
+		dir := filepath.Join(mp, d.cgroupsPath(id))
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			dirs = append(dirs, dir)
+		}
+	}
+	return dirs
+}
+
+// cgroupProcs counts the processes left in id's cgroups.
+func (d *Driver) cgroupProcs(id string) int {
+	n := 0
+	for _, dir := range d.cgroupDirs(id) {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		n += bytes.Count(b, []byte("\n"))
+	}
+	return n
+}
+
+// removeCgroups removes id's cgroup directories (children first) that runc
+// left behind. cgroupfs only allows rmdir, and only of an empty cgroup; a
+// cgroup whose last process is still exiting is busy for a moment.
+func (d *Driver) removeCgroups(id string) error {
+	for _, dir := range d.cgroupDirs(id) {
+		var sub []string
+		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				sub = append(sub, p)
+			}
+			return nil
+		})
+		slices.Reverse(sub) // children first
+		for _, p := range sub {
+			var err error
+			for i := 0; i < 100; i++ {
+				if err = unix.Rmdir(p); err == nil || errors.Is(err, unix.ENOENT) {
+					err = nil
+					break
+				}
+				if !errors.Is(err, unix.EBUSY) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				return fmt.Errorf("remove cgroup %s: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
