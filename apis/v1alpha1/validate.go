@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
@@ -199,7 +200,7 @@ func (v *validator) sandbox(s *SandboxSpec) {
 		}
 		v.enum(p+".protocol", pt.Protocol, "TCP", "UDP")
 		if pt.HostPort > 0 {
-			key := fmt.Sprintf("%d/%s", pt.HostPort, cmpOr(pt.Protocol, "TCP"))
+			key := fmt.Sprintf("%d/%s", pt.HostPort, cmp.Or(pt.Protocol, "TCP"))
 			if j, dup := hostPorts[key]; dup {
 				v.add(p+".hostPort", "duplicate host port %s (also spec.ports[%d]); each host port may be published once", key, j)
 			} else {
@@ -395,11 +396,4 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
