@@ -6,6 +6,7 @@ import (
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/vmdriver"
 )
@@ -84,7 +85,7 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error)
 				Permitted: caps,
 			},
 			Rlimits: []specs.POSIXRlimit{
-				{Type: "RLIMIT_NOFILE", Hard: 524288, Soft: 1024},
+				nofileLimit(),
 			},
 			NoNewPrivileges: true,
 		},
@@ -168,4 +169,16 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		specs.Mount{Destination: agentBinary, Type: "bind", Source: spec.AgentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	)
 	return m
+}
+
+// nofileLimit is soft 1024, hard 524288 (as systemd and Docker), capped at
+// msbd's own hard limit: in a user namespace runc cannot raise it.
+func nofileLimit() specs.POSIXRlimit {
+	l := specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: 524288, Soft: 1024}
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &cur); err == nil {
+		l.Hard = min(l.Hard, cur.Max)
+		l.Soft = min(l.Soft, l.Hard)
+	}
+	return l
 }

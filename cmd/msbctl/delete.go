@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/client"
+)
+
+type deleteOptions struct {
+	globalOptions
+	files          []string
+	recursive      bool
+	wait           bool
+	timeout        time.Duration
+	ignoreNotFound bool
+	selector       string
+}
+
+func (o *deleteOptions) flags() *flagSet {
+	fs := newFlagSet("delete")
+	o.register(fs)
+	fs.sliceVar(&o.files, "filename", "f", "delete the objects of this manifest file, directory or - (repeatable)")
+	fs.boolVar(&o.recursive, "recursive", "R", false, "read directories given with -f recursively")
+	fs.boolVar(&o.wait, "wait", "", true, "wait until the objects are gone (a Sandbox goes once its cleanup ran)")
+	fs.durationVar(&o.timeout, "timeout", "", 60*time.Second, "how long --wait waits")
+	fs.boolVar(&o.ignoreNotFound, "ignore-not-found", "", false, "treat a missing object as deleted")
+	fs.stringVar(&o.selector, "selector", "l", "", "delete every object of KIND matching this label selector")
+	return fs
+}
+
+var deleteCommand = &command{
+	name:    "delete",
+	summary: "delete objects by name or by manifest",
+	usage:   "delete KIND NAME... | KIND/NAME... | KIND -l SELECTOR | -f FILE|DIR [-R] [--wait=true] [--timeout=60s] [--ignore-not-found]",
+	help: `Examples:
+  msbctl delete sandbox web
+  msbctl delete sb/web netpol/pypi
+  msbctl delete -f manifests/ -R
+  msbctl delete sb web --wait=false`,
+	flags: func() *flagSet { return new(deleteOptions).flags() },
+	run:   runDelete,
+}
+
+func runDelete(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &deleteOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if o.allNamespaces {
+		return usageFail(stderr, "delete", "-A is not supported; name the namespace with -n")
+	}
+	type target struct {
+		kind      v1alpha1.KindInfo
+		namespace string
+		name      string
+	}
+	var targets []target
+	switch {
+	case len(o.files) > 0:
+		if len(fs.args()) > 0 {
+			return usageFail(stderr, "delete", "give either -f or names, not both")
+		}
+		objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "delete", stderr)
+		if !ok {
+			return exitFail
+		}
+		// Delete in reverse apply order: sandboxes before what they use.
+		for i := len(objs) - 1; i >= 0; i-- {
+			ki, err := kindOf(objs[i])
+			if err != nil {
+				return fail(stderr, err)
+			}
+			m := objs[i].GetMetadata()
+			targets = append(targets, target{ki, m.Namespace, m.Name})
+		}
+	default:
+		kind, refs, err := parseRefs(fs.args())
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if len(refs) == 0 {
+			if o.selector == "" {
+				return usageFail(stderr, "delete", "name the objects to delete (KIND NAME, KIND/NAME, -l SELECTOR or -f FILE)")
+			}
+			objs, _, err := c.List(ctx, kind.Kind, o.namespace, o.selector)
+			if err != nil {
+				return fail(stderr, err)
+			}
+			sortObjects(objs)
+			if len(objs) == 0 {
+				fmt.Fprintf(stderr, "No resources found in %s namespace.\n", o.namespace)
+				return exitOK
+			}
+			for _, obj := range objs {
+				targets = append(targets, target{*kind, o.namespace, obj.GetMetadata().Name})
+			}
+		} else {
+			for _, r := range refs {
+				targets = append(targets, target{r.kind, o.namespace, r.name})
+			}
+		}
+	}
+
+	code := exitOK
+	var deleted []target
+	for _, t := range targets {
+		err := c.Delete(ctx, t.kind.Kind, t.namespace, t.name)
+		if client.IsNotFound(err) {
+			if !o.ignoreNotFound {
+				fmt.Fprintf(stderr, "Error: %v\n", notFound(t.kind, t.namespace, t.name))
+				code = exitFail
+			}
+			continue
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "Error: %s %q: %v\n", t.kind.Singular, t.name, err)
+			code = exitFail
+			continue
+		}
+		fmt.Fprintf(stdout, "%s %q deleted\n", t.kind.Singular, t.name)
+		deleted = append(deleted, t)
+	}
+	if !o.wait || len(deleted) == 0 {
+		return code
+	}
+	wctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	gone := func(obj v1alpha1.Object) bool { return obj == nil }
+	for _, t := range deleted {
+		err := waitFor(wctx, c, t.kind.Kind, t.namespace, t.name, gone)
+		if errors.Is(err, errTimeout) {
+			timeoutError(stderr, t.kind, t.name)
+			return exitFail
+		}
+		if err != nil {
+			return fail(stderr, err)
+		}
+	}
+	return code
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"msb.dev/msb/client"
+)
+
+// ---- logs ----
+
+type logsOptions struct {
+	globalOptions
+	follow bool
+}
+
+func (o *logsOptions) flags() *flagSet {
+	fs := newFlagSet("logs")
+	o.register(fs)
+	fs.boolVar(&o.follow, "follow", "f", false, "keep streaming new output until interrupted")
+	return fs
+}
+
+var logsCommand = &command{
+	name:    "logs",
+	summary: "print a sandbox's output",
+	usage:   "logs NAME|sandbox/NAME [-f]",
+	help: `Examples:
+  msbctl logs web
+  msbctl logs sb/web -f`,
+	flags: func() *flagSet { return new(logsOptions).flags() },
+	run:   runLogs,
+}
+
+func runLogs(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &logsOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if len(fs.args()) != 1 {
+		return usageFail(stderr, "logs", "want exactly one sandbox name, got %d arguments", len(fs.args()))
+	}
+	name, err := parseSandboxName(fs.args()[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if err := c.Logs(ctx, o.namespace, name, o.follow, stdout); err != nil {
+		if ctx.Err() != nil && o.follow {
+			return exitOK // interrupted while following
+		}
+		if client.IsNotFound(err) {
+			return fail(stderr, fmt.Errorf("sandbox %q not found in namespace %q", name, o.namespace))
+		}
+		return fail(stderr, err)
+	}
+	return exitOK
+}
+
+// ---- exec ----
+
+type execOptions struct {
+	globalOptions
+	stdin   bool
+	tty     bool
+	env     []string
+	workdir string
+}
+
+func (o *execOptions) flags() *flagSet {
+	fs := newFlagSet("exec")
+	o.register(fs)
+	fs.boolVar(&o.stdin, "stdin", "i", false, "pass standard input to the command")
+	fs.boolVar(&o.tty, "tty", "t", false, "allocate a terminal for the command")
+	fs.sliceVar(&o.env, "env", "e", "set an environment variable, K=V (repeatable)")
+	fs.stringVar(&o.workdir, "workdir", "w", "", "working directory of the command")
+	// exec NAME CMD ARGS: everything after the command is the command's own.
+	fs.stopAfter = 2
+	return fs
+}
+
+var execCommand = &command{
+	name:    "exec",
+	summary: "run a command in a running sandbox",
+	usage:   "exec NAME|sandbox/NAME [-i] [-t] [-e K=V] [-w DIR] -- CMD [ARGS...]",
+	help: `msbctl exits with the command's exit code. Errors of msbctl itself (sandbox
+not found or not running) print "Error: ..." and exit 1.
+
+Examples:
+  msbctl exec web -- ls -la /
+  msbctl exec -it web -- sh
+  echo hi | msbctl exec -i web -- cat`,
+	flags:           func() *flagSet { return new(execOptions).flags() },
+	run:             runExec,
+	forwardsSignals: true,
+}
+
+func runExec(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &execOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	pos := fs.args()
+	if len(pos) == 0 {
+		return usageFail(stderr, "exec", "name the sandbox and the command, e.g. msbctl exec web -- ls")
+	}
+	if len(pos) == 1 {
+		return usageFail(stderr, "exec", "no command given: put it after --, e.g. msbctl exec %s -- ls", pos[0])
+	}
+	name, err := parseSandboxName(pos[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	for _, e := range o.env {
+		if k, _, ok := cutEnv(e); !ok || k == "" {
+			return usageFail(stderr, "exec", "-e %q: want K=V", e)
+		}
+	}
+	opts := client.ExecOptions{
+		Command:    pos[1:],
+		Env:        o.env,
+		WorkingDir: o.workdir,
+		Stdout:     stdout,
+		Stderr:     stderr,
+		TTY:        o.tty,
+	}
+	if o.stdin {
+		opts.Stdin = stdinReader
+	}
+
+	if o.tty {
+		opts.Term = os.Getenv("TERM")
+		if opts.Term == "" {
+			opts.Term = "xterm"
+		}
+		if f, ok := stdinReader.(*os.File); ok && o.stdin && term.IsTerminal(int(f.Fd())) {
+			state, err := term.MakeRaw(int(f.Fd()))
+			if err != nil {
+				return fail(stderr, fmt.Errorf("could not put the terminal in raw mode: %v", err))
+			}
+			defer term.Restore(int(f.Fd()), state)
+		}
+		sizeFd := -1
+		for _, w := range []any{stdout, stdinReader} {
+			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				sizeFd = int(f.Fd())
+				break
+			}
+		}
+		if sizeFd >= 0 {
+			if cols, rows, err := term.GetSize(sizeFd); err == nil {
+				opts.Rows, opts.Cols = uint16(rows), uint16(cols)
+			}
+			resize := make(chan client.WindowSize, 1)
+			winch := make(chan os.Signal, 1)
+			signal.Notify(winch, syscall.SIGWINCH)
+			defer signal.Stop(winch)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case <-done:
+						return
+					case <-winch:
+						if cols, rows, err := term.GetSize(sizeFd); err == nil {
+							select {
+							case resize <- client.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}:
+							default: // a resize is pending; the next one catches up
+							}
+						}
+					}
+				}
+			}()
+			opts.Resize = resize
+		}
+	} else {
+		// Without a terminal, ^C and SIGTERM go to the remote command, which
+		// decides how to end; its exit code comes back as ours.
+		sigs := make(chan syscall.Signal, 4)
+		osSigs := make(chan os.Signal, 4)
+		signal.Notify(osSigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(osSigs)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case s := <-osSigs:
+					if ss, ok := s.(syscall.Signal); ok {
+						select {
+						case sigs <- ss:
+						case <-done:
+							return
+						}
+					}
+				}
+			}
+		}()
+		opts.Signals = sigs
+	}
+
+	code, err := c.Exec(ctx, o.namespace, name, opts)
+	if err != nil {
+		if client.IsNotFound(err) {
+			err = fmt.Errorf("sandbox %q not found in namespace %q", name, o.namespace)
+		}
+		if o.tty {
+			// Raw mode: start the message on a fresh line.
+			fmt.Fprint(stderr, "\r\n")
+		}
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return exitFail
+	}
+	return code
+}
+
+func cutEnv(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '=' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// ---- version ----
+
+type versionOptions struct{ globalOptions }
+
+func (o *versionOptions) flags() *flagSet {
+	fs := newFlagSet("version")
+	o.register(fs)
+	return fs
+}
+
+var versionCommand = &command{
+	name:    "version",
+	summary: "print the client and server versions",
+	usage:   "version",
+	flags:   func() *flagSet { return new(versionOptions).flags() },
+	run:     runVersion,
+}
+
+func runVersion(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &versionOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if len(fs.args()) > 0 {
+		return usageFail(stderr, "version", "unexpected argument %q", fs.args()[0])
+	}
+	fmt.Fprintf(stdout, "Client Version: %s\n", version)
+	v, err := c.Version(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "Server Version: %s\n", v.Version)
+	if v.GoVersion != "" {
+		fmt.Fprintf(stdout, "Server Go Version: %s\n", v.GoVersion)
+	}
+	if v.Driver != "" {
+		fmt.Fprintf(stdout, "Server Driver: %s\n", v.Driver)
+	}
+	if v.Isolation != "" {
+		fmt.Fprintf(stdout, "Server Isolation: %s\n", v.Isolation)
+	}
+	return exitOK
+}
