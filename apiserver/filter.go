@@ -113,7 +113,8 @@ func (f *filter) match(obj v1alpha1.Object) (bool, error) {
 }
 
 // involvedObject is the reference an events field selector names, for
-// store.Events; nil unless both kind and name are given with "=".
+// store.Events; nil unless kind, name and namespace are known (match filters
+// the result either way).
 func (f *filter) involvedObject() *v1alpha1.ObjectReference {
 	var ref v1alpha1.ObjectReference
 	for _, req := range f.fields {
@@ -131,11 +132,12 @@ func (f *filter) involvedObject() *v1alpha1.ObjectReference {
 			ref.UID = req.value
 		}
 	}
-	if ref.Kind == "" || ref.Name == "" {
-		return nil
-	}
 	if ref.Namespace == "" {
 		ref.Namespace = f.namespace
+	}
+	// Across all namespaces the store cannot look an object up: filter instead.
+	if ref.Kind == "" || ref.Name == "" || ref.Namespace == "" {
+		return nil
 	}
 	return &ref
 }

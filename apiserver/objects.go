@@ -94,13 +94,14 @@ func validate(obj v1alpha1.Object) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	m := obj.GetMetadata()
-	prefix := obj.GetTypeMeta().Kind + "/" + m.Name + ": "
+	kind, name := obj.GetTypeMeta().Kind, obj.GetMetadata().Name
 	details := make([]string, len(errs))
+	msgs := make([]string, len(errs))
 	for i, e := range errs {
-		details[i] = prefix + e.Error()
+		msgs[i] = e.Error()
+		details[i] = kind + "/" + name + ": " + msgs[i]
 	}
-	return invalid(fmt.Sprintf("%s %q is invalid: %s", obj.GetTypeMeta().Kind, m.Name, strings.Join(details, "; ")), details)
+	return invalid(fmt.Sprintf("%s %q is invalid: %s", kind, name, strings.Join(msgs, "; ")), details)
 }
 
 // clone deep-copies obj (through JSON, which is what it is made of).
@@ -410,6 +411,7 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki v1alpha1.KindI
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
 	for {
 		var line watchLine
 		select {

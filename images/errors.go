@@ -6,9 +6,10 @@ import (
 	"strings"
 )
 
-// ErrRegistryUnsupported is returned by Get for a registry reference such as
-// "python:3.12": pulls from a registry are not implemented yet.
-var ErrRegistryUnsupported = errors.New("registry pulls are not supported yet")
+// ErrImageNotPresent is returned (wrapped) by Pull with PullNever for an image that is
+// not in the store, and by Remove for a reference the store does not know. Its text reads
+// as part of the message: `image "x" is not present and imagePullPolicy is Never`.
+var ErrImageNotPresent = errors.New("not present")
 
 // InvalidImageError reports an image whose content msb refuses to unpack: an entry that
 // escapes the layer root, a hardlink outside the layer, an owner outside the sandbox's

@@ -47,20 +47,15 @@ type resolved struct {
 	cleanup func()
 }
 
-// resolvers maps a transport to the function that finds its image. A registry resolver
-// (go-containerregistry remote, with a layout cache) slots in under transportRegistry.
+// resolvers maps a local transport to the function that finds its image. Registry
+// references are pulled by Store.pullRegistry instead.
 var resolvers = map[string]func(ctx context.Context, s *Store, src source) (*resolved, error){
 	transportOCI:           resolveOCI,
 	transportOCIArchive:    resolveOCIArchive,
 	transportDockerArchive: resolveDockerArchive,
-	transportRegistry:      resolveRegistry,
 }
 
-func resolve(ctx context.Context, s *Store, ref string) (*resolved, error) {
-	src, err := parseRef(ref)
-	if err != nil {
-		return nil, err
-	}
+func resolveLocal(ctx context.Context, s *Store, src source) (*resolved, error) {
 	r, err := resolvers[src.transport](ctx, s, src)
 	if err != nil {
 		return nil, err
@@ -126,19 +121,15 @@ func splitDockerArchive(rest string) (string, string) {
 	return rest, ""
 }
 
-func resolveRegistry(_ context.Context, _ *Store, src source) (*resolved, error) {
-	return nil, fmt.Errorf("image %q: %w: use oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]", src.tag, ErrRegistryUnsupported)
-}
-
 func hostPlatform() v1.Platform {
 	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 }
 
-func resolveOCI(_ context.Context, _ *Store, src source) (*resolved, error) {
-	return ociLayout(src.path, src.tag, "oci:"+src.path)
+func resolveOCI(_ context.Context, s *Store, src source) (*resolved, error) {
+	return ociLayout(src.path, src.tag, "oci:"+src.path, s.opts.platform)
 }
 
-func ociLayout(dir, tag, what string) (*resolved, error) {
+func ociLayout(dir, tag, what string, plat v1.Platform) (*resolved, error) {
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: not an OCI image layout: %w", what, err)
@@ -166,7 +157,7 @@ func ociLayout(dir, tag, what string) (*resolved, error) {
 	case len(cands) == 0:
 		return nil, fmt.Errorf("image %s: the layout holds no manifests", what)
 	default:
-		d, err := pickPlatform(cands)
+		d, err := pickPlatform(plat, cands)
 		if err != nil {
 			if tag == "" {
 				return nil, fmt.Errorf("image %s: the layout holds %d manifests; name one with :TAG (tags: %s)", what, len(cands), tagList(im.Manifests))
@@ -175,7 +166,7 @@ func ociLayout(dir, tag, what string) (*resolved, error) {
 		}
 		desc = d
 	}
-	img, digest, err := descriptorImage(idx, desc, 0)
+	img, digest, err := descriptorImage(idx, desc, plat, 0)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", what, err)
 	}
@@ -196,15 +187,16 @@ func tagList(ds []v1.Descriptor) string {
 	return strings.Join(tags, ", ")
 }
 
-// pickPlatform chooses the descriptor for this host (linux/GOARCH) from an index.
-func pickPlatform(ds []v1.Descriptor) (v1.Descriptor, error) {
-	want := hostPlatform()
+// pickPlatform chooses the descriptor for want (normally this host, linux/GOARCH) from
+// an index. A variant is compared only when both sides name one.
+func pickPlatform(want v1.Platform, ds []v1.Descriptor) (v1.Descriptor, error) {
 	var have []string
 	for _, d := range ds {
 		if d.Platform == nil {
 			continue
 		}
-		if d.Platform.OS == want.OS && d.Platform.Architecture == want.Architecture {
+		if d.Platform.OS == want.OS && d.Platform.Architecture == want.Architecture &&
+			(want.Variant == "" || d.Platform.Variant == "" || want.Variant == d.Platform.Variant) {
 			return d, nil
 		}
 		have = append(have, d.Platform.String())
@@ -217,7 +209,7 @@ func pickPlatform(ds []v1.Descriptor) (v1.Descriptor, error) {
 
 // descriptorImage follows desc (an image manifest, or an index resolved to the host
 // platform) to an image, checking every manifest against its digest.
-func descriptorImage(idx v1.ImageIndex, desc v1.Descriptor, depth int) (v1.Image, string, error) {
+func descriptorImage(idx v1.ImageIndex, desc v1.Descriptor, plat v1.Platform, depth int) (v1.Image, string, error) {
 	if depth > 4 {
 		return nil, "", errors.New("image indexes nested too deeply")
 	}
@@ -238,11 +230,11 @@ func descriptorImage(idx v1.ImageIndex, desc v1.Descriptor, depth int) (v1.Image
 		if err != nil {
 			return nil, "", err
 		}
-		d, err := pickPlatform(im.Manifests)
+		d, err := pickPlatform(plat, im.Manifests)
 		if err != nil {
 			return nil, "", err
 		}
-		return descriptorImage(child, d, depth+1)
+		return descriptorImage(child, d, plat, depth+1)
 	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		img, err := idx.Image(desc.Digest)
 		if err != nil {
@@ -335,7 +327,7 @@ func resolveOCIArchive(ctx context.Context, s *Store, src source) (*resolved, er
 		cleanup()
 		return nil, fmt.Errorf("image %s: %w", what, err)
 	}
-	r, err := ociLayout(tmp, src.tag, what)
+	r, err := ociLayout(tmp, src.tag, what, s.opts.platform)
 	if err != nil {
 		cleanup()
 		return nil, err

@@ -261,7 +261,9 @@ func (s *Store) RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, mes
 }
 
 // Events returns events oldest first (by FirstSeen): those about ref when it
-// is not nil, else all in namespace ("" = all namespaces).
+// is not nil (in ref's namespace, "default" when empty; namespace is then
+// unused; a ref UID also filters out events about an earlier object of that
+// name), else all in namespace ("" = all namespaces).
 func (s *Store) Events(namespace string, ref *v1alpha1.ObjectReference) ([]v1alpha1.Event, error) {
 	var evs []*v1alpha1.Event
 	err := s.db.View(func(tx *bolt.Tx) error {

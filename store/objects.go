@@ -57,6 +57,7 @@ func (t *txn) create(r *record) (v1alpha1.Object, error) {
 		return nil, fmt.Errorf("%s: %w", describe(r.info, r.meta.Namespace, r.meta.Name), ErrAlreadyExists)
 	}
 	ts := now()
+	r.status = nil // status is observed, never given
 	r.meta.UID = newUID()
 	r.meta.Generation = 1
 	r.meta.CreationTimestamp = &ts
@@ -85,8 +86,10 @@ func prepare(obj v1alpha1.Object, verb string) (*record, error) {
 }
 
 // Create stores a new object. The namespace defaults to "default"; uid,
-// resourceVersion, generation (1) and creationTimestamp are set, and obj is
-// updated in place to what was stored. ErrAlreadyExists if it exists.
+// resourceVersion, generation (1) and creationTimestamp are set, a given
+// status and deletionTimestamp are dropped (set status with UpdateStatus),
+// finalizers are kept, and obj is updated in place to what was stored.
+// ErrAlreadyExists if it exists.
 func (s *Store) Create(obj v1alpha1.Object) error {
 	r, err := prepare(obj, "create")
 	if err != nil {
@@ -394,7 +397,6 @@ func (t *txn) apply(obj v1alpha1.Object) (ApplyResult, error) {
 	var plain v1alpha1.Object
 	switch {
 	case errors.Is(err, ErrNotFound):
-		in.status = nil // status is observed, never applied
 		res.Action = ActionCreated
 		plain, err = t.create(in)
 	case err != nil:

@@ -23,16 +23,19 @@ type WatchEvent struct {
 
 // Watch streams every change with a revision greater than fromRevision, in
 // revision order with no gaps and no duplicates: first those already in the
-// changelog, then live ones. fromRevision 0 means "from now" (only changes
+// changelog, then live ones. Each change has its own revision (Revision, and
+// the object's resourceVersion). fromRevision 0 means "from now" (only changes
 // committed after Watch returns); to follow a List without missing anything,
 // pass the revision List returned (an empty store is at revision 1, so this
 // also works before the first write).
 //
 // If fromRevision is older than the changelog keeps (the last 10000
-// revisions), Watch fails with ErrGone: list again and watch from there.
+// revisions), Watch fails with ErrGone: list again and watch from there. A
+// fromRevision beyond the current revision waits for it.
 //
 // Writers never wait for watchers: each watcher has its own queue. A watcher
-// that falls more than 10000 changes behind has its channel closed, as if its
+// that falls more than 10000 changes behind (on top of the backlog it asked
+// for) has its channel closed, as if its
 // context ended; the consumer should list again and watch from the list's
 // revision. The channel is also closed when ctx is done or the store closes.
 func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan WatchEvent, error) {
@@ -77,6 +80,7 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan WatchEven
 			return nil, err
 		}
 	}
+	w.limit += len(w.queue) // the backlog asked for does not count against the limit
 	s.watchMu.Lock()
 	s.watchers[w] = struct{}{}
 	s.watchMu.Unlock()

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,7 +149,9 @@ func Decode(source string, data []byte) ([]Document, error) {
 	if json.Valid(data) {
 		data = jsonForYAML(data)
 	}
-	d := &decoder{source: source, budget: 100000 + 20*len(data)}
+	// Without aliases every node visited costs at least two bytes of input,
+	// so this budget only stops alias expansion.
+	d := &decoder{source: source, budget: 100000 + len(data)}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var root yaml.Node
@@ -164,7 +168,16 @@ func Decode(source string, data []byte) ([]Document, error) {
 		}
 		d.document(root.Content[0], true)
 	}
+	// Report in file order (validation walks fields in type order).
+	slices.SortStableFunc(d.errs, func(a, b error) int { return cmp.Compare(errLine(a), errLine(b)) })
 	return d.docs, d.errs.Err()
+}
+
+func errLine(err error) int {
+	if fe, ok := err.(*FieldError); ok {
+		return fe.Line
+	}
+	return 0
 }
 
 // parseNext reads the next YAML document, turning a parser panic into an error.
@@ -238,13 +251,23 @@ func (d *decoder) deref(n *yaml.Node) *yaml.Node {
 	for n != nil && n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if d.budget--; d.budget == 0 {
-		d.errorf(0, "", "document too large after expanding aliases")
-	}
-	if d.budget <= 0 || n == nil {
+	if !d.charge(1) || n == nil {
 		return nil
 	}
 	return n
+}
+
+// charge takes n from the budget of nodes to decode, reporting (once) when
+// it runs out; it is charged before allocating, so memory stays bounded too.
+func (d *decoder) charge(n int) bool {
+	if d.budget <= 0 {
+		return false
+	}
+	if d.budget -= n; d.budget <= 0 {
+		d.errorf(0, "", "document too large after expanding aliases")
+		return false
+	}
+	return true
 }
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
@@ -258,6 +281,7 @@ func (d *decoder) document(n *yaml.Node, top bool) {
 		d.errorf(n.Line, "", "expected an object (a mapping with apiVersion, kind, metadata and spec), got %s", describeNode(n))
 		return
 	}
+	before := len(d.errs)
 	apiVersion, apiLine := d.topString(n, "apiVersion")
 	kind, kindLine := d.topString(n, "kind")
 	if kind == "List" {
@@ -293,17 +317,47 @@ func (d *decoder) document(n *yaml.Node, top bool) {
 	}
 	obj := info.New()
 	d.kind, d.lines = kind, map[string]int{}
-	before := len(d.errs)
 	d.value(n, reflect.ValueOf(obj).Elem(), "", n.Line)
-	if len(d.errs) > before {
-		return
-	}
+	structural := slices.Clone(d.errs[before:])
 	doc := Document{Object: obj, Source: d.source, Line: n.Line, lines: d.lines}
-	if err := doc.Validate(); err != nil {
-		d.errs = appendErr(d.errs, err)
-		return
+	// Validate even a document with structural errors, to report everything
+	// at once, but skip what those errors explain: a field that failed to
+	// decode is empty, which validation would report again.
+	var verrs ErrorList
+	verrs = appendErr(verrs, doc.Validate())
+	for _, err := range verrs {
+		if fe, ok := err.(*FieldError); ok && !relatedToAny(fe.Path, fe.Msg, structural) {
+			d.errs = append(d.errs, err)
+		}
 	}
-	d.docs = append(d.docs, doc)
+	if len(d.errs) == before {
+		d.docs = append(d.docs, doc)
+	}
+}
+
+// relatedToAny reports whether the validation error (path, msg) is explained
+// by one of the decoding errors errs: it is at, inside or around the same
+// field, or a missing field next to an unknown one.
+func relatedToAny(path, msg string, errs ErrorList) bool {
+	for _, err := range errs {
+		fe, ok := err.(*FieldError)
+		if !ok {
+			continue
+		}
+		if fe.Path == "" || isWithin(path, fe.Path) || isWithin(fe.Path, path) {
+			return true
+		}
+		// A misspelt key ("nam") explains a missing sibling ("name: required").
+		if strings.HasPrefix(fe.Msg, "unknown field") && strings.HasPrefix(msg, "required") && parentPath(fe.Path) == parentPath(path) {
+			return true
+		}
+	}
+	return false
+}
+
+// isWithin reports whether field path p is q or inside it.
+func isWithin(p, q string) bool {
+	return p == q || strings.HasPrefix(p, q) && (p[len(q)] == '.' || p[len(q)] == '[')
 }
 
 // topString returns the string value of key in mapping n and the line of the
@@ -428,6 +482,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, line int) {
 			d.errorf(line, path, "expected %s, got %s", describeType(t), describeNode(n))
 			return
 		}
+		if !d.charge(len(n.Content)) {
+			return
+		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
@@ -543,6 +600,9 @@ func (d *decoder) mapValue(n *yaml.Node, v reflect.Value, path string, line int)
 	}
 	if n.Kind != yaml.MappingNode {
 		d.errorf(line, path, "expected a mapping, got %s", describeNode(n))
+		return
+	}
+	if !d.charge(len(n.Content) / 2) {
 		return
 	}
 	m := reflect.MakeMapWithSize(t, len(n.Content)/2)

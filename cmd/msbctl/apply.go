@@ -58,8 +58,8 @@ Examples:
 func loadManifests(files []string, recursive bool, g globalOptions, nsGiven bool, cmd string, stderr io.Writer) ([]v1alpha1.Object, bool) {
 	docs, err := v1alpha1.DecodeFiles(files, recursive, stdinReader)
 	if err != nil {
-		printErrorLines(stderr, err)
-		fmt.Fprintf(stderr, "Error: could not read the manifests; nothing was %s\n", doneWord(cmd))
+		n := printErrorLines(stderr, err)
+		fmt.Fprintf(stderr, "Error: %d %s in the manifests; nothing was %s\n", n, plural(n, "problem", "problems"), doneWord(cmd))
 		return nil, false
 	}
 	if len(docs) == 0 {
@@ -102,18 +102,29 @@ func doneWord(cmd string) string {
 	return "applied"
 }
 
-// printErrorLines prints an error with one problem per line.
-func printErrorLines(w io.Writer, err error) {
+// printErrorLines prints an error with one problem per line and returns
+// how many lines it printed.
+func printErrorLines(w io.Writer, err error) int {
 	var errs interface{ Unwrap() []error }
 	if errors.As(err, &errs) {
+		n := 0
 		for _, e := range errs.Unwrap() {
-			printErrorLines(w, e)
+			n += printErrorLines(w, e)
 		}
-		return
+		return n
 	}
-	for _, l := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
+	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+	return len(lines)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func runApply(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {

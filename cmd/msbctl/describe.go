@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -142,6 +143,19 @@ func listOrNone(s []string) string {
 
 // describeObject writes obj as text, kubectl describe style.
 func describeObject(w io.Writer, obj v1alpha1.Object, events []v1alpha1.Event) {
+	var buf bytes.Buffer
+	writeDescription(&buf, obj, events)
+	// Keys with no value on their line leave alignment padding behind.
+	lines := strings.SplitAfter(buf.String(), "\n")
+	for _, l := range lines {
+		if strings.HasSuffix(l, "\n") {
+			l = strings.TrimRight(l[:len(l)-1], " ") + "\n"
+		}
+		io.WriteString(w, l)
+	}
+}
+
+func writeDescription(w io.Writer, obj v1alpha1.Object, events []v1alpha1.Event) {
 	d := &describer{tw: tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)}
 	m := obj.GetMetadata()
 	d.line(0, "Name", m.Name)
@@ -207,7 +221,7 @@ func describeObject(w io.Writer, obj v1alpha1.Object, events []v1alpha1.Event) {
 
 func writeEvents(w io.Writer, events []v1alpha1.Event) {
 	if len(events) == 0 {
-		fmt.Fprintln(w, "Events:\t<none>")
+		fmt.Fprintln(w, "Events:  <none>")
 		return
 	}
 	evs := append([]v1alpha1.Event(nil), events...)
@@ -294,7 +308,7 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 			if v.ReadOnly {
 				mode = "ro"
 			}
-			d.line(2, "", fmt.Sprintf("%s -> %s (%s)", v.HostPath, v.MountPath, mode))
+			d.line(2, v.MountPath, fmt.Sprintf("from %s (%s)", v.HostPath, mode))
 		}
 	}
 	d.line(1, "Restart Policy", orNone(string(sp.RestartPolicy)))
@@ -334,7 +348,7 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 
 func describeNetworkPolicy(d *describer, np *v1alpha1.NetworkPolicy) {
 	d.line(0, "Spec", "")
-	d.line(1, "Sandbox Selector", orNone(labelString(np.Spec.SandboxSelector.MatchLabels)))
+	d.line(1, "Sandbox Selector", allIfEmpty(labelString(np.Spec.SandboxSelector.MatchLabels)))
 	if len(np.Spec.Egress) == 0 {
 		d.line(1, "Egress", "<none> (all egress denied)")
 		return

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"reflect"
@@ -107,23 +106,17 @@ func runDiff(ctx context.Context, c *client.Client, args []string, stdout, stder
 	return exitOK
 }
 
-// cloneObject deep-copies obj through JSON.
+// cloneObject deep-copies obj and makes sure its kind is set.
 func cloneObject(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	ki, err := kindOf(obj)
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	c := ki.New()
-	if err := json.Unmarshal(b, c); err != nil {
-		return nil, err
-	}
-	c.GetTypeMeta().Kind = ki.Kind
-	if c.GetTypeMeta().APIVersion == "" {
-		c.GetTypeMeta().APIVersion = v1alpha1.APIVersion
+	c := v1alpha1.Clone(obj)
+	tm := c.GetTypeMeta()
+	tm.Kind = ki.Kind
+	if tm.APIVersion == "" {
+		tm.APIVersion = v1alpha1.APIVersion
 	}
 	return c, nil
 }

@@ -287,8 +287,11 @@ func (fs *flagSet) printDefaults(w io.Writer) {
 			}
 		}
 		usage := d.usage
-		if d.defText != "" && !d.isBool || d.isBool && d.defText == "true" {
+		switch {
+		case d.isBool && d.defText == "true", d.argName == "duration" && d.defText != "":
 			usage += fmt.Sprintf(" (default %s)", d.defText)
+		case !d.isBool && d.defText != "":
+			usage += fmt.Sprintf(" (default %q)", d.defText)
 		}
 		fmt.Fprintf(w, "  %-32s %s\n", name, usage)
 	}

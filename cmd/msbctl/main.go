@@ -139,10 +139,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// Parse once here for --socket and usage errors; the command parses again.
 	fs := cmd.flags()
-	var g globalOptions
-	if d := fs.long["socket"]; d != nil {
-		g.socket = d.value.String()
-	}
 	if err := fs.parse(rest); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return exitUsage

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"msb.dev/msb/apis/v1alpha1"
 )
@@ -194,7 +193,7 @@ func columnsFor(kind string) []column {
 		return []column{
 			name,
 			{header: "SELECTOR", value: func(o v1alpha1.Object) string {
-				return orNone(labelString(np(o).Spec.SandboxSelector.MatchLabels))
+				return allIfEmpty(labelString(np(o).Spec.SandboxSelector.MatchLabels))
 			}},
 			{header: "RULES", value: func(o v1alpha1.Object) string { return strconv.Itoa(len(np(o).Spec.Egress)) }},
 			age,
@@ -228,14 +227,25 @@ func columnsFor(kind string) []column {
 	return []column{name, age}
 }
 
+// allIfEmpty shows an empty selector as what it selects: everything.
+func allIfEmpty(s string) string {
+	if s == "" {
+		return "<all>"
+	}
+	return s
+}
+
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ") }
 
 // tablePrinter prints objects of one kind as rows; the header comes once.
+// Column widths only grow, so rows printed later (a watch) stay aligned
+// with the header.
 type tablePrinter struct {
 	w          io.Writer
 	cols       []column
 	namespaces bool
 	headerDone bool
+	widths     []int
 }
 
 func newTablePrinter(w io.Writer, kind string, wide, namespaces bool) *tablePrinter {
@@ -248,11 +258,12 @@ func newTablePrinter(w io.Writer, kind string, wide, namespaces bool) *tablePrin
 	return &tablePrinter{w: w, cols: cols, namespaces: namespaces}
 }
 
-func newTabWriter(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 8, 3, ' ', 0) }
+// columnGap is the space between columns, as in kubectl.
+const columnGap = 3
 
 // print writes rows for objs (and the header first, once).
 func (p *tablePrinter) print(objs []v1alpha1.Object) {
-	tw := newTabWriter(p.w)
+	var rows [][]string
 	if !p.headerDone {
 		var h []string
 		if p.namespaces {
@@ -261,7 +272,7 @@ func (p *tablePrinter) print(objs []v1alpha1.Object) {
 		for _, c := range p.cols {
 			h = append(h, c.header)
 		}
-		fmt.Fprintln(tw, strings.Join(h, "\t"))
+		rows = append(rows, h)
 		p.headerDone = true
 	}
 	for _, o := range objs {
@@ -272,9 +283,27 @@ func (p *tablePrinter) print(objs []v1alpha1.Object) {
 		for _, c := range p.cols {
 			row = append(row, c.value(o))
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		rows = append(rows, row)
 	}
-	tw.Flush()
+	for _, row := range rows {
+		for i, cell := range row {
+			if i >= len(p.widths) {
+				p.widths = append(p.widths, 0)
+			}
+			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(cell))
+		}
+	}
+	var b strings.Builder
+	for _, row := range rows {
+		for i, cell := range row {
+			b.WriteString(cell)
+			if i < len(row)-1 {
+				b.WriteString(strings.Repeat(" ", p.widths[i]-utf8.RuneCountInString(cell)+columnGap))
+			}
+		}
+		b.WriteString("\n")
+	}
+	io.WriteString(p.w, b.String())
 }
 
 // redacted returns obj with secret values replaced, for output.
@@ -372,23 +401,32 @@ func printYAMLList(w io.Writer, objs []v1alpha1.Object) error {
 	return err
 }
 
+// printJSONList writes a "kind: List" in the layout of ToJSON (which, unlike
+// encoding/json, leaves "<" and ">" unescaped).
 func printJSONList(w io.Writer, objs []v1alpha1.Object) error {
-	list := struct {
-		APIVersion string            `json:"apiVersion"`
-		Kind       string            `json:"kind"`
-		Items      []json.RawMessage `json:"items"`
-	}{APIVersion: v1alpha1.APIVersion, Kind: "List", Items: []json.RawMessage{}}
-	for _, o := range objs {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "{\n    \"apiVersion\": %q,\n    \"kind\": \"List\",\n", v1alpha1.APIVersion)
+	if len(objs) == 0 {
+		sb.WriteString("    \"items\": []\n}\n")
+		_, err := io.WriteString(w, sb.String())
+		return err
+	}
+	sb.WriteString("    \"items\": [\n")
+	for i, o := range objs {
 		b, err := v1alpha1.ToJSON(redacted(o))
 		if err != nil {
 			return err
 		}
-		list.Items = append(list.Items, json.RawMessage(b))
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		for j, l := range lines {
+			sb.WriteString("        " + l)
+			if j == len(lines)-1 && i < len(objs)-1 {
+				sb.WriteString(",")
+			}
+			sb.WriteString("\n")
+		}
 	}
-	b, err := json.MarshalIndent(list, "", "    ")
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
+	sb.WriteString("    ]\n}\n")
+	_, err := io.WriteString(w, sb.String())
 	return err
 }

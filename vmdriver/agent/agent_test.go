@@ -72,8 +72,15 @@ func startAgent(t testing.TB, dir string, cfg Config) *testAgent {
 		close(a.done)
 	}()
 	t.Cleanup(func() {
-		a.cmd.Process.Signal(syscall.SIGKILL)
-		<-a.done
+		// SIGTERM goes to the main command; the agent then stops what is left and
+		// exits. SIGKILL first would orphan the main command.
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(5 * time.Second):
+			a.cmd.Process.Signal(syscall.SIGKILL)
+			<-a.done
+		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -579,5 +586,27 @@ func BenchmarkDial(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// BenchmarkStartReady is agent start to ready: process start, config, listen, ready file.
+func BenchmarkStartReady(b *testing.B) {
+	dir := b.TempDir()
+	ctx := context.Background()
+	for b.Loop() {
+		if err := WriteConfig(dir, Config{Args: []string{"sleep", "1000"}}); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(agentBin, "init", "--dir", dir)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if err := WaitReady(ctx, dir); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		b.StartTimer()
 	}
 }

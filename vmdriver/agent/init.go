@@ -68,7 +68,7 @@ func RunInit(dir string) int {
 	defer lw.Close()
 
 	sock := filepath.Join(dir, SocketFile)
-	ln, err := ListenUnix(sock)
+	ln, err := listenUnix(sock)
 	if err != nil {
 		return fatal("listen: %v", err)
 	}

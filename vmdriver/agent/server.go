@@ -119,6 +119,8 @@ type session struct {
 	pid        int      // once started
 	exited     chan struct{}
 	started    bool
+	failed     error         // start error to report after the reply to "exec"
+	replied    chan struct{} // closed once "exec" is answered: only then may the channel close
 }
 
 func (s *session) serve(reqs <-chan *ssh.Request) {
@@ -126,6 +128,15 @@ func (s *session) serve(reqs <-chan *ssh.Request) {
 		ok := s.handle(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
+		}
+		if req.Type == "exec" && ok {
+			close(s.replied)
+		}
+		// A start failure is reported only now: closing the channel before the reply
+		// to "exec" would make the client see EOF instead of an exit status.
+		if s.failed != nil {
+			s.fail(s.failed)
+			s.failed = nil
 		}
 	}
 	// The client went away. An exec'd process must not outlive its session
@@ -205,8 +216,9 @@ func (s *session) handle(req *ssh.Request) bool {
 		}
 		s.started = true
 		s.exited = make(chan struct{})
+		s.replied = make(chan struct{})
 		if err := s.start(p); err != nil {
-			go s.fail(err)
+			s.failed = err
 		}
 		return true
 	default:
@@ -229,6 +241,7 @@ func (s *session) fail(err error) {
 
 // finish sends the exit status and closes the channel.
 func (s *session) finish(code int, sig syscall.Signal) {
+	<-s.replied
 	if name := signalName(sig); sig != 0 && name != "" {
 		s.ch.SendRequest("exit-signal", false, ssh.Marshal(struct {
 			Signal     string

@@ -42,9 +42,9 @@ func dialUnix(ctx context.Context, path string) (net.Conn, error) {
 	return d.DialContext(ctx, "unix", addr)
 }
 
-// ListenUnix listens on path (any length), mode 0600: only host root and the
+// listenUnix listens on path (any length), mode 0600: only host root and the
 // sandbox's own root may talk to the agent. The socket file is not removed on Close.
-func ListenUnix(path string) (net.Listener, error) {
+func listenUnix(path string) (net.Listener, error) {
 	addr, done, err := shortSocketPath(path)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,7 +96,40 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("container driver: %w", err)
 		}
 	}
+	if err := searchable(abs); err != nil {
+		return nil, fmt.Errorf("container driver: %w", err)
+	}
 	return d, nil
+}
+
+// searchable makes sure the sandbox's root (an id with no rights on host
+// files) can reach StateDir/sandboxes: runc mounts the rootfs from inside the
+// user namespace. StateDir and sandboxes/ get o+x (search, not read); an
+// ancestor without it is an error the admin must fix.
+func searchable(stateDir string) error {
+	for _, dir := range []string{stateDir, filepath.Join(stateDir, "sandboxes")} {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(dir, fi.Mode().Perm()|0o001); err != nil {
+				return err
+			}
+		}
+	}
+	for dir := filepath.Dir(stateDir); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("state dir %s: %s (mode %o) is not searchable by sandbox users: chmod o+x %s or choose another --state-dir", stateDir, dir, fi.Mode().Perm(), dir)
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
 }
 
 func hash8(s string) string {
@@ -318,11 +352,16 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
-	st, err = d.state(ctx, id)
+	// The pid file saves a `runc state` (one more runc exec, 30-60ms here).
+	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: after create: %w", id, err)
 	}
-	return d.finishStart(ctx, id, st.PID)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("sandbox %s: after create: bad pid file %q", id, b)
+	}
+	return d.finishStart(ctx, id, pid)
 }
 
 // finishStart brings up lo in the sandbox's network namespace and lets the
