@@ -198,17 +198,6 @@ func (s *server) writeObject(w http.ResponseWriter, code int, obj v1alpha1.Objec
 	return nil
 }
 
-// reread returns the stored version of obj after a write, falling back to obj
-// itself if it is already gone again.
-func (s *server) reread(ki v1alpha1.KindInfo, obj v1alpha1.Object) v1alpha1.Object {
-	m := obj.GetMetadata()
-	fresh := ki.New()
-	if err := s.store.Get(ki.Kind, m.Namespace, m.Name, fresh); err != nil {
-		return obj
-	}
-	return fresh
-}
-
 func (s *server) get(w http.ResponseWriter, r *http.Request) error {
 	ki, err := kindFor(r.PathValue("plural"))
 	if err != nil {
@@ -241,7 +230,8 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Create(obj); err != nil {
 		return storeError(err, ki.Plural, ns, obj.GetMetadata().Name)
 	}
-	return s.writeObject(w, http.StatusCreated, s.reread(ki, obj))
+	// The store updates obj in place to what it stored.
+	return s.writeObject(w, http.StatusCreated, obj)
 }
 
 func (s *server) update(w http.ResponseWriter, r *http.Request) error {
@@ -284,7 +274,7 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, statusOnly bool) er
 	if err != nil {
 		return storeError(err, ki.Plural, ns, name)
 	}
-	return s.writeObject(w, http.StatusOK, s.reread(ki, obj))
+	return s.writeObject(w, http.StatusOK, obj)
 }
 
 func (s *server) delete(w http.ResponseWriter, r *http.Request) error {

@@ -293,16 +293,20 @@ func TestIndexResolvesHostPlatform(t *testing.T) {
 	}
 }
 
-func TestRegistryNotSupported(t *testing.T) {
+func TestBadReferences(t *testing.T) {
 	s := newStore(t)
-	for _, ref := range []string{"python:3.12", "docker://busybox", "localhost:5000/x/y:z"} {
-		_, err := s.Get(context.Background(), ref)
-		if !errors.Is(err, images.ErrRegistryUnsupported) || !strings.Contains(err.Error(), "registry pulls are not supported yet") {
-			t.Errorf("%s: %v", ref, err)
+	for _, ref := range []string{"UPPER/case", "a:b:c:d", "oci:", "docker-archive:"} {
+		if _, err := s.Get(context.Background(), ref); err == nil {
+			t.Errorf("%s: accepted", ref)
+		} else {
+			t.Log(err)
 		}
 	}
-	if _, err := s.Get(context.Background(), "oci:"+t.TempDir()+"/missing:latest"); err == nil || errors.Is(err, images.ErrRegistryUnsupported) {
-		t.Errorf("missing layout: %v", err)
+	if _, err := s.Get(context.Background(), "oci:"+t.TempDir()+"/missing:latest"); err == nil {
+		t.Errorf("missing layout accepted")
+	}
+	if _, err := s.Pull(context.Background(), "oci:"+t.TempDir(), "Sometimes", nil); err == nil || !strings.Contains(err.Error(), "unknown pull policy") {
+		t.Errorf("bad policy: %v", err)
 	}
 }
 

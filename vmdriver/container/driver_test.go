@@ -374,7 +374,8 @@ func TestManyLayers(t *testing.T) {
 	spec.Layers = layers
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	if got := waitFor(t, filepath.Join(f.d.AgentDir(spec.ID), "top"), 10*time.Second); got != "59\n" {
+	waitStatus(t, f.d, spec.ID, "stopped", 10*time.Second)
+	if got, _ := os.ReadFile(filepath.Join(f.d.AgentDir(spec.ID), "top")); string(got) != "59\n" {
 		t.Errorf("/layer = %q, want the highest layer's 59", got)
 	}
 }
