@@ -42,6 +42,8 @@ type Store interface {
 	Revision() int64
 }
 
+var _ Store = (*store.Store)(nil)
+
 // Runtime is what the API needs from the running system; msbd implements it.
 type Runtime interface {
 	// AgentSocket returns the host path of the sandbox's agent unix socket, or an

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"syscall"
 	"time"
 
@@ -48,6 +49,23 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
 	}
+	c, err := newClient(ctx, conn, socketPath)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
+	}
+	return c, nil
+}
+
+// NewClient speaks the agent protocol over an already connected conn — for
+// example msbd's API connection upgraded and spliced to the agent socket, which
+// is how msbctl execs. It owns conn from then on.
+func NewClient(conn net.Conn) (*Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return newClient(ctx, conn, "msb-agent")
+}
+
+func newClient(ctx context.Context, conn net.Conn, addr string) (*Client, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	conf := &ssh.ClientConfig{
 		User: "root",
@@ -58,17 +76,17 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		ClientVersion:     "SSH-2.0-msb",
 		Config:            ssh.Config{KeyExchanges: kexAlgos, Ciphers: cipherAlgos},
 	}
-	sc, chans, reqs, err := ssh.NewClientConn(conn, socketPath, conf)
+	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, conf)
 	if !stop() {
 		if err == nil {
 			sc.Close()
 		}
 		conn.Close()
-		return nil, fmt.Errorf("agent %s: %w", socketPath, ctx.Err())
+		return nil, ctx.Err()
 	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("agent %s: handshake: %w", socketPath, err)
+		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	return &Client{c: ssh.NewClient(sc, chans, reqs)}, nil
 }
