@@ -74,9 +74,6 @@ func TestExecAgent(t *testing.T) {
 		Env:     []string{"FOO=bar"}, WorkingDir: "/tmp",
 		Stdout: &stdout, Stderr: &stderr,
 	})
-	if err != nil && strings.Contains(err.Error(), "has no NewClient") {
-		t.Skip("vmdriver/agent has no NewClient(net.Conn) yet: exec is left to the e2e tests")
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package client
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,12 +12,6 @@ import (
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/vmdriver/agent"
 )
-
-// newAgentClient starts the agent's SSH protocol over conn.
-// TEMPORARY until vmdriver/agent provides NewClient(net.Conn).
-var newAgentClient = func(conn net.Conn) (*agent.Client, error) {
-	return nil, errors.New("exec is not available yet: vmdriver/agent has no NewClient")
-}
 
 // execProtocol is the Upgrade token of the exec endpoint.
 const execProtocol = "msb-agent-ssh"
@@ -83,7 +76,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), execProtocol)
 	}
 
-	ac, err := newAgentClient(&bufferedConn{Conn: conn, r: br})
+	ac, err := agent.NewClient(&bufferedConn{Conn: conn, r: br})
 	if err != nil {
 		return -1, c.ctxErr(ctx, fmt.Errorf("exec: %w", err))
 	}

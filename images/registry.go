@@ -79,7 +79,7 @@ func (g *httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Body != nil {
 			req.Body.Close()
 		}
-		return nil, fmt.Errorf("refusing plain HTTP to %s: only loopback registries and those named with --insecure-registry %s are reached without TLS", req.URL.Host, req.URL.Host)
+		return nil, fmt.Errorf("refusing plain HTTP to %s: registries other than loopback are reached over HTTPS only; if this one serves plain HTTP, name it with --insecure-registry %s", req.URL.Host, req.URL.Host)
 	}
 	return g.inner.RoundTrip(req)
 }
