@@ -1,20 +1,39 @@
 // Package images resolves a Sandbox image reference to read-only, content-addressed,
 // unpacked layers that the container driver stacks as overlayfs lower directories.
 //
+// References are registry references ("python:3.12", "ghcr.io/org/tool@sha256:…",
+// pulled with go-containerregistry's remote package) or local files (oci:DIR[:TAG],
+// oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]). Multi-platform indexes are
+// resolved for linux and the host architecture (WithPlatform).
+//
 // On disk, beneath the directory given to New (normally <state>/images):
 //
 //	images/
 //	├── idmap.json           the id map the layers were unpacked for (a store keeps one)
+//	├── refs.json            reference as written → canonical name, digests, diffIDs, size
+//	├── blobs/sha256/<hex>   manifests, indexes, configs and compressed layers pulled from
+//	│                        registries, each checked against its digest before it is
+//	│                        renamed into place
 //	├── layers/
 //	│   ├── <diffid-hex>/    one fully unpacked layer (an overlay lowerdir); read-only by convention
-//	│   └── .tmp-*/          a layer being unpacked; renamed into place when complete,
-//	│                        removed by New if a crash left it behind
+//	│   └── .tmp-*/          a layer being unpacked (or pruned); renamed into place when
+//	│                        complete, removed by New if a crash left it behind
 //	├── meta/<diffid-hex>.json   facts about an unpacked layer (unpacked size)
-//	└── tmp/                 scratch space (extracted oci-archive files), emptied by New
+//	└── tmp/                 downloads in progress and scratch space (extracted
+//	                         oci-archive files), emptied by New
 //
-// A layer directory exists only once its content was unpacked completely and its
-// diffID verified, so its existence is the cache index: a second Get of the same image
-// unpacks nothing.
+// A blob or a layer directory exists only once it is complete and verified, so their
+// existence is the cache: a pull fetches only the blobs it lacks (a retry after a failed
+// pull resumes with what was already stored), a layer already unpacked is not even
+// downloaded, and a second Get of an image contacts no registry and unpacks nothing.
+// A reference is recorded in refs.json only once all its blobs and layers are in place,
+// so a failed pull leaves nothing half-visible. Concurrent pulls share per-digest locks:
+// each blob is downloaded once and each layer unpacked once. Prune removes what no
+// recorded reference uses and no sandbox mounts; pulls wait while it runs.
+//
+// Plain HTTP is used only for loopback registries and those named with
+// WithInsecureRegistries; every other request without TLS is refused before it leaves
+// the process, including go-containerregistry's HTTP fallback for private-range hosts.
 //
 // Layers are hostile input. The unpacker writes every entry through an os.Root opened on
 // the layer's temporary directory, or through *at system calls on a directory descriptor

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -35,7 +36,13 @@ type refRecord struct {
 	Layers  []string  `json:"layers"`          // diffIDs, lowest first
 	Size    int64     `json:"size"`            // unpacked bytes
 	Created time.Time `json:"created"`         // from the image config
-	Pulled  time.Time `json:"pulled"`          // last Pull or Get that recorded it
+	Pulled  time.Time `json:"pulled"`          // when the reference was recorded with this content
+}
+
+// sameContent reports whether two records describe the same image, Pulled aside.
+func sameContent(a, b refRecord) bool {
+	return a.Name == b.Name && a.Top == b.Top && a.Digest == b.Digest && a.Size == b.Size &&
+		a.Created.Equal(b.Created) && slices.Equal(a.Blobs, b.Blobs) && slices.Equal(a.Layers, b.Layers)
 }
 
 // ImageInfo describes an image the store holds, for `msbctl image ls`.
@@ -46,7 +53,7 @@ type ImageInfo struct {
 	Size    int64     // unpacked bytes
 	Layers  []string  // diffIDs, lowest first
 	Created time.Time // image creation time from its config
-	Pulled  time.Time // when the reference was last pulled or used
+	Pulled  time.Time // when the reference was recorded with this content (first pulled, or moved)
 }
 
 // PruneResult says what Prune removed.
@@ -107,6 +114,9 @@ func (s *Store) record(ref string, rec refRecord, img *Image, cf *v1.ConfigFile)
 	}
 	s.refsMu.Lock()
 	defer s.refsMu.Unlock()
+	if old, ok := s.refs[ref]; ok && sameContent(old, rec) {
+		return nil // a cache hit writes nothing
+	}
 	s.refs[ref] = rec
 	if err := s.saveRefs(); err != nil {
 		return fmt.Errorf("image store: recording %q: %w", ref, err)

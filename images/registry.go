@@ -367,8 +367,14 @@ func (p *pull) blob(ctx context.Context, desc v1.Descriptor, layer string) (stri
 		return "", &InvalidImageError{Layer: d.String(), Reason: "unsupported digest algorithm"}
 	}
 	path := p.s.blobPath(d.Hex)
-	if p.s.hasBlob(d.Hex) {
+	stored := func() (string, error) {
+		if layer != "" {
+			p.prog.report(Progress{Layer: layer, Total: desc.Size, Done: desc.Size, Complete: true})
+		}
 		return path, nil
+	}
+	if p.s.hasBlob(d.Hex) {
+		return stored()
 	}
 	if !p.online {
 		return "", errNotCached
@@ -379,7 +385,7 @@ func (p *pull) blob(ctx context.Context, desc v1.Descriptor, layer string) (stri
 	}
 	defer unlock()
 	if p.s.hasBlob(d.Hex) {
-		return path, nil
+		return stored()
 	}
 	l, err := p.rp.Layer(ctx, p.ref.Context().Digest(d.String()))
 	if err != nil {
@@ -397,11 +403,7 @@ func (p *pull) blob(ctx context.Context, desc v1.Descriptor, layer string) (stri
 	if err := p.s.writeBlobLocked(ctx, d, rc, desc.Size, pr); err != nil {
 		return "", err
 	}
-	if pr != nil {
-		pr.p.Done, pr.p.Complete = desc.Size, true
-		p.prog.report(pr.p)
-	}
-	return path, nil
+	return stored()
 }
 
 func (s *Store) blobPath(hex string) string { return filepath.Join(s.blobsDir, hex) }

@@ -4,20 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ReadExitCode returns the main command's exit code once the agent has written it.
 // ok is false (and err nil) while the main command has not exited.
 func ReadExitCode(dir string) (code int, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, ExitCodeFile))
+	f, err := openSandboxFile(filepath.Join(dir, ExitCodeFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, false, nil
 	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 32))
 	if err != nil {
 		return 0, false, err
 	}
@@ -30,6 +38,26 @@ func ReadExitCode(dir string) (code int, ok bool, err error) {
 
 func writeExitCode(dir string, code int) error {
 	return writeFileAtomic(filepath.Join(dir, ExitCodeFile), []byte(strconv.Itoa(code)+"\n"))
+}
+
+// openSandboxFile opens a file the sandbox can write (everything in the agent
+// directory) for reading on the host, without letting the sandbox redirect
+// the host: a symlink planted in its place is not followed, and anything but
+// a regular file (a fifo that would block, a device) is refused.
+func openSandboxFile(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ENOENT {
+			return nil, &os.PathError{Op: "open", Path: path, Err: os.ErrNotExist}
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: not a regular file; refusing to read it", path)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // readyPoll is how often WaitReady looks for the ready file. A stat costs about a

@@ -138,7 +138,7 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 	defer t.Stop()
 	for {
 		if cur == nil {
-			cur, err = os.Open(filepath.Join(dir, LogFile))
+			cur, err = openSandboxFile(filepath.Join(dir, LogFile))
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -168,14 +168,14 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 // openLogs opens log before log.1: if a rotation happens in between, log.1 is the
 // file already open as log, detected by inode and skipped, so nothing is printed twice.
 func openLogs(dir string) (cur, old *os.File, err error) {
-	cur, err = os.Open(filepath.Join(dir, LogFile))
+	cur, err = openSandboxFile(filepath.Join(dir, LogFile))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, err
 	}
 	if err != nil {
 		cur = nil
 	}
-	old, err = os.Open(filepath.Join(dir, LogOldFile))
+	old, err = openSandboxFile(filepath.Join(dir, LogOldFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return cur, nil, nil
