@@ -115,7 +115,6 @@ type pull struct {
 	online bool           // may contact the registry
 	rp     *remote.Puller
 	prog   *progressSink
-	blobs  []string // digests of every blob of the image, for the refs index
 }
 
 // pullRegistry pulls a registry reference (r is raw without a "docker://" prefix).

@@ -183,18 +183,28 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		return res, fmt.Errorf("reading sandbox state: %w", err)
 	}
 
-	// A changed runtime spec (image, command, env, resources, ...) restarts
-	// the sandbox on its existing writable layer.
-	if !notFound && st.SpecHash != "" && st.SpecHash != hash && state.Status == "running" {
-		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its spec changed")
-		if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
-			return res, err
+	// A sandbox runs the spec it was started with (status.specHash). A changed
+	// runtime spec (image, command, env, resources, ...) restarts it on its
+	// existing writable layer; so does leaving Suspended, or a finished run
+	// whose spec changed.
+	if !notFound && st.SpecHash != hash {
+		running := state.Status == "running" || state.Status == "paused"
+		switch {
+		case running && st.SpecHash == "":
+			st.SpecHash = hash // started by us before status was written: adopt
+		case running:
+			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its spec changed")
+			if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
+				return res, err
+			}
+			fallthrough
+		default:
+			if err := r.Driver.Delete(ctx, id, false); err != nil {
+				return res, err
+			}
+			notFound = true
+			st.RestartCount = 0
 		}
-		if err := r.Driver.Delete(ctx, id, false); err != nil {
-			return res, err
-		}
-		notFound = true
-		st.RestartCount = 0
 	}
 
 	switch {
@@ -588,7 +598,10 @@ func lookupField(name, file string, layers []string, field int) (uint32, error) 
 	return 0, fmt.Errorf("no /%s in the image to look up %q", file, name)
 }
 
+// specHash identifies what a sandbox runs. The agent's path is left out so
+// moving or upgrading msbd does not restart every sandbox.
 func specHash(s vmdriver.Spec) string {
+	s.AgentPath = ""
 	b, _ := json.Marshal(s)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])

@@ -103,6 +103,8 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Sandbox users (mapped uids) must be able to traverse to their rootfs.
+	os.Chmod(dir, 0o711)
 	d := &daemon{t: t, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "msbd.sock")}
 	d.args = append([]string{"--state-dir", d.stateDir, "--socket", d.socket, "--log-level", "debug", "--stop-grace", "2s"}, extra...)
 	d.start()
