@@ -30,7 +30,7 @@ type Store interface {
 
 // Images resolves an image reference to unpacked layers.
 type Images interface {
-	Get(ctx context.Context, ref string) (*images.Image, error)
+	Pull(ctx context.Context, ref string, policy images.PullPolicy, progress func(images.Progress)) (*images.Image, error)
 }
 
 // IsNotFound reports whether err means the object does not exist; set by
@@ -39,6 +39,7 @@ type IsNotFound func(error) bool
 
 // Event reasons, stable for tools to match on.
 const (
+	ReasonPulling      = "Pulling"
 	ReasonPulled       = "Pulled"
 	ReasonPullFailed   = "PullFailed"
 	ReasonInvalidImage = "InvalidImage"
@@ -151,13 +152,27 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		res.RequeueAfter = time.Until(*st.ExpiresAt) + 10*time.Millisecond
 	}
 
-	img, err := r.image(ctx, sb, st)
-	if err != nil {
-		return res, err
+	if sb.Spec.OperatingMode == v1alpha1.ModeSuspended {
+		if _, err := r.image(ctx, sb, st, images.PullIfNotPresent); err != nil {
+			return res, err
+		}
+		return res, r.suspend(ctx, sb, st)
 	}
 
-	if sb.Spec.OperatingMode == v1alpha1.ModeSuspended {
-		return res, r.suspend(ctx, sb, st)
+	state, err := r.Driver.State(ctx, id)
+	notFound := errors.Is(err, vmdriver.ErrNotFound)
+	if err != nil && !notFound {
+		return res, fmt.Errorf("reading sandbox state: %w", err)
+	}
+	// imagePullPolicy applies when a sandbox (re)starts, as in Kubernetes; a
+	// running sandbox is only checked against the cache.
+	policy := images.PullPolicy(sb.Spec.ImagePullPolicy)
+	if policy == "" || state.Status == "running" || state.Status == "paused" {
+		policy = images.PullIfNotPresent
+	}
+	img, err := r.image(ctx, sb, st, policy)
+	if err != nil {
+		return res, err
 	}
 
 	spec, err := r.driverSpec(sb, img)
@@ -176,12 +191,6 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		return res, Terminal(errors.New(msg))
 	}
 	hash := specHash(spec)
-
-	state, err := r.Driver.State(ctx, id)
-	notFound := errors.Is(err, vmdriver.ErrNotFound)
-	if err != nil && !notFound {
-		return res, fmt.Errorf("reading sandbox state: %w", err)
-	}
 
 	// A sandbox runs the spec it was started with (status.specHash). A changed
 	// runtime spec (image, command, env, resources, ...) restarts it on its
@@ -426,31 +435,59 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) 
 	return nil
 }
 
-// image resolves the Sandbox's image and records ImageReady.
-func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) (*images.Image, error) {
-	img, err := r.Images.Get(ctx, sb.Spec.Image)
+// image resolves the Sandbox's image under policy and records ImageReady:
+// Unknown/Pulling while a pull runs, then True/Pulled, False/PullFailed (with
+// the registry's message; retried with backoff) or False/InvalidImage (a
+// hostile or malformed image; not retried until the spec changes).
+func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, policy images.PullPolicy) (*images.Image, error) {
+	ref := sb.Spec.Image
+	type result struct {
+		img *images.Image
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		img, err := r.Images.Pull(ctx, ref, policy, nil)
+		done <- result{img, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(pullingAfter):
+		// A real pull: tell watchers it is under way, it may take a while.
+		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling, "pulling image "+ref)
+		if err := r.writeStatus(sb, *st); err != nil {
+			r.Log.Debug("recording Pulling", "sandbox", sb.Metadata.Name, "err", err)
+		}
+		res = <-done
+	}
+	img, err := res.img, res.err
 	if err != nil {
 		var inv *images.InvalidImageError
 		if errors.As(err, &inv) {
-			msg := fmt.Sprintf("image %s refused: %v", sb.Spec.Image, err)
+			msg := fmt.Sprintf("image %s refused: %v", ref, err)
 			r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionFalse, ReasonInvalidImage, msg)
 			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonInvalidImage, msg)
 			r.event(sb, v1alpha1.EventWarning, ReasonInvalidImage, msg)
 			return nil, Terminal(errors.New(msg))
 		}
-		msg := fmt.Sprintf("pulling image %s: %v", sb.Spec.Image, err)
+		msg := fmt.Sprintf("pulling image %s: %v", ref, err)
 		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionFalse, ReasonPullFailed, msg)
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonPullFailed, msg)
 		r.event(sb, v1alpha1.EventWarning, ReasonPullFailed, msg)
 		return nil, errors.New(msg)
 	}
 	if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue || st.ImageDigest != img.Digest {
-		r.event(sb, v1alpha1.EventNormal, ReasonPulled, fmt.Sprintf("Image %s is ready (%s)", sb.Spec.Image, img.Digest))
+		r.event(sb, v1alpha1.EventNormal, ReasonPulled, fmt.Sprintf("Image %s is ready (%s)", ref, img.Digest))
 	}
 	st.ImageDigest = img.Digest
 	r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
 	return img, nil
 }
+
+// pullingAfter is how long a pull may take before ImageReady says Pulling;
+// cache hits finish well before, sparing a store write on the start path.
+const pullingAfter = 100 * time.Millisecond
 
 type secretError struct{ msg string }
 

@@ -19,7 +19,7 @@ import (
 
 // version is msbctl's own version, set at build time with
 // -ldflags "-X main.version=v0.1.0".
-var version = "dev"
+var version = "v0.1.0-dev"
 
 // Exit codes: 0 success, 1 a failure (not found, invalid manifest, timeout,
 // server error), 2 a usage error (unknown command or flag, missing argument).

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -43,7 +44,15 @@ type options struct {
 	stopGrace         time.Duration
 	resync            time.Duration
 	uidBase, uidSize  uint
+	insecure          stringList
+	maxImageSize      int64
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
 	var o options
@@ -59,6 +68,8 @@ func main() {
 	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often every sandbox is reconciled even without changes")
 	fs.UintVar(&o.uidBase, "uid-base", 100000, "first host uid/gid of the range sandboxes' users map to")
 	fs.UintVar(&o.uidSize, "uid-size", 65536, "size of that range")
+	fs.Var(&o.insecure, "insecure-registry", "HOST:PORT of a registry reached over plain HTTP (repeatable; loopback registries always may)")
+	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -96,7 +107,8 @@ func run(o options) error {
 	}
 	defer st.Close()
 
-	imgs, err := images.New(filepath.Join(stateDir, "images"), images.WithIDMap(uint32(o.uidBase), uint32(o.uidBase), uint32(o.uidSize)))
+	imgs, err := images.New(filepath.Join(stateDir, "images"), images.WithIDMap(uint32(o.uidBase), uint32(o.uidBase), uint32(o.uidSize)),
+		images.WithInsecureRegistries(o.insecure), images.WithMaxUnpackedSize(o.maxImageSize))
 	if err != nil {
 		return err
 	}
@@ -132,7 +144,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: apiserver.New(apiserver.Config{
+	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
 		Runtime: runtimeInfo{drv},
 		Version: client.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: drv.Name(), Isolation: drv.Isolation()},

@@ -65,7 +65,61 @@ func setup(m *testing.M) int {
 	if err := imagetest.WriteOCILayout(imageDir, img, "latest"); err != nil {
 		panic(err)
 	}
-	return m.Run()
+	before := leakSnapshot()
+	code := m.Run()
+	if leaks := leakDiff(before, leakSnapshot()); len(leaks) > 0 {
+		fmt.Println("e2e: FAIL: left behind after the suite:")
+		for _, l := range leaks {
+			fmt.Println("  ", l)
+		}
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// leakSnapshot lists what the suite could leave behind: msb cgroups, mounts
+// and temp dirs, and processes of msbd, msb-agent or sandboxes.
+func leakSnapshot() map[string]bool {
+	s := map[string]bool{}
+	cg, _ := filepath.Glob("/sys/fs/cgroup/*/msb-*")
+	cg2, _ := filepath.Glob("/sys/fs/cgroup/msb-*")
+	for _, c := range append(cg, cg2...) {
+		s["cgroup "+c] = true
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if strings.Contains(l, "/msbe2e") || strings.Contains(l, "/msbbench") {
+			s["mount "+l] = true
+		}
+	}
+	tmp, _ := filepath.Glob("/tmp/msbe2e*")
+	for _, d := range tmp {
+		s["dir "+d] = true
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, "msbe2e") || strings.HasPrefix(cmd, "/.msb/msb-agent") {
+			s["process "+filepath.Dir(p)+": "+cmd] = true
+		}
+	}
+	return s
+}
+
+func leakDiff(before, after map[string]bool) []string {
+	var out []string
+	for k := range after {
+		if !before[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func lookPath(name string) string {

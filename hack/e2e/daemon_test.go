@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"msb.dev/msb/images/imagetest"
+)
+
+// condition returns status and message of a Sandbox condition.
+func condition(sb map[string]any, typ string) (status, reason, msg string) {
+	conds, _ := field(sb, "status.conditions").([]any)
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == typ {
+			s, _ := m["status"].(string)
+			r, _ := m["reason"].(string)
+			g, _ := m["message"].(string)
+			return s, r, g
+		}
+	}
+	return "", "", ""
+}
+
+// TestAgentMissingRefusesSandboxes: msbd with an unusable agent starts, but
+// refuses to start sandboxes with a message that says what to do.
+func TestAgentMissingRefusesSandboxes(t *testing.T) {
+	for name, agent := range map[string]string{"dynamic": "/bin/ls", "missing": "/nonexistent/msb-agent"} {
+		t.Run(name, func(t *testing.T) {
+			d := startDaemon(t, "--agent", agent)
+			d.apply(sandboxYAML("noagent", "", "sleep", "100"))
+			var msg string
+			waitFor(t, 30*time.Second, "Ready=False AgentMissing", func() bool {
+				_, r, m := condition(d.sandbox("noagent"), "Ready")
+				msg = m
+				return r == "AgentMissing"
+			})
+			if !strings.Contains(msg, "CGO_ENABLED=0 go build") {
+				t.Errorf("message does not say how to fix it: %q", msg)
+			}
+		})
+	}
+}
+
+// TestHostileImagesRefused: images that try to write outside their root are
+// refused with InvalidImage naming the entry, and the host stays untouched.
+func TestHostileImagesRefused(t *testing.T) {
+	d := startDaemon(t)
+	host := t.TempDir()
+	victim := filepath.Join(host, "victim")
+	os.WriteFile(victim, []byte("original"), 0o644)
+	var docs []string
+	cases := imagetest.HostileCases(host)
+	for i, c := range cases {
+		img, err := imagetest.ImageOf(c.Entries...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), c.Name)
+		if err := imagetest.WriteOCILayout(dir, img, "latest"); err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, strings.Replace(sandboxYAML(caseName(i), "", "true"), "oci:"+imageDir+":latest", "oci:"+dir+":latest", 1))
+	}
+	d.apply(strings.Join(docs, "---\n"))
+	for i, c := range cases {
+		name := caseName(i)
+		var reason, msg string
+		waitFor(t, 30*time.Second, c.Name+" refused", func() bool {
+			_, reason, msg = condition(d.sandbox(name), "ImageReady")
+			return reason == "InvalidImage"
+		})
+		if !strings.Contains(msg, c.Entry) || !strings.Contains(msg, "layer sha256:") {
+			t.Errorf("%s: condition message does not name layer and entry %q: %s", c.Name, c.Entry, msg)
+		}
+	}
+	ents, _ := os.ReadDir(host)
+	if len(ents) != 1 {
+		t.Errorf("host directory changed: %v", ents)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "original" {
+		t.Errorf("victim file changed: %q", b)
+	}
+}
+
+func caseName(i int) string { return "hostile-" + string(rune('a'+i)) }
+
+// TestTwoDaemonsDoNotCollide runs two msbd with different state dirs at once.
+func TestTwoDaemonsDoNotCollide(t *testing.T) {
+	a := startDaemon(t)
+	b := startDaemon(t)
+	m := sandboxYAML("same-name", "", "sleep", "1000")
+	a.apply(m)
+	b.apply(m)
+	a.must("wait", "sandbox/same-name", "--for=condition=Ready", "--timeout=60s")
+	b.must("wait", "sandbox/same-name", "--for=condition=Ready", "--timeout=60s")
+	pb := field(b.sandbox("same-name"), "status.pid")
+	a.must("delete", "sandbox", "same-name", "--wait", "--timeout=60s")
+	if got := b.must("exec", "same-name", "--", "echo", "alive"); got != "alive\n" {
+		t.Fatalf("second msbd's sandbox affected by the first: %q", got)
+	}
+	if p := field(b.sandbox("same-name"), "status.pid"); p != pb {
+		t.Fatalf("second msbd's sandbox restarted")
+	}
+}
+
+// TestApplyStdinDiffAndGet covers apply -f -, diff exit codes and get output forms.
+func TestApplyStdinDiffAndGet(t *testing.T) {
+	d := startDaemon(t)
+	m := sandboxYAML("st", "  operatingMode: Suspended\n", "sleep", "1000")
+	out, errOut, code := d.ctlIn([]byte(m), "apply", "-f", "-")
+	if code != 0 || strings.TrimSpace(out) != "sandbox/st created" {
+		t.Fatalf("apply -f -: %d %q %q", code, out, errOut)
+	}
+	f := filepath.Join(t.TempDir(), "m.yaml")
+	os.WriteFile(f, []byte(m), 0o644)
+	if _, _, code := d.ctl("diff", "-f", f); code != 0 {
+		t.Errorf("diff of an applied manifest exited %d, want 0", code)
+	}
+	os.WriteFile(f, []byte(strings.Replace(m, "sleep", "sh", 1)), 0o644)
+	if out, _, code := d.ctl("diff", "-f", f); code != 1 || !strings.Contains(out, "sh") {
+		t.Errorf("diff of a changed manifest exited %d (want 1):\n%s", code, out)
+	}
+	if out := d.must("get", "sb", "st", "-o", "name"); strings.TrimSpace(out) != "sandbox/st" {
+		t.Errorf("get -o name = %q", out)
+	}
+	if out := d.must("get", "sb/st", "-o", "yaml"); !strings.HasPrefix(out, "apiVersion: msb.dev/v1alpha1\nkind: Sandbox\n") {
+		t.Errorf("get -o yaml of one object is not that object:\n%s", out)
+	}
+	if _, _, code := d.ctl("get", "sb", "missing"); code == 0 {
+		t.Errorf("get of a missing sandbox exited 0")
+	}
+}
