@@ -12,6 +12,10 @@
 //	POST   /apis/msb.dev/v1alpha1/apply                                 {"items":[...]} (?dryRun=All)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/log  (?follow=true)
 //	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec Upgrade: msb-agent-ssh
+//	GET    /apis/msb.dev/v1alpha1/images                                images held, with in-use counts
+//	POST   /apis/msb.dev/v1alpha1/images/pull                           {"ref","policy"}: NDJSON progress, then image or error
+//	DELETE /apis/msb.dev/v1alpha1/images?ref=REF                        forget an image no Sandbox uses
+//	POST   /apis/msb.dev/v1alpha1/images/prune                          remove blobs and layers nothing uses
 //
 // Every object that leaves the server goes through v1alpha1.Redact: Secret
 // values are write-only. Request and response bodies are never logged.
@@ -59,6 +63,8 @@ type Config struct {
 	Runtime Runtime
 	Version client.VersionInfo
 	Logger  *slog.Logger
+	// Images serves the image routes; without it they answer 503.
+	Images ImageService
 }
 
 // prefix is the root of every resource path.
@@ -72,11 +78,13 @@ type server struct {
 	rt      Runtime
 	version client.VersionInfo
 	log     *slog.Logger
+	images  ImageService
 }
 
 // New returns the API handler.
 func New(cfg Config) http.Handler {
-	s := &server{store: cfg.Store, rt: cfg.Runtime, version: cfg.Version, log: cfg.Logger}
+	s := &server{store: cfg.Store, rt: cfg.Runtime, version: cfg.Version, log: cfg.Logger,
+		images: cfg.Images}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +92,10 @@ func New(cfg Config) http.Handler {
 	mux.Handle("GET /version", s.handle(s.getVersion))
 	mux.Handle("GET /healthz", s.handle(s.healthz))
 	mux.Handle("POST "+prefix+"/apply", s.handle(s.apply))
+	mux.Handle("GET "+prefix+"/images", s.handle(s.listImages))
+	mux.Handle("DELETE "+prefix+"/images", s.handle(s.removeImage))
+	mux.Handle("POST "+prefix+"/images/pull", s.handle(s.pullImage))
+	mux.Handle("POST "+prefix+"/images/prune", s.handle(s.pruneImages))
 	mux.Handle("GET "+prefix+"/{plural}", s.handle(s.list))
 	mux.Handle("GET "+prefix+"/namespaces/{ns}/{plural}", s.handle(s.list))
 	mux.Handle("POST "+prefix+"/namespaces/{ns}/{plural}", s.handle(s.create))

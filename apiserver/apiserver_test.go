@@ -108,6 +108,16 @@ func TestCRUD(t *testing.T) {
 	if err := c.Delete(ctx, "Sandbox", "default", "web"); err != nil {
 		t.Fatal(err)
 	}
+	// Sandboxes are born with the cleanup finalizer: deletion waits for the
+	// reconciler, simulated here by removing the finalizer.
+	got, err = c.Get(ctx, "Sandbox", "default", "web")
+	if err != nil || got.GetMetadata().DeletionTimestamp == nil || !slices.Contains(got.GetMetadata().Finalizers, v1alpha1.FinalizerSandbox) {
+		t.Fatalf("after delete: %v %+v, want deletionTimestamp and the finalizer", err, got)
+	}
+	got.GetMetadata().Finalizers = nil
+	if _, err := c.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
 	_, err = c.Get(ctx, "Sandbox", "default", "web")
 	if !client.IsNotFound(err) {
 		t.Fatalf("get after delete: %v, want 404", err)
@@ -138,7 +148,12 @@ func TestDeleteWithFinalizer(t *testing.T) {
 	}
 
 	// Without finalizers the answer is a Status.
-	if _, err := e.client.Create(ctx, sandbox("default", "plain", nil)); err != nil {
+	plain, err := e.client.Create(ctx, sandbox("default", "plain", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.GetMetadata().Finalizers = nil
+	if _, err := e.client.Update(ctx, plain); err != nil {
 		t.Fatal(err)
 	}
 	resp = rawRequest(t, e, http.MethodDelete, "/apis/msb.dev/v1alpha1/namespaces/default/sandboxes/plain", "")
@@ -380,15 +395,17 @@ func TestWatch(t *testing.T) {
 	if _, err := c.Create(ctx, sandbox("default", "c", nil)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Delete(ctx, "Sandbox", "default", "a"); err != nil {
+	if err := deleteNow(e, c, ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 
-	want := []string{"ADDED default/a", "ADDED default/c", "DELETED default/a"}
+	// Deletion first marks the object (MODIFIED: deletionTimestamp), then
+	// removes it once the finalizer is gone.
+	want := []string{"ADDED default/a", "ADDED default/c", "MODIFIED default/a", "DELETED default/a"}
 	if got := collect(t, all, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("namespace watch = %v, want %v", got, want)
 	}
-	want = []string{"ADDED default/a", "ADDED other/b", "DELETED default/a"}
+	want = []string{"ADDED default/a", "ADDED other/b", "MODIFIED default/a", "DELETED default/a"}
 	if got := collect(t, sel, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("selector watch = %v, want %v", got, want)
 	}
@@ -398,7 +415,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"ADDED other/b", "ADDED default/c", "DELETED default/a"}
+	want = []string{"ADDED other/b", "ADDED default/c", "MODIFIED default/a", "DELETED default/a"}
 	if got := collect(t, resumed, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("resumed watch = %v, want %v", got, want)
 	}
@@ -579,7 +596,7 @@ func TestLogs(t *testing.T) {
 	// Following ends when the sandbox is deleted.
 	go func() { done <- e.client.Logs(ctx, "default", "app", true, io.Discard) }()
 	time.Sleep(200 * time.Millisecond)
-	if err := e.client.Delete(ctx, "Sandbox", "default", "app"); err != nil {
+	if err := deleteNow(e, e.client, ctx, "app"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -820,4 +837,18 @@ func rawRequest(t *testing.T, e *env, method, path, body string) rawResponse {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return rawResponse{resp.StatusCode, string(b)}
+}
+
+// deleteNow deletes a Sandbox and plays the reconciler's part: it removes the
+// cleanup finalizer the server put on it, so the object goes away.
+func deleteNow(e *env, c *client.Client, ctx context.Context, name string) error {
+	if err := c.Delete(ctx, "Sandbox", "default", name); err != nil {
+		return err
+	}
+	var sb v1alpha1.Sandbox
+	if err := e.store.Get(v1alpha1.KindSandbox, "default", name, &sb); err != nil {
+		return err
+	}
+	sb.Metadata.Finalizers = nil
+	return e.store.Update(&sb)
 }

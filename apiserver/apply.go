@@ -68,6 +68,7 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		seen[key] = true
+		admit(obj)
 		objs = append(objs, obj)
 	}
 	if len(details) > 0 {

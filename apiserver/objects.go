@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -102,6 +103,20 @@ func validate(obj v1alpha1.Object) error {
 		details[i] = kind + "/" + name + ": " + msgs[i]
 	}
 	return invalid(fmt.Sprintf("%s %q is invalid: %s", kind, name, strings.Join(msgs, "; ")), details)
+}
+
+// admit sets what the server owns on a new object: a Sandbox is born with
+// the cleanup finalizer, so deletion always waits for the reconciler to tear
+// its sandbox down (and the reconciler need not add it in a second write).
+// The store keeps the stored finalizers when an apply updates an object.
+func admit(obj v1alpha1.Object) {
+	if obj.GetTypeMeta().Kind != v1alpha1.KindSandbox {
+		return
+	}
+	m := obj.GetMetadata()
+	if !slices.Contains(m.Finalizers, v1alpha1.FinalizerSandbox) {
+		m.Finalizers = append(m.Finalizers, v1alpha1.FinalizerSandbox)
+	}
 }
 
 // clone deep-copies obj (through JSON, which is what it is made of).
@@ -227,6 +242,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) error {
 	if err := validate(obj); err != nil {
 		return err
 	}
+	admit(obj)
 	if err := s.store.Create(obj); err != nil {
 		return storeError(err, ki.Plural, ns, obj.GetMetadata().Name)
 	}

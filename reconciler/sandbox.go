@@ -80,15 +80,54 @@ type SandboxReconciler struct {
 	mu       sync.Mutex
 	watching map[string]int // sandbox uid → pid being watched for exit
 	started  map[string]bool
+
+	once       sync.Once
+	events     chan pendingEvent
+	eventsDone chan struct{}
+}
+
+type pendingEvent struct {
+	ref                  v1alpha1.ObjectReference
+	typ, reason, message string
+	flushed              chan struct{} // a marker: closed when reached
 }
 
 func (r *SandboxReconciler) init() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.watching == nil {
+	r.once.Do(func() {
 		r.watching = map[string]int{}
 		r.started = map[string]bool{}
-	}
+		// Events are written by one goroutine, in order, off the reconcile
+		// path: each is a durable store write, and a sandbox start records
+		// several.
+		r.events = make(chan pendingEvent, 1024)
+		r.eventsDone = make(chan struct{})
+		go func() {
+			defer close(r.eventsDone)
+			for ev := range r.events {
+				if ev.flushed != nil {
+					close(ev.flushed)
+					continue
+				}
+				if err := r.Store.RecordEvent(ev.ref, ev.typ, ev.reason, ev.message); err != nil {
+					r.Log.Warn("recording event", "object", ev.ref.Name, "reason", ev.reason, "err", err)
+				}
+			}
+		}()
+	})
+}
+
+// flushEvents waits until every event recorded so far is in the store.
+func (r *SandboxReconciler) flushEvents() {
+	ch := make(chan struct{})
+	r.events <- pendingEvent{flushed: ch}
+	<-ch
+}
+
+// Close writes the events still pending. Call it after the controller stopped.
+func (r *SandboxReconciler) Close() {
+	r.init()
+	close(r.events)
+	<-r.eventsDone
 }
 
 // Reconcile implements Reconciler for keys "Sandbox/ns/name".
@@ -250,6 +289,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 // start creates and starts the sandbox and waits for its agent.
 func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash string, restart bool) error {
 	id := sb.Metadata.UID
+	t0 := time.Now()
 	if err := r.Driver.Create(ctx, spec); err != nil {
 		msg := "creating sandbox: " + err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
@@ -262,6 +302,7 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	r.mu.Lock()
 	r.started[id] = true
 	r.mu.Unlock()
+	t1 := time.Now()
 	if err := r.Driver.Start(ctx, id); err != nil {
 		msg := "starting sandbox: " + err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
@@ -275,7 +316,10 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	st.SpecHash = hash
 	st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
 	st.Phase = v1alpha1.PhaseRunning
-	if err := r.waitAgent(ctx, id); err != nil {
+	t2 := time.Now()
+	err := r.waitAgent(ctx, id)
+	r.Log.Debug("started sandbox", "sandbox", sb.Metadata.Name, "create", t1.Sub(t0), "start", t2.Sub(t1), "agent", time.Since(t2))
+	if err != nil {
 		// The command may have ended before the agent served; the next
 		// reconcile sees the stopped state.
 		r.Log.Debug("agent not ready", "sandbox", sb.Metadata.Name, "err", err)
@@ -418,6 +462,8 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 		}
 	}
 	sb.Metadata.Finalizers = keep
+	// The object's events go with it; none may arrive after.
+	r.flushEvents()
 	return r.Store.Update(sb)
 }
 
@@ -746,9 +792,7 @@ func cond(st *v1alpha1.SandboxStatus, typ string) string {
 
 func (r *SandboxReconciler) event(sb *v1alpha1.Sandbox, typ, reason, msg string) {
 	ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Metadata.Namespace, Name: sb.Metadata.Name, UID: sb.Metadata.UID}
-	if err := r.Store.RecordEvent(ref, typ, reason, msg); err != nil {
-		r.Log.Warn("recording event", "sandbox", sb.Metadata.Name, "reason", reason, "err", err)
-	}
+	r.events <- pendingEvent{ref: ref, typ: typ, reason: reason, message: msg}
 }
 
 // RecordPanic is the Controller's OnPanic hook: it leaves a Warning event on
@@ -758,8 +802,9 @@ func (r *SandboxReconciler) RecordPanic(key string, recovered any) {
 	if err != nil {
 		return
 	}
+	r.init()
 	ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: ns, Name: name}
-	_ = r.Store.RecordEvent(ref, v1alpha1.EventWarning, ReasonPanic, fmt.Sprintf("internal error while reconciling: %v (will retry)", recovered))
+	r.events <- pendingEvent{ref: ref, typ: v1alpha1.EventWarning, reason: ReasonPanic, message: fmt.Sprintf("internal error while reconciling: %v (will retry)", recovered)}
 }
 
 func hasFinalizer(sb *v1alpha1.Sandbox) bool {

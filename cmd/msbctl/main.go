@@ -1,5 +1,5 @@
 // Command msbctl is the command-line client of msbd, shaped like kubectl:
-// apply, get, describe, delete, diff, wait, logs, exec, events and version.
+// apply, get, describe, delete, diff, wait, logs, exec, events, image and version.
 // It talks to msbd only through package client, over the API socket.
 package main
 
@@ -55,6 +55,7 @@ func init() {
 	commands = []*command{
 		applyCommand, getCommand, describeCommand, deleteCommand, diffCommand,
 		waitCommand, logsCommand, execCommand, eventsCommand, versionCommand,
+		imageCommand, imagesCommand,
 	}
 }
 

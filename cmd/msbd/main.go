@@ -147,6 +147,7 @@ func run(o options) error {
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
 		Runtime: runtimeInfo{drv},
+		Images:  imgs,
 		Version: client.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: drv.Name(), Isolation: drv.Isolation()},
 		Logger:  log,
 	})}
@@ -155,7 +156,7 @@ func run(o options) error {
 		log.Warn("collecting orphaned sandboxes", "err", err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); ctrl.Run(ctx) }()
+	go func() { defer close(done); ctrl.Run(ctx); sbr.Close() }()
 	go feed(ctx, st, queue, o.resync, log)
 
 	serveErr := make(chan error, 1)

@@ -12,14 +12,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"msb.dev/msb/images/imagetest"
+	"msb.dev/msb/vmdriver/container"
 )
 
 var (
+	stateDirsMu sync.Mutex
+	stateDirs   []string // every state dir a daemon of this suite used
+
 	binDir   string // msbd, msbctl, msb-agent
 	imageDir string // busybox OCI layout, tag "latest"
 	skipWhy  string
@@ -83,11 +88,16 @@ func setup(m *testing.M) int {
 // and temp dirs, and processes of msbd, msb-agent or sandboxes.
 func leakSnapshot() map[string]bool {
 	s := map[string]bool{}
-	cg, _ := filepath.Glob("/sys/fs/cgroup/*/msb-*")
-	cg2, _ := filepath.Glob("/sys/fs/cgroup/msb-*")
-	for _, c := range append(cg, cg2...) {
-		s["cgroup "+c] = true
+	stateDirsMu.Lock()
+	for _, sd := range stateDirs {
+		prefix := container.CgroupPrefix(sd)
+		cg, _ := filepath.Glob("/sys/fs/cgroup/*/" + prefix + "*")
+		cg2, _ := filepath.Glob("/sys/fs/cgroup/" + prefix + "*")
+		for _, c := range append(cg, cg2...) {
+			s["cgroup "+c] = true
+		}
 	}
+	stateDirsMu.Unlock()
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
 		if strings.Contains(l, "/msbe2e") || strings.Contains(l, "/msbbench") {
@@ -105,7 +115,8 @@ func leakSnapshot() map[string]bool {
 			continue
 		}
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(cmd, "msbe2e") || strings.HasPrefix(cmd, "/.msb/msb-agent") {
+		root, _ := os.Readlink(filepath.Join(filepath.Dir(p), "root"))
+		if strings.Contains(cmd, "msbe2e") || strings.Contains(root, "/msbe2e") {
 			s["process "+filepath.Dir(p)+": "+cmd] = true
 		}
 	}
@@ -160,6 +171,9 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	// Sandbox users (mapped uids) must be able to traverse to their rootfs.
 	os.Chmod(dir, 0o711)
 	d := &daemon{t: t, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "msbd.sock")}
+	stateDirsMu.Lock()
+	stateDirs = append(stateDirs, d.stateDir)
+	stateDirsMu.Unlock()
 	d.args = append([]string{"--state-dir", d.stateDir, "--socket", d.socket, "--log-level", "debug", "--stop-grace", "2s"}, extra...)
 	d.start()
 	t.Cleanup(func() {

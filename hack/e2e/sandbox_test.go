@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -275,6 +274,10 @@ func TestTTLExpires(t *testing.T) {
 func TestConcurrentUpdatesConflict(t *testing.T) {
 	d := startDaemon(t)
 	d.apply(sandboxYAML("cc", "  operatingMode: Suspended\n", "sleep", "1000"))
+	// Let the reconciler finish writing status first: its writes bump the
+	// resourceVersion too.
+	waitFor(t, 30*time.Second, "phase Suspended", func() bool { return field(d.sandbox("cc"), "status.phase") == "Suspended" })
+	time.Sleep(200 * time.Millisecond)
 	sb := d.sandbox("cc")
 	var wg sync.WaitGroup
 	codes := make([]int, 2)
@@ -307,10 +310,5 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 
 func putViaSocket(t *testing.T, socket, path string, body []byte) int {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "body.json")
-	os.WriteFile(f, body, 0o644)
-	// curl is not guaranteed; use a tiny Go HTTP client over the unix socket.
 	return httpPut(socket, path, body)
 }
-
-var _ = exec.Command

@@ -88,7 +88,7 @@ func New(opts Options) (*Driver, error) {
 		opts:         opts,
 		runcPath:     runcPath,
 		runcRoot:     filepath.Join(abs, "runc"),
-		cgroupPrefix: "msb-" + hash8(abs) + "-",
+		cgroupPrefix: CgroupPrefix(abs),
 		locks:        map[string]*idLock{},
 	}
 	for _, dir := range []string{abs, d.runcRoot, filepath.Join(abs, "sandboxes")} {
@@ -155,6 +155,10 @@ func (d *Driver) rootfsDir(id string) string { return filepath.Join(d.SandboxDir
 func (d *Driver) bundleDir(id string) string { return filepath.Join(d.SandboxDir(id), "bundle") }
 func (d *Driver) specFile(id string) string  { return filepath.Join(d.SandboxDir(id), "spec.json") }
 func (d *Driver) runcLog(id string) string   { return filepath.Join(d.SandboxDir(id), "runc.log") }
+
+// CgroupPrefix is how the cgroups of sandboxes under the absolute state dir
+// begin: "msb-<hash8>-". Leak checkers use it to find what one msbd left.
+func CgroupPrefix(stateDir string) string { return "msb-" + hash8(stateDir) + "-" }
 
 // cgroupsPath is deterministic, so Delete can find what runc left behind.
 // It is relative to each hierarchy's root (v1) or the unified root (v2).

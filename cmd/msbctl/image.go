@@ -1,0 +1,409 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/term"
+	"gopkg.in/yaml.v3"
+
+	"msb.dev/msb/client"
+)
+
+type imageOptions struct {
+	globalOptions
+	policy string
+	output string
+}
+
+// flags are those of every image subcommand; runImage refuses a flag given to a
+// subcommand it does not belong to.
+func (o *imageOptions) flags() *flagSet {
+	fs := newFlagSet("image")
+	o.register(fs)
+	fs.stringVar(&o.policy, "policy", "", "Always", "pull: Always (ask the registry), IfNotPresent (only what msbd lacks) or Never")
+	fs.stringVar(&o.output, "output", "o", "table", "ls: output format: table, json, yaml or name")
+	return fs
+}
+
+var imageCommand = &command{
+	name:    "image",
+	summary: "pull, list, remove and prune images",
+	usage:   "image pull REF [--policy Always|IfNotPresent] | image ls [-o table|json|yaml|name] | image rm REF... | image prune",
+	help: `Subcommands:
+  pull REF     pull an image into msbd's store, showing progress per layer
+  ls           list the images msbd holds and how many sandboxes use each (also: msbctl images)
+  rm REF...    forget images; an image a sandbox uses is refused (delete the sandbox first)
+  prune        remove the layers and blobs no image uses; never a layer of an image in use
+
+REF is written as in a Sandbox's spec.image: python:3.12-slim, ghcr.io/org/tool@sha256:...
+rm also takes a canonical name or a manifest digest (sha256:...).
+
+Examples:
+  msbctl image pull python:3.12-slim
+  msbctl image ls -o json
+  msbctl image rm python:3.12-slim
+  msbctl image prune`,
+	flags: func() *flagSet { return new(imageOptions).flags() },
+	run:   runImage,
+}
+
+var imagesCommand = &command{
+	name:    "images",
+	summary: "list images (same as image ls)",
+	usage:   "images [-o table|json|yaml|name]",
+	flags:   func() *flagSet { return new(imagesOptions).flags() },
+	run:     runImages,
+}
+
+type imagesOptions struct {
+	globalOptions
+	output string
+}
+
+func (o *imagesOptions) flags() *flagSet {
+	fs := newFlagSet("images")
+	o.register(fs)
+	fs.stringVar(&o.output, "output", "o", "table", "output format: table, json, yaml or name")
+	return fs
+}
+
+func runImages(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &imagesOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if len(fs.args()) > 0 {
+		return usageFail(stderr, "images", "unexpected argument %q", fs.args()[0])
+	}
+	return imageList(ctx, c, o.output, stdout, stderr)
+}
+
+func runImage(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+	o := &imageOptions{}
+	fs := o.flags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	pos := fs.args()
+	if len(pos) == 0 {
+		return usageFail(stderr, "image", "say what to do: pull, ls, rm or prune")
+	}
+	sub, rest := pos[0], pos[1:]
+	// Flags belong to one subcommand each.
+	for flag, owner := range map[string]string{"policy": "pull", "output": "ls"} {
+		if fs.changed(flag) && sub != owner && !(owner == "ls" && sub == "list") {
+			return usageFail(stderr, "image", "--%s is a flag of image %s, not of image %s", flag, owner, sub)
+		}
+	}
+	switch sub {
+	case "pull":
+		if len(rest) != 1 {
+			return usageFail(stderr, "image", "image pull takes one image reference")
+		}
+		switch o.policy {
+		case "Always", "IfNotPresent", "Never":
+		default:
+			return usageFail(stderr, "image", "unknown --policy %q: use Always, IfNotPresent or Never", o.policy)
+		}
+		return imagePull(ctx, c, rest[0], o.policy, stdout, stderr)
+	case "ls", "list":
+		if len(rest) > 0 {
+			return usageFail(stderr, "image", "unexpected argument %q", rest[0])
+		}
+		return imageList(ctx, c, o.output, stdout, stderr)
+	case "rm", "remove":
+		if len(rest) == 0 {
+			return usageFail(stderr, "image", "image rm takes the images to remove")
+		}
+		return imageRemove(ctx, c, rest, stdout, stderr)
+	case "prune":
+		if len(rest) > 0 {
+			return usageFail(stderr, "image", "unexpected argument %q", rest[0])
+		}
+		blobs, layers, bytes, err := c.PruneImages(ctx)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		fmt.Fprintf(stdout, "Pruned %d layers, %d blobs, freed %s\n", layers, blobs, humanSize(bytes))
+		return exitOK
+	}
+	return usageFail(stderr, "image", "unknown subcommand %q: use pull, ls, rm or prune", sub)
+}
+
+// isTerminal says whether w is a terminal; tests replace it.
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func imagePull(ctx context.Context, c *client.Client, ref, policy string, stdout, stderr io.Writer) int {
+	var d pullDisplay
+	if isTerminal(stderr) {
+		d = &barDisplay{w: stderr}
+	} else {
+		d = &lineDisplay{w: stderr, last: map[string]time.Time{}}
+	}
+	info, err := c.PullImage(ctx, ref, policy, d.update)
+	d.finish()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "Pulled %s (%s)\n", ref, info.Digest)
+	return exitOK
+}
+
+// pullDisplay shows the progress of a pull.
+type pullDisplay interface {
+	update(p client.PullProgress)
+	finish()
+}
+
+// lineDisplay writes plain lines: one when a layer starts, at most one every
+// lineInterval while it downloads, one when it is done.
+type lineDisplay struct {
+	w    io.Writer
+	last map[string]time.Time
+}
+
+const lineInterval = 2 * time.Second
+
+func (d *lineDisplay) update(p client.PullProgress) {
+	l := shortLayer(p.Layer)
+	t := time.Now()
+	last, seen := d.last[p.Layer]
+	switch {
+	case p.Complete && !seen:
+		fmt.Fprintf(d.w, "%s: already present\n", l)
+	case p.Complete:
+		fmt.Fprintf(d.w, "%s: done\n", l)
+	case !seen:
+		fmt.Fprintf(d.w, "%s: downloading %s\n", l, humanSize(p.Total))
+	case t.Sub(last) >= lineInterval:
+		fmt.Fprintf(d.w, "%s: %s/%s\n", l, humanSize(p.Done), humanSize(p.Total))
+	default:
+		return
+	}
+	d.last[p.Layer] = t
+}
+
+func (d *lineDisplay) finish() {}
+
+// barDisplay draws a progress bar per layer and redraws them in place.
+type barDisplay struct {
+	w      io.Writer
+	order  []string
+	state  map[string]barState
+	drawn  int // lines drawn last time
+	lastAt time.Time
+}
+
+type barState struct {
+	p      client.PullProgress
+	cached bool // complete at first sight: the store held it
+}
+
+// barInterval is the least time between two redraws, except when a layer starts or
+// completes.
+const barInterval = 100 * time.Millisecond
+
+const barWidth = 30
+
+func (d *barDisplay) update(p client.PullProgress) {
+	if d.state == nil {
+		d.state = map[string]barState{}
+	}
+	prev, seen := d.state[p.Layer]
+	if !seen {
+		d.order = append(d.order, p.Layer)
+	}
+	d.state[p.Layer] = barState{p: p, cached: (!seen && p.Complete) || prev.cached}
+	if seen && !p.Complete && time.Since(d.lastAt) < barInterval {
+		return
+	}
+	d.draw()
+}
+
+func (d *barDisplay) finish() {
+	if len(d.order) > 0 {
+		d.draw()
+	}
+}
+
+func (d *barDisplay) draw() {
+	d.lastAt = time.Now()
+	var b strings.Builder
+	if d.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", d.drawn) // back to the first bar
+	}
+	for _, layer := range d.order {
+		b.WriteString("\r\x1b[2K")
+		b.WriteString(barLine(layer, d.state[layer]))
+		b.WriteString("\n")
+	}
+	d.drawn = len(d.order)
+	io.WriteString(d.w, b.String())
+}
+
+// barLine is one layer's line: "sha256:0123456789ab  [=====>    ]  1.2MiB/4.0MiB".
+func barLine(layer string, s barState) string {
+	l := shortLayer(layer)
+	if s.cached {
+		return fmt.Sprintf("%s  already present", l)
+	}
+	p := s.p
+	line := fmt.Sprintf("%s  [%s]  %s/%s", l, progressBar(p.Done, p.Total, p.Complete), humanSize(p.Done), humanSize(p.Total))
+	if p.Complete {
+		line += "  done"
+	}
+	return line
+}
+
+func progressBar(done, total int64, complete bool) string {
+	n := 0
+	switch {
+	case complete:
+		n = barWidth
+	case total > 0:
+		n = int(min(done, total) * barWidth / total)
+	}
+	if n >= barWidth {
+		return strings.Repeat("=", barWidth)
+	}
+	if n == 0 {
+		return strings.Repeat(" ", barWidth)
+	}
+	return strings.Repeat("=", n-1) + ">" + strings.Repeat(" ", barWidth-n)
+}
+
+// shortLayer abbreviates a digest to "sha256:" and 12 hex digits.
+func shortLayer(d string) string {
+	if algo, _, ok := strings.Cut(d, ":"); ok {
+		return algo + ":" + shortDigest(d)
+	}
+	return shortDigest(d)
+}
+
+// humanSize renders bytes in binary units with one decimal: 512B, 4.2MiB, 1.0GiB.
+func humanSize(n int64) string {
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	v := float64(n)
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	i := -1
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	// 1023.97KiB would print as 1024.0KiB: show it as 1.0MiB.
+	if v >= 1023.95 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f%s", v, units[i])
+}
+
+func imageList(ctx context.Context, c *client.Client, output string, stdout, stderr io.Writer) int {
+	switch output {
+	case "", outTable, outJSON, outYAML, outName:
+	default:
+		return fail(stderr, usagef("unknown output format %q: want one of table, json, yaml, name", output))
+	}
+	list, err := c.Images(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if len(list) == 0 && (output == "" || output == outTable || output == outName) {
+		fmt.Fprintln(stderr, "No images found.")
+		return exitOK
+	}
+	if err := printImages(stdout, output, list); err != nil {
+		return fail(stderr, err)
+	}
+	return exitOK
+}
+
+// printImages writes images in format: a table, {"items": [...]} as JSON or YAML,
+// or one reference per line.
+func printImages(w io.Writer, format string, list []client.ImageInfo) error {
+	if list == nil {
+		list = []client.ImageInfo{}
+	}
+	doc := struct {
+		Items []client.ImageInfo `json:"items" yaml:"items"`
+	}{list}
+	switch format {
+	case outJSON:
+		b, err := json.MarshalIndent(doc, "", "    ")
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	case outYAML:
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+		return enc.Close()
+	case outName:
+		for _, i := range list {
+			fmt.Fprintln(w, i.Ref)
+		}
+		return nil
+	}
+	rows := [][]string{{"REF", "DIGEST", "SIZE", "IN-USE", "AGE"}}
+	for _, i := range list {
+		pulled := i.Pulled
+		rows = append(rows, []string{i.Ref, shortLayer(i.Digest), humanSize(i.Size), strconv.Itoa(i.InUse), ageOf(&pulled)})
+	}
+	return writeRows(w, rows)
+}
+
+// writeRows writes an aligned table as tablePrinter does.
+func writeRows(w io.Writer, rows [][]string) error {
+	var widths []int
+	for _, row := range rows {
+		for i, cell := range row {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], utf8.RuneCountInString(cell))
+		}
+	}
+	var b strings.Builder
+	for _, row := range rows {
+		for i, cell := range row {
+			b.WriteString(cell)
+			if i < len(row)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell)+columnGap))
+			}
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func imageRemove(ctx context.Context, c *client.Client, refs []string, stdout, stderr io.Writer) int {
+	code := exitOK
+	for _, ref := range refs {
+		if err := c.RemoveImage(ctx, ref); err != nil {
+			fail(stderr, err)
+			code = exitFail
+			continue
+		}
+		fmt.Fprintf(stdout, "Removed %s\n", ref)
+	}
+	return code
+}
