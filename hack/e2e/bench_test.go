@@ -28,6 +28,7 @@ func BenchmarkApplyToReady(b *testing.B) {
 	d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
 	rootfs := layerDir(b, d)
 	base := runcBaseline(b, rootfs, b.N)
+	same := runcSameConfig(b, d, "warm", b.N)
 
 	var ready, firstExec []time.Duration
 	for i := 0; i < b.N; i++ {
@@ -43,6 +44,8 @@ func BenchmarkApplyToReady(b *testing.B) {
 	b.ReportMetric(ms(median(base)), "runc-run-ms")
 	b.ReportMetric(ms(median(ready)), "apply-ready-ms")
 	b.ReportMetric(ms(median(firstExec)), "apply-exec-ms")
+	b.ReportMetric(ms(median(same)), "runc-run-sameconfig-ms")
+	b.ReportMetric(float64(median(ready))/float64(median(same)), "ready/runc-sameconfig")
 	b.ReportMetric(float64(median(ready))/float64(median(base)), "ready/runc")
 	b.ReportMetric(float64(median(firstExec))/float64(median(base)), "exec/runc")
 }
@@ -87,6 +90,43 @@ func layerDir(b *testing.B, d *daemon) string {
 	}
 	b.Fatal("no unpacked layer")
 	return ""
+}
+
+// runcSameConfig times `runc run` of `true` with the very runtime config msb
+// generated for sandbox name (user namespace, seccomp, cgroup limits, masked
+// paths) on its rootfs: what msb adds beyond runc itself.
+func runcSameConfig(b *testing.B, d *daemon, name string, n int) []time.Duration {
+	uid := field(d.sandbox(name), "metadata.uid").(string)
+	data, err := os.ReadFile(filepath.Join(d.stateDir, "sandboxes", uid, "bundle", "config.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cfg map[string]any
+	json.Unmarshal(data, &cfg)
+	cfg["process"].(map[string]any)["args"] = []string{"/bin/true"}
+	var mounts []any
+	for _, m := range cfg["mounts"].([]any) {
+		if !strings.HasPrefix(m.(map[string]any)["destination"].(string), "/.msb") {
+			mounts = append(mounts, m)
+		}
+	}
+	cfg["mounts"] = mounts
+	dir := b.TempDir()
+	root := filepath.Join(dir, "runc-root")
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("msbbenchsame%d", i)
+		cfg["linux"].(map[string]any)["cgroupsPath"] = "/" + id
+		data, _ = json.Marshal(cfg)
+		os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644)
+		t0 := time.Now()
+		if out, err := exec.Command("runc", "--root", root, "run", "-b", dir, id).CombinedOutput(); err != nil {
+			b.Fatalf("runc run (same config): %v %s", err, out)
+		}
+		ds = append(ds, time.Since(t0))
+		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+	}
+	return ds
 }
 
 // runcBaseline times `runc run` of `true` on the rootfs, n times.

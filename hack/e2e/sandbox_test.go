@@ -48,6 +48,23 @@ func TestSandboxLifecycle(t *testing.T) {
 			t.Errorf("/proc/1/status in the sandbox lacks %q:\n%s", want, status)
 		}
 	}
+	// The main command started with lo already up, and without NET_ADMIN.
+	if got := d.must("exec", "web", "--", "cat", "/sys/class/net/lo/flags"); got != "0x9\n" {
+		t.Errorf("lo flags in the sandbox = %q, want 0x9 (up, loopback)", got)
+	}
+	for _, l := range strings.Split(status, "\n") {
+		if strings.HasPrefix(l, "CapBnd:") {
+			bnd, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(l, "CapBnd:")), 16, 64)
+			for _, c := range []struct {
+				bit  uint
+				name string
+			}{{12, "NET_ADMIN"}, {13, "NET_RAW"}, {21, "SYS_ADMIN"}, {27, "MKNOD"}, {16, "SYS_MODULE"}, {19, "SYS_PTRACE"}} {
+				if bnd&(1<<c.bit) != 0 {
+					t.Errorf("sandbox bounding set holds CAP_%s", c.name)
+				}
+			}
+		}
+	}
 	sb := d.sandbox("web")
 	if iso := field(sb, "status.isolation"); iso != "container" {
 		t.Errorf("status.isolation = %v, want container", iso)

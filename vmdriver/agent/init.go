@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -111,6 +112,9 @@ func runMain(cfg Config, r *reaper, lw *logWriter, sigc <-chan os.Signal) int {
 	logged := make(chan struct{})
 	go func() { pump(lw, outR, exited); outR.Close(); close(logged) }()
 
+	if os.Getpid() == 1 {
+		waitLoopback(lw)
+	}
 	var pid int
 	var wait <-chan syscall.WaitStatus
 	path, err := lookPath(cfg.Args[0], cfg.Env)
@@ -178,4 +182,33 @@ func terminateAll(pid1 bool) {
 	}
 	signalAll(syscall.SIGKILL)
 	gone(terminateGrace)
+}
+
+// waitLoopback waits until lo is up. The host sets it up from outside right
+// after starting the sandbox (the sandbox itself holds no CAP_NET_ADMIN), so
+// the command must not start before: a server binding 127.0.0.1 would fail.
+func waitLoopback(lw io.Writer) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			return
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return // no lo at all (a microVM with other networking): nothing to wait for
+		}
+		if ifr.Uint16()&unix.IFF_UP != 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(lw, "msb-agent: loopback is still down after 5s; starting anyway")
+			return
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
 }

@@ -351,21 +351,30 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := clearRunState(d.AgentDir(id)); err != nil {
 		return err
 	}
+	// One `runc run -d` rather than create + start: every runc exec costs
+	// tens of milliseconds. lo is set up right after; the agent waits for it
+	// before it starts the sandbox's command.
 	pidFile := filepath.Join(d.SandboxDir(id), "pid")
-	if err := d.runcDetached(ctx, d.runcLog(id), "create", "--bundle", d.bundleDir(id), "--pid-file", pidFile, id); err != nil {
+	if err := d.runcDetached(ctx, d.runcLog(id), "run", "--detach", "--bundle", d.bundleDir(id), "--pid-file", pidFile, id); err != nil {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	// The pid file saves a `runc state` (one more runc exec, 30-60ms here).
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return fmt.Errorf("sandbox %s: after create: %w", id, err)
+		return fmt.Errorf("sandbox %s: after run: %w", id, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
-		return fmt.Errorf("sandbox %s: after create: bad pid file %q", id, b)
+		return fmt.Errorf("sandbox %s: after run: bad pid file %q", id, b)
 	}
-	return d.finishStart(ctx, id, pid)
+	if err := loopbackUp(pid); err != nil {
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(serr, os.ErrNotExist) {
+			return nil // it already ended: State tells how
+		}
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	return nil
 }
 
 // finishStart brings up lo in the sandbox's network namespace and lets the

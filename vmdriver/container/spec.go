@@ -3,6 +3,7 @@ package container
 import (
 	"fmt"
 	"path/filepath"
+	"runtime"
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -116,8 +117,32 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp profile: %w", err)
 	}
+	// Only the native syscall ABI: the default profile also admits the 32-bit
+	// (x86, x32) entry points for old binaries, which untrusted code does not
+	// need and which are extra kernel attack surface. It also cuts the
+	// filter runc compiles at every start to a third (~20ms here).
+	if native := nativeArch(); native != "" {
+		sc.Architectures = []specs.Arch{native}
+	}
 	s.Linux.Seccomp = sc
 	return s, nil
+}
+
+// nativeArch is the seccomp architecture of this build's GOARCH.
+func nativeArch() specs.Arch {
+	switch runtime.GOARCH {
+	case "amd64":
+		return specs.ArchX86_64
+	case "arm64":
+		return specs.ArchAARCH64
+	case "riscv64":
+		return specs.ArchRISCV64
+	case "s390x":
+		return specs.ArchS390X
+	case "ppc64le":
+		return specs.ArchPPC64LE
+	}
+	return ""
 }
 
 func resources(spec vmdriver.Spec) *specs.LinuxResources {
