@@ -1,0 +1,267 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"msb.dev/msb/images/imagetest"
+)
+
+// testRegistry is a real OCI registry on loopback that counts blob downloads
+// and can be made slow, for the end-to-end image tests.
+type testRegistry struct {
+	srv   *httptest.Server
+	host  string
+	mu    sync.Mutex
+	blobs map[string]int // blob GETs per digest
+	slow  time.Duration  // delay for every blob GET
+}
+
+func newRegistry(t testing.TB) *testRegistry {
+	r := &testRegistry{blobs: map[string]int{}}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
+			r.mu.Lock()
+			r.blobs[req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:]]++
+			slow := r.slow
+			r.mu.Unlock()
+			time.Sleep(slow)
+		}
+		reg.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.srv.Close)
+	r.host = strings.TrimPrefix(r.srv.URL, "http://")
+	return r
+}
+
+func (r *testRegistry) blobGETs() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.blobs {
+		n += c
+	}
+	return n
+}
+
+func (r *testRegistry) maxPerBlob() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := 0
+	for _, c := range r.blobs {
+		m = max(m, c)
+	}
+	return m
+}
+
+// push writes img as repo:tag and returns the reference and manifest digest.
+func (r *testRegistry) push(t testing.TB, repo string, img v1.Image) (string, string) {
+	ref := r.host + "/" + repo
+	tag, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	d, _ := img.Digest()
+	return ref, d.String()
+}
+
+// layeredBusybox is busybox plus n small layers with unique content.
+func layeredBusybox(t testing.TB, n int, salt string) v1.Image {
+	img, err := imagetest.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		l, err := imagetest.Layer(imagetest.Dir("data/", 0o755), imagetest.File(fmt.Sprintf("data/layer%d", i), 0o644, strings.Repeat(salt, 1000)+fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err = mutate.AppendLayers(img, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return img
+}
+
+func registrySandbox(name, image, extra string) string {
+	return strings.Replace(sandboxYAML(name, extra, "sleep", "1000"), "oci:"+imageDir+":latest", image, 1)
+}
+
+// TestRegistryPullsAndCache: the first sandbox of an image downloads it, the
+// second downloads nothing and shares the unpacked layers; digests are
+// recorded and pinning works; image ls/prune keep what is in use.
+func TestRegistryPullsAndCache(t *testing.T) {
+	reg := newRegistry(t)
+	d := startDaemon(t)
+	ref, digest := reg.push(t, "team/tool:v1", layeredBusybox(t, 4, "a"))
+
+	d.apply(registrySandbox("r1", ref, ""))
+	d.must("wait", "sandbox/r1", "--for=condition=Ready", "--timeout=60s")
+	if got := field(d.sandbox("r1"), "status.imageDigest"); got != digest {
+		t.Fatalf("status.imageDigest = %v, want %s", got, digest)
+	}
+	first := reg.blobGETs()
+	if first == 0 {
+		t.Fatal("no blob was downloaded for the first sandbox")
+	}
+	layersBefore := countDirs(t, filepath.Join(d.stateDir, "images", "layers"))
+
+	// Second sandbox of the same image: no download, no new layer.
+	d.apply(registrySandbox("r2", ref, ""))
+	d.must("wait", "sandbox/r2", "--for=condition=Ready", "--timeout=60s")
+	if n := reg.blobGETs(); n != first {
+		t.Errorf("second sandbox of a cached image made %d blob requests", n-first)
+	}
+	if n := countDirs(t, filepath.Join(d.stateDir, "images", "layers")); n != layersBefore {
+		t.Errorf("second sandbox unpacked layers again: %d dirs, was %d", n, layersBefore)
+	}
+	lower1, lower2 := lowerdirs(t, d, "r1"), lowerdirs(t, d, "r2")
+	if lower1 == "" || lower1 != lower2 {
+		t.Errorf("sandboxes do not share image layers:\n r1 %s\n r2 %s", lower1, lower2)
+	}
+
+	// Digest pinning: still the old manifest after the tag moved.
+	reg.push(t, "team/tool:v1", layeredBusybox(t, 4, "b"))
+	repo := strings.TrimSuffix(ref, ":v1")
+	d.apply(registrySandbox("pinned", repo+"@"+digest, "  imagePullPolicy: Always\n"))
+	d.must("wait", "sandbox/pinned", "--for=condition=Ready", "--timeout=60s")
+	if got := field(d.sandbox("pinned"), "status.imageDigest"); got != digest {
+		t.Errorf("pinned sandbox runs %v, want %s", got, digest)
+	}
+
+	// image ls shows the reference as written and how many sandboxes use it.
+	ls := d.must("image", "ls")
+	if !strings.Contains(ls, ref) || !strings.Contains(ls, strings.TrimPrefix(digest, "sha256:")[:12]) {
+		t.Errorf("image ls lacks %s / its digest:\n%s", ref, ls)
+	}
+
+	// An unused image is pruned; layers in use are kept and sandboxes run on.
+	other, _ := reg.push(t, "team/other:v1", layeredBusybox(t, 1, "z"))
+	d.must("image", "pull", other)
+	d.must("image", "rm", other)
+	d.must("image", "prune")
+	if got := d.must("exec", "r1", "--", "cat", "/data/layer3"); !strings.HasPrefix(got, "aaa") {
+		t.Errorf("sandbox lost its layers after prune: %q", got)
+	}
+	if _, _, code := d.ctl("image", "rm", ref); code == 0 {
+		t.Errorf("image rm of an image in use succeeded")
+	}
+}
+
+// TestRegistryPullPolicyAndFailures covers Never, a missing image, a hostile
+// image and the Pulling state of a slow pull, and concurrent pulls.
+func TestRegistryPullPolicyAndFailures(t *testing.T) {
+	reg := newRegistry(t)
+	d := startDaemon(t)
+
+	d.apply(registrySandbox("never", reg.host+"/nothing/here:v1", "  imagePullPolicy: Never\n"))
+	d.apply(registrySandbox("missing", reg.host+"/nothing/here:v1", ""))
+	host := t.TempDir()
+	hostile := imagetest.HostileCases(host)[3] // absolute symlink, then write through it
+	himg, err := imagetest.ImageOf(hostile.Entries...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	href, _ := reg.push(t, "evil/image:v1", himg)
+	d.apply(registrySandbox("hostile", href, ""))
+	for name, want := range map[string]string{"never": "PullFailed", "missing": "PullFailed", "hostile": "InvalidImage"} {
+		var reason, msg string
+		waitFor(t, 30*time.Second, name+" ImageReady="+want, func() bool {
+			_, reason, msg = condition(d.sandbox(name), "ImageReady")
+			return reason == want
+		})
+		switch name {
+		case "never":
+			if !strings.Contains(msg, "Never") {
+				t.Errorf("never: message %q does not explain the policy", msg)
+			}
+		case "missing":
+			if !strings.Contains(strings.ToUpper(msg), "UNKNOWN") {
+				t.Errorf("missing: message %q lacks the registry's error", msg)
+			}
+		case "hostile":
+			if !strings.Contains(msg, hostile.Entry) {
+				t.Errorf("hostile: message %q does not name entry %q", msg, hostile.Entry)
+			}
+		}
+	}
+	if ents, _ := os.ReadDir(host); len(ents) != 0 {
+		t.Errorf("hostile image wrote to the host: %v", ents)
+	}
+
+	// A slow pull shows ImageReady Unknown/Pulling; three sandboxes of one new
+	// image download each blob once.
+	ref, _ := reg.push(t, "slow/image:v1", layeredBusybox(t, 2, "s"))
+	reg.mu.Lock()
+	reg.slow = 700 * time.Millisecond
+	reg.mu.Unlock()
+	d.apply(registrySandbox("s1", ref, "") + "---\n" + registrySandbox("s2", ref, "") + "---\n" + registrySandbox("s3", ref, ""))
+	sawPulling := false
+	waitFor(t, 60*time.Second, "s1 pulled", func() bool {
+		st, reason, _ := condition(d.sandbox("s1"), "ImageReady")
+		if reason == "Pulling" && st == "Unknown" {
+			sawPulling = true
+		}
+		return st == "True"
+	})
+	if !sawPulling {
+		t.Errorf("never saw ImageReady Unknown/Pulling during a slow pull")
+	}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		d.must("wait", "sandbox/"+n, "--for=condition=Ready", "--timeout=60s")
+	}
+	if m := reg.maxPerBlob(); m != 1 {
+		t.Errorf("a blob was downloaded %d times by concurrent pulls", m)
+	}
+}
+
+func countDirs(t *testing.T, dir string) int {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			n++
+		}
+	}
+	return n
+}
+
+// lowerdirs returns the overlay lowerdir option of a sandbox's rootfs mount.
+func lowerdirs(t *testing.T, d *daemon, name string) string {
+	uid := field(d.sandbox(name), "metadata.uid").(string)
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if !strings.Contains(l, filepath.Join(d.stateDir, "sandboxes", uid, "rootfs")) {
+			continue
+		}
+		for _, opt := range strings.Split(l, ",") {
+			if strings.HasPrefix(opt, "lowerdir=") {
+				return opt
+			}
+		}
+	}
+	return ""
+}
