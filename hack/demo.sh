@@ -20,8 +20,8 @@ mkdir -p bin _out
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "building msbd, msbctl and the static msb-agent into ./bin"
-go build -o bin/ ./cmd/msbd ./cmd/msbctl
-CGO_ENABLED=0 go build -o bin/msb-agent ./cmd/msb-agent
+go build -o bin/ ./cmd/msbd
+CGO_ENABLED=0 go build -o bin/ ./cmd/msbctl ./cmd/msb-agent
 
 step "building the demo image offline (busybox-static) at /var/lib/msb-images/busybox"
 go run ./hack/mkimage -o /var/lib/msb-images/busybox -tag latest

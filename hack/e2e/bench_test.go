@@ -159,3 +159,68 @@ func runcBaseline(b *testing.B, rootfs string, n int) []time.Duration {
 	}
 	return ds
 }
+
+// BenchmarkImageFirstVsCached: time to Ready for a 5-layer image on its first
+// start (pulled from a loopback registry and unpacked) against a second
+// sandbox of the same image (cache hit).
+func BenchmarkImageFirstVsCached(b *testing.B) {
+	reg := newRegistry(b)
+	d := startDaemon(b, "--log-level", "warn")
+	var first, cached []time.Duration
+	for i := 0; i < b.N; i++ {
+		ref, _ := reg.push(b, fmt.Sprintf("bench/img%d:v1", i), layeredBusybox(b, 4, fmt.Sprint(i)))
+		for j, out := range []*[]time.Duration{&first, &cached} {
+			name := fmt.Sprintf("i%d-%d", i, j)
+			t0 := time.Now()
+			d.apply(registrySandbox(name, ref, ""))
+			d.must("wait", "sandbox/"+name, "--for=condition=Ready", "--timeout=60s")
+			*out = append(*out, time.Since(t0))
+		}
+		d.must("delete", "sandboxes", fmt.Sprintf("i%d-0", i), fmt.Sprintf("i%d-1", i), "--wait", "--timeout=60s")
+	}
+	b.ReportMetric(ms(median(first)), "first-start-ms")
+	b.ReportMetric(ms(median(cached)), "cached-start-ms")
+	b.ReportMetric(float64(median(first))/float64(median(cached)), "first/cached")
+}
+
+// BenchmarkDiskTenSandboxes: disk used by 10 sandboxes of one image — the
+// image layers once, plus one small writable layer each.
+func BenchmarkDiskTenSandboxes(b *testing.B) {
+	d := startDaemon(b, "--log-level", "warn")
+	for i := 0; i < b.N; i++ {
+		var docs []string
+		for j := 0; j < 10; j++ {
+			docs = append(docs, sandboxYAML(fmt.Sprintf("disk%d-%d", i, j), "", "sh", "-c", "echo hi > /tmp/x; exec sleep 1000"))
+		}
+		d.apply(strings.Join(docs, "---\n"))
+		for j := 0; j < 10; j++ {
+			d.must("wait", fmt.Sprintf("sandbox/disk%d-%d", i, j), "--for=condition=Ready", "--timeout=60s")
+		}
+		layers := duBytes(b, filepath.Join(d.stateDir, "images", "layers"))
+		uppers, _ := filepath.Glob(filepath.Join(d.stateDir, "sandboxes", "*", "upper"))
+		var up int64
+		for _, u := range uppers {
+			up += duBytes(b, u)
+		}
+		b.ReportMetric(float64(layers)/(1<<20), "image-layers-MiB")
+		b.ReportMetric(float64(up)/float64(len(uppers))/1024, "writable-per-sandbox-KiB")
+		b.ReportMetric(float64(layers+up)/float64(layers), "total/one-copy")
+		var names []string
+		for j := 0; j < 10; j++ {
+			names = append(names, fmt.Sprintf("disk%d-%d", i, j))
+		}
+		d.must(append([]string{"delete", "sandboxes"}, append(names, "--wait", "--timeout=120s")...)...)
+	}
+}
+
+// duBytes is the disk space (allocated blocks) used below dir, counting
+// hard-linked files once.
+func duBytes(b *testing.B, dir string) int64 {
+	out, err := exec.Command("du", "-s", "-B1", dir).Output()
+	if err != nil {
+		b.Fatalf("du %s: %v", dir, err)
+	}
+	var n int64
+	fmt.Sscan(string(out), &n)
+	return n
+}
