@@ -303,6 +303,16 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	return writeFileAtomic(filepath.Join(d.bundleDir(spec.ID), "config.json"), b, 0o600)
 }
 
+// prepared reports whether Create's work is still in place: the bundle's
+// config and the mounted overlay.
+func (d *Driver) prepared(id string) bool {
+	if _, err := os.Stat(filepath.Join(d.bundleDir(id), "config.json")); err != nil {
+		return false
+	}
+	ok, err := isMountPoint(d.rootfsDir(id))
+	return err == nil && ok
+}
+
 func (d *Driver) loadSpec(id string) (vmdriver.Spec, error) {
 	var spec vmdriver.Spec
 	b, err := os.ReadFile(d.specFile(id))
@@ -341,12 +351,16 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	spec, err := d.loadSpec(id)
-	if err != nil {
-		return err
-	}
-	if err := d.prepare(spec); err != nil {
-		return err
+	// Right after Create everything is in place; after a Delete(purge=false)
+	// or a reboot the bundle or the overlay is gone and is rebuilt.
+	if !d.prepared(id) {
+		spec, err := d.loadSpec(id)
+		if err != nil {
+			return err
+		}
+		if err := d.prepare(spec); err != nil {
+			return err
+		}
 	}
 	if err := clearRunState(d.AgentDir(id)); err != nil {
 		return err
