@@ -2,13 +2,16 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,7 +45,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Connect before answering 101 so a failure is still an HTTP error.
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	agentConn, err := dialUnix(ctx, path)
+	agentConn, err := dialAgent(ctx, path)
 	cancel()
 	if err != nil {
 		return &apiError{code: http.StatusServiceUnavailable, reason: "ServiceUnavailable",
@@ -109,6 +112,33 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
+}
+
+// dialAgent connects to a sandbox's agent. Ready means the sandbox started,
+// and its agent may still be a few milliseconds from listening: a missing or
+// refusing socket is retried until ctx ends. The socket lives in a directory
+// the sandbox can write, so a symlink planted there is refused, never followed.
+func dialAgent(ctx context.Context, path string) (net.Conn, error) {
+	for {
+		fi, err := os.Lstat(path)
+		if err == nil && fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s is not a socket; refusing to follow it", path)
+		}
+		if err == nil {
+			conn, derr := dialUnix(ctx, path)
+			if derr == nil || !errors.Is(derr, syscall.ECONNREFUSED) {
+				return conn, derr
+			}
+			err = derr
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("agent not listening on %s: %w", path, err)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 // dialUnix connects to the unix socket at path. A path longer than a

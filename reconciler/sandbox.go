@@ -316,16 +316,9 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	st.SpecHash = hash
 	st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
 	st.Phase = v1alpha1.PhaseRunning
-	t2 := time.Now()
-	err := r.waitAgent(ctx, id)
-	r.Log.Debug("started sandbox", "sandbox", sb.Metadata.Name, "create", t1.Sub(t0), "start", t2.Sub(t1), "agent", time.Since(t2))
-	if err != nil {
-		// The command may have ended before the agent served; the next
-		// reconcile sees the stopped state.
-		r.Log.Debug("agent not ready", "sandbox", sb.Metadata.Name, "err", err)
-		r.Requeue(v1alpha1.KeyOf(sb))
-		return nil
-	}
+	r.Log.Debug("started sandbox", "sandbox", sb.Metadata.Name, "create", t1.Sub(t0), "start", time.Since(t1))
+	// Ready means started, as for a Kubernetes container without a readiness
+	// probe; exec waits the few milliseconds until the agent listens.
 	state, err := r.Driver.State(ctx, id)
 	if err == nil && state.Status == "running" {
 		st.PID = state.PID
@@ -706,31 +699,6 @@ func expiresAt(sb *v1alpha1.Sandbox) *time.Time {
 		}
 	}
 	return exp
-}
-
-// waitAgent waits until the sandbox's agent listens on its socket.
-func (r *SandboxReconciler) waitAgent(ctx context.Context, id string) error {
-	sock := filepath.Join(r.Driver.AgentDir(id), "agent.sock")
-	deadline := time.Now().Add(10 * time.Second)
-	for delay := 500 * time.Microsecond; ; {
-		if _, err := os.Stat(sock); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent did not listen on %s within 10s", sock)
-		}
-		if st, err := r.Driver.State(ctx, id); err == nil && st.Status == "stopped" {
-			return errors.New("sandbox stopped before its agent served")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 5*time.Millisecond {
-			delay *= 2
-		}
-	}
 }
 
 // watchExit requeues the sandbox as soon as its init process exits, so exits
