@@ -19,6 +19,7 @@ type deleteOptions struct {
 	timeout        time.Duration
 	ignoreNotFound bool
 	selector       string
+	all            bool
 }
 
 func (o *deleteOptions) flags() *flagSet {
@@ -30,17 +31,19 @@ func (o *deleteOptions) flags() *flagSet {
 	fs.durationVar(&o.timeout, "timeout", "", 60*time.Second, "how long --wait waits")
 	fs.boolVar(&o.ignoreNotFound, "ignore-not-found", "", false, "treat a missing object as deleted")
 	fs.stringVar(&o.selector, "selector", "l", "", "delete every object of KIND matching this label selector")
+	fs.boolVar(&o.all, "all", "", false, "delete every object of KIND in the namespace")
 	return fs
 }
 
 var deleteCommand = &command{
 	name:    "delete",
 	summary: "delete objects by name or by manifest",
-	usage:   "delete KIND NAME... | KIND/NAME... | KIND -l SELECTOR | -f FILE|DIR [-R] [--wait=true] [--timeout=60s] [--ignore-not-found]",
+	usage:   "delete KIND NAME... | KIND/NAME... | KIND -l SELECTOR | KIND --all | -f FILE|DIR [-R] [--wait=true] [--timeout=60s] [--ignore-not-found]",
 	help: `Examples:
   msbctl delete sandbox web
   msbctl delete sb/web netpol/pypi
   msbctl delete -f manifests/ -R
+  msbctl delete sandboxes --all
   msbctl delete sb web --wait=false`,
 	flags: func() *flagSet { return new(deleteOptions).flags() },
 	run:   runDelete,
@@ -84,9 +87,12 @@ func runDelete(ctx context.Context, c *client.Client, args []string, stdout, std
 		if err != nil {
 			return fail(stderr, err)
 		}
+		if o.all && (len(refs) > 0 || o.selector != "") {
+			return usageFail(stderr, "delete", "--all deletes every object of KIND; give no names or selector with it")
+		}
 		if len(refs) == 0 {
-			if o.selector == "" {
-				return usageFail(stderr, "delete", "name the objects to delete (KIND NAME, KIND/NAME, -l SELECTOR or -f FILE)")
+			if o.selector == "" && !o.all {
+				return usageFail(stderr, "delete", "name the objects to delete (KIND NAME, KIND/NAME, KIND --all, -l SELECTOR or -f FILE)")
 			}
 			objs, _, err := c.List(ctx, kind.Kind, o.namespace, o.selector)
 			if err != nil {

@@ -27,11 +27,14 @@ func BenchmarkApplyToReady(b *testing.B) {
 	d.apply(sandboxYAML("warm", "", "sleep", "1000"))
 	d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
 	rootfs := layerDir(b, d)
-	base := runcBaseline(b, rootfs, b.N)
-	same := runcSameConfig(b, d, "warm", b.N)
+	baseRun := runcBaseline(b, rootfs)
+	sameRun := runcSameConfig(b, d, "warm")
 
-	var ready, firstExec []time.Duration
+	// Interleaved, so load on the machine hits baselines and msb alike.
+	var base, same, ready, firstExec []time.Duration
 	for i := 0; i < b.N; i++ {
+		base = append(base, baseRun(i))
+		same = append(same, sameRun(i))
 		name := fmt.Sprintf("b%d", i)
 		t0 := time.Now()
 		d.apply(sandboxYAML(name, "", "sleep", "1000"))
@@ -95,7 +98,7 @@ func layerDir(b *testing.B, d *daemon) string {
 // runcSameConfig times `runc run` of `true` with the very runtime config msb
 // generated for sandbox name (user namespace, seccomp, cgroup limits, masked
 // paths) on its rootfs: what msb adds beyond runc itself.
-func runcSameConfig(b *testing.B, d *daemon, name string, n int) []time.Duration {
+func runcSameConfig(b *testing.B, d *daemon, name string) func(i int) time.Duration {
 	uid := field(d.sandbox(name), "metadata.uid").(string)
 	data, err := os.ReadFile(filepath.Join(d.stateDir, "sandboxes", uid, "bundle", "config.json"))
 	if err != nil {
@@ -113,24 +116,24 @@ func runcSameConfig(b *testing.B, d *daemon, name string, n int) []time.Duration
 	cfg["mounts"] = mounts
 	dir := b.TempDir()
 	root := filepath.Join(dir, "runc-root")
-	var ds []time.Duration
-	for i := 0; i < n; i++ {
+	return func(i int) time.Duration {
 		id := fmt.Sprintf("msbbenchsame%d", i)
 		cfg["linux"].(map[string]any)["cgroupsPath"] = "/" + id
-		data, _ = json.Marshal(cfg)
+		data, _ := json.Marshal(cfg)
 		os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644)
 		t0 := time.Now()
 		if out, err := exec.Command("runc", "--root", root, "run", "-b", dir, id).CombinedOutput(); err != nil {
 			b.Fatalf("runc run (same config): %v %s", err, out)
 		}
-		ds = append(ds, time.Since(t0))
+		took := time.Since(t0)
 		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+		return took
 	}
-	return ds
 }
 
-// runcBaseline times `runc run` of `true` on the rootfs, n times.
-func runcBaseline(b *testing.B, rootfs string, n int) []time.Duration {
+// runcBaseline times one `runc run` of `true` on the rootfs with runc's
+// default spec, per call.
+func runcBaseline(b *testing.B, rootfs string) func(i int) time.Duration {
 	dir := b.TempDir()
 	if out, err := exec.Command("runc", "spec", "-b", dir).CombinedOutput(); err != nil {
 		b.Fatalf("runc spec: %v %s", err, out)
@@ -146,18 +149,17 @@ func runcBaseline(b *testing.B, rootfs string, n int) []time.Duration {
 	data, _ = json.Marshal(cfg)
 	os.WriteFile(cfgPath, data, 0o644)
 	root := filepath.Join(dir, "runc-root")
-	var ds []time.Duration
-	for i := 0; i < n; i++ {
+	return func(i int) time.Duration {
 		id := fmt.Sprintf("msbbench%d", i)
 		t0 := time.Now()
 		cmd := exec.Command("runc", "--root", root, "run", "-b", dir, id)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("runc run: %v %s", err, out)
 		}
-		ds = append(ds, time.Since(t0))
+		took := time.Since(t0)
 		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+		return took
 	}
-	return ds
 }
 
 // BenchmarkImageFirstVsCached: time to Ready for a 5-layer image on its first

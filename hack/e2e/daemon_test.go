@@ -105,6 +105,12 @@ func TestTwoDaemonsDoNotCollide(t *testing.T) {
 	if p := field(b.sandbox("same-name"), "status.pid"); p != pb {
 		t.Fatalf("second msbd's sandbox restarted")
 	}
+	if out := b.must("delete", "sandboxes", "--all", "--wait", "--timeout=60s"); !strings.Contains(out, `sandbox "same-name" deleted`) {
+		t.Errorf("delete --all printed %q", out)
+	}
+	if _, stderr, _ := b.ctl("get", "sandboxes"); !strings.Contains(stderr, "No resources found") {
+		t.Errorf("after delete --all, get printed %q", stderr)
+	}
 }
 
 // TestApplyStdinDiffAndGet covers apply -f -, diff exit codes and get output forms.

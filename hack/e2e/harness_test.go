@@ -90,24 +90,34 @@ func setup(m *testing.M) int {
 func leakSnapshot() map[string]bool {
 	s := map[string]bool{}
 	stateDirsMu.Lock()
-	for _, sd := range stateDirs {
+	dirs := append([]string(nil), stateDirs...)
+	stateDirsMu.Unlock()
+	// Only what this suite's own daemons made: other test runs may be busy
+	// on the same machine.
+	mine := func(text string) bool {
+		for _, sd := range dirs {
+			if strings.Contains(text, filepath.Dir(sd)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, sd := range dirs {
 		prefix := container.CgroupPrefix(sd)
 		cg, _ := filepath.Glob("/sys/fs/cgroup/*/" + prefix + "*")
 		cg2, _ := filepath.Glob("/sys/fs/cgroup/" + prefix + "*")
 		for _, c := range append(cg, cg2...) {
 			s["cgroup "+c] = true
 		}
-	}
-	stateDirsMu.Unlock()
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mi), "\n") {
-		if strings.Contains(l, "/msbe2e") || strings.Contains(l, "/msbbench") {
-			s["mount "+l] = true
+		if _, err := os.Stat(filepath.Dir(sd)); err == nil {
+			s["dir "+filepath.Dir(sd)] = true
 		}
 	}
-	tmp, _ := filepath.Glob("/tmp/msbe2e*")
-	for _, d := range tmp {
-		s["dir "+d] = true
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if mine(l) {
+			s["mount "+l] = true
+		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -117,7 +127,7 @@ func leakSnapshot() map[string]bool {
 		}
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
 		root, _ := os.Readlink(filepath.Join(filepath.Dir(p), "root"))
-		if strings.Contains(cmd, "msbe2e") || strings.Contains(root, "/msbe2e") {
+		if mine(cmd) || mine(root) {
 			s["process "+filepath.Dir(p)+": "+cmd] = true
 		}
 	}
