@@ -176,37 +176,49 @@ func TestRegistryPullPolicyAndFailures(t *testing.T) {
 
 	d.apply(registrySandbox("never", reg.host+"/nothing/here:v1", "  imagePullPolicy: Never\n"))
 	d.apply(registrySandbox("missing", reg.host+"/nothing/here:v1", ""))
-	host := t.TempDir()
-	hostile := imagetest.HostileCases(host)[3] // absolute symlink, then write through it
-	himg, err := imagetest.ImageOf(hostile.Entries...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	href, _ := reg.push(t, "evil/image:v1", himg)
-	d.apply(registrySandbox("hostile", href, ""))
-	for name, want := range map[string]string{"never": "PullFailed", "missing": "PullFailed", "hostile": "InvalidImage"} {
-		var reason, msg string
-		waitFor(t, 30*time.Second, name+" ImageReady="+want, func() bool {
+	for name, want := range map[string]string{"never": "Never", "missing": "UNKNOWN"} {
+		var msg string
+		waitFor(t, 30*time.Second, name+" ImageReady=PullFailed", func() bool {
+			var reason string
 			_, reason, msg = condition(d.sandbox(name), "ImageReady")
-			return reason == want
+			return reason == "PullFailed"
 		})
-		switch name {
-		case "never":
-			if !strings.Contains(msg, "Never") {
-				t.Errorf("never: message %q does not explain the policy", msg)
-			}
-		case "missing":
-			if !strings.Contains(strings.ToUpper(msg), "UNKNOWN") {
-				t.Errorf("missing: message %q lacks the registry's error", msg)
-			}
-		case "hostile":
-			if !strings.Contains(msg, hostile.Entry) {
-				t.Errorf("hostile: message %q does not name entry %q", msg, hostile.Entry)
-			}
+		if !strings.Contains(strings.ToUpper(msg), strings.ToUpper(want)) {
+			t.Errorf("%s: message %q lacks %q", name, msg, want)
 		}
 	}
-	if ents, _ := os.ReadDir(host); len(ents) != 0 {
-		t.Errorf("hostile image wrote to the host: %v", ents)
+
+	// Every hostile image, pulled from the registry, is refused and names
+	// the entry; the host stays untouched.
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "victim"), []byte("original"), 0o644)
+	cases := imagetest.HostileCases(host)
+	var docs []string
+	for i, c := range cases {
+		img, err := imagetest.ImageOf(c.Entries...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := reg.push(t, fmt.Sprintf("evil/case%d:v1", i), img)
+		docs = append(docs, registrySandbox(fmt.Sprintf("evil%d", i), ref, ""))
+	}
+	d.apply(strings.Join(docs, "---\n"))
+	for i, c := range cases {
+		var msg string
+		waitFor(t, 30*time.Second, c.Name+" refused", func() bool {
+			var reason string
+			_, reason, msg = condition(d.sandbox(fmt.Sprintf("evil%d", i)), "ImageReady")
+			return reason == "InvalidImage"
+		})
+		if !strings.Contains(msg, c.Entry) {
+			t.Errorf("%s: message %q does not name entry %q", c.Name, msg, c.Entry)
+		}
+	}
+	if ents, _ := os.ReadDir(host); len(ents) != 1 {
+		t.Errorf("hostile images wrote to the host: %v", ents)
+	}
+	if b, _ := os.ReadFile(filepath.Join(host, "victim")); string(b) != "original" {
+		t.Errorf("victim changed: %q", b)
 	}
 
 	// A slow pull shows ImageReady Unknown/Pulling; three sandboxes of one new
@@ -264,4 +276,66 @@ func lowerdirs(t *testing.T, d *daemon, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestImageConfigHonoured: entrypoint, cmd, env, workingDir and user come from
+// the image; command/args/env/workingDir in the Sandbox override them the way
+// Kubernetes does.
+func TestImageConfigHonoured(t *testing.T) {
+	reg := newRegistry(t)
+	d := startDaemon(t)
+	base, err := imagetest.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	cfg.Entrypoint = []string{"sh", "-c"}
+	cfg.Cmd = []string{`echo "img-cmd FOO=$FOO uid=$(id -u) gid=$(id -g) pwd=$(pwd)"; exec sleep 1000`}
+	cfg.Env = append(cfg.Env, "FOO=from-image")
+	cfg.WorkingDir = "/srv"
+	cfg.User = "1000:1000"
+	img, err := mutate.Config(base, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := imagetest.Layer(imagetest.Dir("srv/", 0o755).Owned(1000, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.AppendLayers(img, extra); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := reg.push(t, "cfg/image:v1", img)
+
+	// No overrides: everything from the image.
+	d.apply(strings.Replace(registrySandbox("plain", ref, ""), "  command: [\"sleep\", \"1000\"]\n", "", 1))
+	d.must("wait", "sandbox/plain", "--for=condition=Ready", "--timeout=60s")
+	// args replace cmd (entrypoint kept); env and workingDir override.
+	d.apply(strings.Replace(registrySandbox("over", ref, `  args: ['echo "override FOO=$FOO pwd=$(pwd)"; exec sleep 1000']
+  env: [{name: FOO, value: from-spec}]
+  workingDir: /tmp
+`), "  command: [\"sleep\", \"1000\"]\n", "", 1))
+	d.must("wait", "sandbox/over", "--for=condition=Ready", "--timeout=60s")
+	want := map[string]string{
+		"plain": "img-cmd FOO=from-image uid=1000 gid=1000 pwd=/srv",
+		"over":  "override FOO=from-spec pwd=/tmp",
+	}
+	for name, w := range want {
+		var out string
+		waitFor(t, 10*time.Second, name+" log with "+w, func() bool {
+			out, _, _ = d.ctl("logs", name)
+			if !strings.Contains(out, w) {
+				t.Logf("%s log: %q", name, out)
+			}
+			return strings.Contains(out, w)
+		})
+	}
+	// exec runs as the image's user too.
+	if got := d.must("exec", "over", "--", "id", "-u"); got != "1000\n" {
+		t.Errorf("exec id -u = %q, want the image user 1000", got)
+	}
 }
