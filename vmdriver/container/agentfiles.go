@@ -14,30 +14,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/agent"
 )
 
 // Names in the agent directory (the contract with msb-agent, see vmdriver/agent).
+// The agent directory's file names are the agent protocol's.
 const (
-	agentConfigFile   = "config.json"
-	agentExitCodeFile = "exit-code"
+	agentConfigFile   = agent.ConfigFile
+	agentExitCodeFile = agent.ExitCodeFile
 	agentBinaryFile   = "msb-agent"
 )
 
 // staleRunFiles are removed before every start so State never reports the
 // previous run's exit code.
-var staleRunFiles = []string{"ready", agentExitCodeFile, "agent.sock"}
-
-// agentConfig is msb-agent's config.json. vmdriver/agent.Config has the same
-// keys; this package writes the JSON itself to stay independent of the agent.
-type agentConfig struct {
-	Args        []string `json:"args"`
-	Env         []string `json:"env"`
-	WorkingDir  string   `json:"workingDir"`
-	UID         uint32   `json:"uid"`
-	GID         uint32   `json:"gid"`
-	LogMaxBytes int64    `json:"logMaxBytes"`
-	Hostname    string   `json:"hostname"`
-}
+var staleRunFiles = []string{agent.ReadyFile, agentExitCodeFile, agent.SocketFile}
 
 // prepareAgentDir creates dir (owned by the sandbox's root, which writes
 // there), the placeholder the agent binary is bind-mounted over, and
@@ -73,7 +63,7 @@ func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec) error {
 		return err
 	}
 
-	cfg := agentConfig{
+	cfg := agent.Config{
 		Args:        spec.Args,
 		Env:         spec.Env,
 		WorkingDir:  spec.WorkingDir,
