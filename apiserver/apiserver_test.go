@@ -147,16 +147,22 @@ func TestDeleteWithFinalizer(t *testing.T) {
 		t.Fatalf("delete answered %s (err %v), want the object with deletionTimestamp", resp.body, err)
 	}
 
-	// Without finalizers the answer is a Status.
-	plain, err := e.client.Create(ctx, sandbox("default", "plain", nil))
+	// A PUT that leaves the cleanup finalizer out keeps it on a live Sandbox.
+	live, err := e.client.Create(ctx, sandbox("default", "live", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain.GetMetadata().Finalizers = nil
-	if _, err := e.client.Update(ctx, plain); err != nil {
+	live.GetMetadata().Finalizers = nil
+	updated, err := e.client.Update(ctx, live)
+	if err != nil || !slices.Contains(updated.GetMetadata().Finalizers, v1alpha1.FinalizerSandbox) {
+		t.Fatalf("PUT without the finalizer: %v; finalizers %v, want it kept", err, updated.GetMetadata().Finalizers)
+	}
+
+	// Without finalizers the answer is a Status.
+	if _, err := e.client.Create(ctx, secret("default", "plain", "k", "v")); err != nil {
 		t.Fatal(err)
 	}
-	resp = rawRequest(t, e, http.MethodDelete, "/apis/msb.dev/v1alpha1/namespaces/default/sandboxes/plain", "")
+	resp = rawRequest(t, e, http.MethodDelete, "/apis/msb.dev/v1alpha1/namespaces/default/secrets/plain", "")
 	if resp.code != 200 || !strings.Contains(resp.body, `"kind": "Status"`) || !strings.Contains(resp.body, "Success") {
 		t.Fatalf("delete: %d %s", resp.code, resp.body)
 	}

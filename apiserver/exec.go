@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,21 +116,14 @@ func headerHasToken(h http.Header, name, token string) bool {
 // dialAgent connects to a sandbox's agent. Ready means the sandbox started,
 // and its agent may still be a few milliseconds from listening: a missing or
 // refusing socket is retried until ctx ends. The socket lives in a directory
-// the sandbox can write, so a symlink planted there is refused, never followed.
+// the sandbox can write, so it is opened with O_PATH|O_NOFOLLOW, checked to be
+// a socket and connected through that descriptor: a symlink planted (or
+// swapped in at any moment) never redirects msbd to another host socket.
 func dialAgent(ctx context.Context, path string) (net.Conn, error) {
 	for {
-		fi, err := os.Lstat(path)
-		if err == nil && fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s is not a socket; refusing to follow it", path)
-		}
-		if err == nil {
-			conn, derr := dialUnix(ctx, path)
-			if derr == nil || !errors.Is(derr, syscall.ECONNREFUSED) {
-				return conn, derr
-			}
-			err = derr
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
+		conn, err := dialSocketNoFollow(ctx, path)
+		if err == nil || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return conn, err
 		}
 		select {
 		case <-ctx.Done():
@@ -141,22 +133,20 @@ func dialAgent(ctx context.Context, path string) (net.Conn, error) {
 	}
 }
 
-// dialUnix connects to the unix socket at path. A path longer than a
-// sockaddr_un holds is reached through its directory: the parent is opened
-// and the socket dialed as /proc/self/fd/N/<base>.
-func dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	var d net.Dialer
-	if len(path) <= maxSunPath {
-		return d.DialContext(ctx, "unix", path)
-	}
-	fd, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func dialSocketNoFollow(ctx context.Context, path string) (net.Conn, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: "unix", Err: fmt.Errorf("open %s: %w", filepath.Dir(path), err)}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
-	short := fmt.Sprintf("/proc/self/fd/%d/%s", fd, filepath.Base(path))
-	if len(short) > maxSunPath {
-		return nil, fmt.Errorf("dial unix %s: socket name %q too long", path, filepath.Base(path))
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
 	}
-	return d.DialContext(ctx, "unix", short)
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("%s is not a socket; refusing to use it", path)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", fd))
 }
+

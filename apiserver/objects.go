@@ -119,6 +119,22 @@ func admit(obj v1alpha1.Object) {
 	}
 }
 
+// keepCleanupFinalizer keeps a live Sandbox's cleanup finalizer when an
+// update leaves it out (a PUT of an edited manifest): without it, deleting the
+// object would skip the teardown and leave the sandbox running. Once the
+// object is being deleted the finalizer may be removed by hand, to let go of
+// a sandbox whose cleanup cannot finish.
+func keepCleanupFinalizer(obj, cur v1alpha1.Object) {
+	cm := cur.GetMetadata()
+	if obj.GetTypeMeta().Kind != v1alpha1.KindSandbox || cm.DeletionTimestamp != nil || !slices.Contains(cm.Finalizers, v1alpha1.FinalizerSandbox) {
+		return
+	}
+	m := obj.GetMetadata()
+	if !slices.Contains(m.Finalizers, v1alpha1.FinalizerSandbox) {
+		m.Finalizers = append(m.Finalizers, v1alpha1.FinalizerSandbox)
+	}
+}
+
 // clone deep-copies obj (through JSON, which is what it is made of).
 func clone(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	ki, err := v1alpha1.LookupKind(obj.GetTypeMeta().Kind)
@@ -282,6 +298,7 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, statusOnly bool) er
 	} else {
 		copyField(obj, cur, "Status")
 		keepSecretValues(obj, cur)
+		keepCleanupFinalizer(obj, cur)
 		if err := validate(obj); err != nil {
 			return err
 		}

@@ -149,14 +149,20 @@ func New(dir string, opts ...Option) (*Store, error) {
 		blobsDir:  filepath.Join(dir, "blobs", "sha256"),
 		opts:      o,
 	}
-	// Layer directories must be reachable by whoever mounts the overlay, but not listable.
-	for _, d := range []string{s.dir, s.layersDir} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// Only the store's owner (root) may reach the layers. Their files are owned by the
+	// sandboxes' mapped ids and keep the image's setuid bits, so a host user who could
+	// reach them could run an image's setuid program as a mapped uid, or read what the
+	// image holds. Nothing but root needs to: the overlay is mounted by root and reads
+	// its lower directories with the mounter's credentials, so the sandbox's own users
+	// never look the layer paths up. Older versions made dir and layers/ 0711: an
+	// existing store is brought to 0700.
+	for _, d := range []string{s.dir, s.layersDir, s.metaDir, s.tmpDir, s.blobsDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
-	for _, d := range []string{s.metaDir, s.tmpDir, s.blobsDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+	for _, d := range []string{s.dir, s.layersDir} {
+		if err := os.Chmod(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}

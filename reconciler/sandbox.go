@@ -7,13 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/images"
@@ -62,6 +64,8 @@ const (
 type SandboxReconciler struct {
 	Store    Store
 	NotFound IsNotFound
+	// Conflict reports a stale resourceVersion (store.ErrConflict).
+	Conflict func(error) bool
 	Images   Images
 	Driver   vmdriver.Driver
 	// AgentPath is the static msb-agent; AgentErr says why it is unusable.
@@ -71,6 +75,10 @@ type SandboxReconciler struct {
 	// (doubled per restart, capped at RestartBackoffMax).
 	RestartBackoff    time.Duration
 	RestartBackoffMax time.Duration
+	// DefaultMemoryBytes and DefaultPIDs limit sandboxes whose spec sets no
+	// limit: untrusted code gets no unbounded share of the host (0: none).
+	DefaultMemoryBytes int64
+	DefaultPIDs        int64
 	// StopGrace is how long a sandbox gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// Requeue is called to look at a key again (when a sandbox's init exits).
@@ -229,7 +237,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		r.event(sb, v1alpha1.EventWarning, ReasonAgentMissing, msg)
 		return res, Terminal(errors.New(msg))
 	}
-	hash := specHash(spec)
+	hash := specHash(spec, sb.Spec.Image)
 
 	// A sandbox runs the spec it was started with (status.specHash). A changed
 	// runtime spec (image, command, env, resources, ...) restarts it on its
@@ -495,7 +503,9 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	case <-time.After(pullingAfter):
 		// A real pull: tell watchers it is under way, it may take a while.
 		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling, "pulling image "+ref)
-		if err := r.writeStatus(sb, *st); err != nil {
+		// Informational: on a conflict the final status write retries.
+		sb.Status = copyStatus(*st)
+		if err := r.Store.UpdateStatus(sb); err != nil {
 			r.Log.Debug("recording Pulling", "sandbox", sb.Metadata.Name, "err", err)
 		}
 		res = <-done
@@ -596,6 +606,12 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		MilliCPUs:   s.Resources.CPUs.MilliValue(),
 		PIDs:        s.Resources.PIDs,
 	}
+	if spec.MemoryBytes == 0 {
+		spec.MemoryBytes = r.DefaultMemoryBytes
+	}
+	if spec.PIDs == 0 {
+		spec.PIDs = r.DefaultPIDs
+	}
 	for _, v := range s.Volumes {
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}
@@ -655,8 +671,11 @@ func lookupID(name, file string, layers []string) (uint32, error) {
 
 func lookupField(name, file string, layers []string, field int) (uint32, error) {
 	for i := len(layers) - 1; i >= 0; i-- {
-		data, err := os.ReadFile(filepath.Join(layers[i], file))
+		data, found, err := readImageFile(layers[i], file)
 		if err != nil {
+			return 0, err
+		}
+		if !found {
 			continue
 		}
 		for _, line := range strings.Split(string(data), "\n") {
@@ -674,10 +693,51 @@ func lookupField(name, file string, layers []string, field int) (uint32, error) 
 	return 0, fmt.Errorf("no /%s in the image to look up %q", file, name)
 }
 
-// specHash identifies what a sandbox runs. The agent's path is left out so
-// moving or upgrading msbd does not restart every sandbox.
-func specHash(s vmdriver.Spec) string {
+// maxImageFileRead bounds what msbd reads of an image's /etc/passwd or /etc/group.
+const maxImageFileRead = 1 << 20
+
+// readImageFile reads name from one unpacked layer. The layer is hostile
+// input read by root on the host: the path never leaves the layer (os.Root),
+// a symlink is not followed, only a regular file is read (a fifo or device
+// would hang or flood msbd) and at most maxImageFileRead bytes. found is false
+// when the layer lacks the file; a whiteout (the file deleted by this layer)
+// ends the search as an error.
+func readImageFile(layer, name string) (data []byte, found bool, err error) {
+	root, err := os.OpenRoot(layer)
+	if err != nil {
+		return nil, false, nil
+	}
+	defer root.Close()
+	fi, err := root.Lstat(name)
+	if err != nil {
+		return nil, false, nil
+	}
+	switch {
+	case fi.Mode()&os.ModeCharDevice != 0:
+		return nil, false, fmt.Errorf("/%s is deleted in the image", name)
+	case !fi.Mode().IsRegular():
+		return nil, false, fmt.Errorf("/%s in the image is not a regular file; msb only reads plain files of an image", name)
+	}
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("/%s in the image is not a regular file", name)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, maxImageFileRead))
+	return data, true, err
+}
+
+// specHash identifies what a sandbox runs: the image as the user wrote it and
+// the rest of the runtime spec. Layer paths are left out so that a tag moving
+// in the cache (another pull) does not restart running sandboxes — like a
+// Kubernetes pod, a sandbox keeps the image it started with until it
+// restarts — and the agent's path so that moving or upgrading msbd does not.
+func specHash(s vmdriver.Spec, image string) string {
 	s.AgentPath = ""
+	s.Layers = []string{image}
 	b, _ := json.Marshal(s)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
@@ -726,12 +786,27 @@ func (r *SandboxReconciler) watchExit(sb *v1alpha1.Sandbox, pid int) {
 	}()
 }
 
+// writeStatus records st. Status belongs to the reconciler alone (one worker
+// per key), so when a user's concurrent spec change made sb stale, the fresh
+// object gets this status anyway: dropping it would lose what was done (a
+// sandbox started with some spec) and the next reconcile would misjudge it.
+// ObservedGeneration keeps saying which spec st is about.
 func (r *SandboxReconciler) writeStatus(sb *v1alpha1.Sandbox, st v1alpha1.SandboxStatus) error {
-	if statusEqual(sb.Status, st) {
-		return nil
+	for attempt := 0; ; attempt++ {
+		if statusEqual(sb.Status, st) {
+			return nil
+		}
+		sb.Status = st
+		err := r.Store.UpdateStatus(sb)
+		if err == nil || r.Conflict == nil || !r.Conflict(err) || attempt == 4 {
+			return err
+		}
+		fresh := &v1alpha1.Sandbox{}
+		if gerr := r.Store.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, fresh); gerr != nil {
+			return err
+		}
+		*sb = *fresh
 	}
-	sb.Status = st
-	return r.Store.UpdateStatus(sb)
 }
 
 func copyStatus(s v1alpha1.SandboxStatus) v1alpha1.SandboxStatus {

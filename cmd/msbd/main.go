@@ -46,6 +46,8 @@ type options struct {
 	uidBase, uidSize  uint
 	insecure          stringList
 	maxImageSize      int64
+	defaultMemory     string
+	defaultPIDs       int64
 }
 
 // stringList is a repeatable string flag.
@@ -70,6 +72,8 @@ func main() {
 	fs.UintVar(&o.uidSize, "uid-size", 65536, "size of that range")
 	fs.Var(&o.insecure, "insecure-registry", "HOST:PORT of a registry reached over plain HTTP (repeatable; loopback registries always may)")
 	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
+	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
+	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -90,6 +94,10 @@ func run(o options) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	defMem := v1alpha1.Quantity(o.defaultMemory)
+	if err := defMem.Validate(); err != nil {
+		return fmt.Errorf("--default-memory: %w", err)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("msbd must run as root (it creates namespaces, mounts and cgroups)")
 	}
@@ -126,17 +134,20 @@ func run(o options) error {
 
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
-		Store:             st,
-		NotFound:          func(err error) bool { return errors.Is(err, store.ErrNotFound) },
-		Images:            imgs,
-		Driver:            drv,
-		AgentPath:         agentPath,
-		AgentErr:          agentErr,
-		RestartBackoff:    o.restartBackoff,
-		RestartBackoffMax: o.restartBackoffMax,
-		StopGrace:         o.stopGrace,
-		Requeue:           queue.Add,
-		Log:               log,
+		Store:              st,
+		NotFound:           func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Conflict:           func(err error) bool { return errors.Is(err, store.ErrConflict) },
+		Images:             imgs,
+		Driver:             drv,
+		AgentPath:          agentPath,
+		AgentErr:           agentErr,
+		RestartBackoff:     o.restartBackoff,
+		RestartBackoffMax:  o.restartBackoffMax,
+		StopGrace:          o.stopGrace,
+		DefaultMemoryBytes: defMem.Value(),
+		DefaultPIDs:        o.defaultPIDs,
+		Requeue:            queue.Add,
+		Log:                log,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: sbr.RecordPanic}
 
@@ -157,7 +168,7 @@ func run(o options) error {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); ctrl.Run(ctx); sbr.Close() }()
-	go feed(ctx, st, queue, o.resync, log)
+	go feed(ctx, st, drv, queue, o.resync, log)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -181,8 +192,9 @@ func run(o options) error {
 
 // feed keeps the queue fed: every Sandbox on start (level-triggered: this is
 // how running sandboxes are adopted), every change from the store's watch, and
-// everything again at each resync.
-func feed(ctx context.Context, st *store.Store, q *reconciler.Queue, resync time.Duration, log *slog.Logger) {
+// everything again at each resync, when runtime state no Sandbox owns any
+// more is also removed.
+func feed(ctx context.Context, st *store.Store, drv vmdriver.Driver, q *reconciler.Queue, resync time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	for ctx.Err() == nil {
@@ -195,29 +207,41 @@ func feed(ctx context.Context, st *store.Store, q *reconciler.Queue, resync time
 		for _, o := range objs {
 			q.Add(v1alpha1.KeyOf(o))
 		}
-		ch, err := st.Watch(ctx, rev)
-		if err != nil {
-			log.Warn("watching store; re-listing", "err", err)
-			continue
+		watchFrom(ctx, st, q, rev, tick.C, log)
+		if ctx.Err() == nil {
+			if err := collectOrphans(ctx, st, drv, log); err != nil {
+				log.Warn("collecting orphaned sandboxes", "err", err)
+			}
 		}
-	watch:
-		for {
-			select {
-			case <-ctx.Done():
+	}
+}
+
+// watchFrom feeds changes after rev to the queue until the stream ends or
+// the next resync; its watch is cancelled on return so none is left behind.
+func watchFrom(ctx context.Context, st *store.Store, q *reconciler.Queue, rev int64, resync <-chan time.Time, log *slog.Logger) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := st.Watch(wctx, rev)
+	if err != nil {
+		log.Warn("watching store; re-listing", "err", err)
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resync:
+			return // re-list: a resync
+		case ev, ok := <-ch:
+			if !ok {
 				return
-			case <-tick.C:
-				break watch // re-list: a resync
-			case ev, ok := <-ch:
-				if !ok {
-					break watch
-				}
-				switch ev.Kind {
-				case v1alpha1.KindSandbox:
-					q.Add(v1alpha1.KeyOf(ev.Object))
-				case v1alpha1.KindSecret:
-					// Sandboxes referencing a Secret wait for it; look again.
-					enqueueNamespace(st, q, ev.Object.GetMetadata().Namespace)
-				}
+			}
+			switch ev.Kind {
+			case v1alpha1.KindSandbox:
+				q.Add(v1alpha1.KeyOf(ev.Object))
+			case v1alpha1.KindSecret:
+				// Sandboxes referencing a Secret wait for it; look again.
+				enqueueNamespace(st, q, ev.Object.GetMetadata().Namespace)
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"msb.dev/msb/vmdriver/container"
 )
 
 // TestSandboxLifecycle walks the main path a user takes: apply, wait Ready,
@@ -206,6 +208,18 @@ func TestReapplyUnchanged(t *testing.T) {
 	m := sandboxYAML("same", "", "sleep", "1000")
 	d.apply(m)
 	d.must("wait", "sandbox/same", "--for=condition=Ready", "--timeout=60s")
+	// No resources in the spec: msbd's default limits apply.
+	uid := field(d.sandbox("same"), "metadata.uid").(string)
+	cg := container.CgroupPrefix(d.stateDir) + uid
+	pidsMax := ""
+	for _, p := range []string{"/sys/fs/cgroup/pids/" + cg + "/pids.max", "/sys/fs/cgroup/" + cg + "/pids.max"} {
+		if b, err := os.ReadFile(p); err == nil {
+			pidsMax = strings.TrimSpace(string(b))
+		}
+	}
+	if pidsMax != "4096" {
+		t.Errorf("pids.max of a sandbox without limits = %q, want the default 4096", pidsMax)
+	}
 	rv := field(d.sandbox("same"), "metadata.resourceVersion")
 	gen := field(d.sandbox("same"), "metadata.generation")
 	if out := d.apply(m); strings.TrimSpace(out) != "sandbox/same unchanged" {

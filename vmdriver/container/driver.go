@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"msb.dev/msb/vmdriver"
@@ -28,8 +29,12 @@ type Options struct {
 	// RuncPath is the runc binary; "runc" looked up in PATH when empty.
 	RuncPath string
 	// The user namespace maps sandbox ids 0..IDMapSize-1 to host
-	// HostUID.. and HostGID.. (defaults 100000, 100000, 65536). Image layers
-	// must already be owned by ids in this range.
+	// HostUID.. and HostGID.. (defaults DefaultHostID, DefaultHostID,
+	// DefaultIDMapSize). Image layers must already be owned by ids in this
+	// range. No host user may hold an id of it: see CheckIDRange.
+	//
+	// New makes StateDir and StateDir/sandboxes owned by group HostGID,
+	// mode 0710 (see lockDown).
 	HostUID, HostGID, IDMapSize uint32
 }
 
@@ -65,13 +70,13 @@ func New(opts Options) (*Driver, error) {
 	}
 	opts.StateDir = abs
 	if opts.HostUID == 0 {
-		opts.HostUID = 100000
+		opts.HostUID = DefaultHostID
 	}
 	if opts.HostGID == 0 {
-		opts.HostGID = 100000
+		opts.HostGID = DefaultHostID
 	}
 	if opts.IDMapSize == 0 {
-		opts.IDMapSize = 65536
+		opts.IDMapSize = DefaultIDMapSize
 	}
 	if uint64(opts.HostUID)+uint64(opts.IDMapSize) > 1<<32-1 || uint64(opts.HostGID)+uint64(opts.IDMapSize) > 1<<32-1 {
 		return nil, fmt.Errorf("container driver: id map %d/%d+%d overflows 32 bits", opts.HostUID, opts.HostGID, opts.IDMapSize)
@@ -91,45 +96,115 @@ func New(opts Options) (*Driver, error) {
 		cgroupPrefix: CgroupPrefix(abs),
 		locks:        map[string]*idLock{},
 	}
-	for _, dir := range []string{abs, d.runcRoot, filepath.Join(abs, "sandboxes")} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return nil, fmt.Errorf("container driver: %w", err)
-		}
-	}
-	if err := searchable(abs); err != nil {
+	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
 	}
 	return d, nil
 }
 
-// searchable makes sure the sandbox's root (an id with no rights on host
-// files) can reach StateDir/sandboxes: runc mounts the rootfs from inside the
-// user namespace. StateDir and sandboxes/ get o+x (search, not read); an
-// ancestor without it is an error the admin must fix.
-func searchable(stateDir string) error {
-	for _, dir := range []string{stateDir, filepath.Join(stateDir, "sandboxes")} {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(dir, fi.Mode().Perm()|0o001); err != nil {
+// Permissions. A sandbox's files must be out of reach of every host user but
+// root and the sandbox's own root (host HostUID:HostGID): its agent socket
+// (host root access to the sandbox), its writable layer, and its mounted
+// rootfs, where the image's setuid files keep their bits (see mountOverlay)
+// and would be setuid-<mapped uid> programs for anyone who could reach them.
+//
+// runc bind-mounts the bundle rootfs from inside the user namespace, as the
+// sandbox's root, which has no capability over host-owned files: it needs
+// search permission on every directory down to sandboxes/<id>/rootfs. So:
+//
+//	StateDir/              owner kept, group HostGID, mode u=(kept),g=x,o= (0710)
+//	StateDir/sandboxes/    root:HostGID 0710
+//	StateDir/sandboxes/<id>/  root:HostGID 0710
+//	StateDir/runc/         root 0700 (runc init gets its fifo as a descriptor)
+//
+// Search through the group HostGID lets the sandboxes' root in and no host
+// user: CheckIDRange makes sure none holds that gid. The directories above
+// StateDir belong to others; they must already be searchable (o+x) and New
+// fails if one is not. The image layers (lower dirs) need no search
+// permission at all: the overlay is mounted by host root and reads its lower
+// dirs with the mounter's credentials.
+const (
+	stateDirGroupMode = 0o010 // added to the owner's bits of StateDir
+	sandboxDirMode    = 0o710
+)
+
+// lockDown creates the driver's directories with the modes above, or brings
+// those of an existing state dir (older versions made them 0711 and gave
+// StateDir o+x) and of its sandboxes to them.
+func (d *Driver) lockDown() error {
+	state, sandboxes := d.opts.StateDir, filepath.Join(d.opts.StateDir, "sandboxes")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(state)
+	if err != nil {
+		return err
+	}
+	if err := os.Chown(state, -1, int(d.opts.HostGID)); err != nil {
+		return err
+	}
+	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirGroupMode); err != nil {
+		return err
+	}
+	if err := os.Mkdir(d.runcRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chmod(d.runcRoot, 0o700); err != nil {
+		return err
+	}
+	if err := d.sandboxDirPerms(sandboxes); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(sandboxes)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() && validID(e.Name()) == nil {
+			if err := d.sandboxDirPerms(filepath.Join(sandboxes, e.Name())); err != nil {
 				return err
 			}
 		}
 	}
-	for dir := filepath.Dir(stateDir); ; dir = filepath.Dir(dir) {
+	for dir := filepath.Dir(state); ; dir = filepath.Dir(dir) {
 		fi, err := os.Stat(dir)
 		if err != nil {
 			return err
 		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("state dir %s: %s (mode %o) is not searchable by sandbox users: chmod o+x %s or choose another --state-dir", stateDir, dir, fi.Mode().Perm(), dir)
+		if !d.searchable(fi) {
+			return fmt.Errorf("state dir %s: %s (mode %o) is not searchable by sandbox users: chmod o+x %s or choose another --state-dir", state, dir, fi.Mode().Perm(), dir)
 		}
 		if dir == "/" {
 			return nil
 		}
 	}
+}
+
+// sandboxDirPerms makes dir (created if missing) root:HostGID 0710.
+func (d *Driver) sandboxDirPerms(dir string) error {
+	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Lchown(dir, 0, int(d.opts.HostGID)); err != nil {
+		return err
+	}
+	return os.Chmod(dir, sandboxDirMode)
+}
+
+// searchable reports whether the sandbox's root (host HostUID:HostGID, no
+// supplementary groups) may search the directory fi.
+func (d *Driver) searchable(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fi.Mode().Perm()&0o001 != 0
+	}
+	switch {
+	case st.Uid == d.opts.HostUID:
+		return st.Mode&0o100 != 0
+	case st.Gid == d.opts.HostGID:
+		return st.Mode&0o010 != 0
+	}
+	return st.Mode&0o001 != 0
 }
 
 func hash8(s string) string {
@@ -257,7 +332,7 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
 	dir := d.SandboxDir(spec.ID)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := d.sandboxDirPerms(dir); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(spec, "", "  ")

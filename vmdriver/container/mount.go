@@ -18,6 +18,15 @@ import (
 // (initial) user namespace. A short option string goes through mount(2); one
 // longer than a page (many layers, long paths) through fsconfig "lowerdir+"
 // (kernel 6.8+), which takes each layer separately.
+//
+// The overlay is nodev but not nosuid: setuid programs (sudo, ping, su) are
+// legitimate in an image and work inside the sandbox between its own users,
+// while no_new_privs on every sandbox process already keeps them from gaining
+// anything there. On the host, a setuid file of the image is setuid to a
+// mapped uid, so no host user may reach one: the layers sit in the image
+// store's 0700 directories and the mounted rootfs (and the writable layer)
+// below sandboxes/<id>/, which only root and the sandboxes' root group may
+// search (see Driver.lockDown). Keep it that way rather than adding nosuid.
 func mountOverlay(layers []string, upper, work, target string) error {
 	if len(layers) == 0 {
 		return errors.New("overlay: no image layers")
