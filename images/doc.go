@@ -22,6 +22,11 @@
 //	└── tmp/                 downloads in progress and scratch space (extracted
 //	                         oci-archive files), emptied by New
 //
+// Every directory of the store is mode 0700 (root's, as msbd runs): layer files are owned
+// by the sandboxes' mapped ids and keep their setuid bits, so no other host user may
+// reach them. The overlay that stacks them is mounted by root, which is all the access
+// they need.
+//
 // A blob or a layer directory exists only once it is complete and verified, so their
 // existence is the cache: a pull fetches only the blobs it lacks (a retry after a failed
 // pull resumes with what was already stored), a layer already unpacked is not even

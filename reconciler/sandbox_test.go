@@ -807,24 +807,32 @@ func TestSandboxDriverSpecFromImageConfig(t *testing.T) {
 		{
 			name:   "numeric user and group",
 			config: images.Config{Cmd: []string{"c"}, User: "1000:1000"},
-			check:  func(t *testing.T, s vmdriver.Spec) { wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1000, 1000}) },
+			check: func(t *testing.T, s vmdriver.Spec) {
+				wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1000, 1000})
+			},
 		},
 		{
 			name:   "numeric user alone",
 			config: images.Config{Cmd: []string{"c"}, User: "1001"},
-			check:  func(t *testing.T, s vmdriver.Spec) { wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1001, 1001}) },
+			check: func(t *testing.T, s vmdriver.Spec) {
+				wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1001, 1001})
+			},
 		},
 		{
 			name:   "named user from /etc/passwd",
 			config: images.Config{Cmd: []string{"c"}, User: "app"},
 			files:  map[string]string{"etc/passwd": passwd},
-			check:  func(t *testing.T, s vmdriver.Spec) { wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1234, 5678}) },
+			check: func(t *testing.T, s vmdriver.Spec) {
+				wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1234, 5678})
+			},
 		},
 		{
 			name:   "named user and group",
 			config: images.Config{Cmd: []string{"c"}, User: "app:staff"},
 			files:  map[string]string{"etc/passwd": passwd, "etc/group": group},
-			check:  func(t *testing.T, s vmdriver.Spec) { wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1234, 50}) },
+			check: func(t *testing.T, s vmdriver.Spec) {
+				wantEq(t, "uid:gid", [2]uint32{s.UID, s.GID}, [2]uint32{1234, 50})
+			},
 		},
 		{
 			name:    "unknown user",

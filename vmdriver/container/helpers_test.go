@@ -16,7 +16,9 @@ import (
 	"msb.dev/msb/vmdriver"
 )
 
-const mappedID = 100000
+// mappedID is the default host id of the sandboxes' root: every real-runc
+// test runs with it.
+const mappedID = DefaultHostID
 
 // skipReason is why the real-runc tests cannot run here ("" when they can).
 var (
@@ -96,11 +98,15 @@ func tempDir(t testing.TB) string {
 	return dir
 }
 
-// busyboxLayers builds a two-layer busybox image under base, owned by the
-// mapped id range as the images package would leave it.
+// busyboxLayers builds a two-layer busybox image under base/images/layers,
+// owned by the mapped id range and in 0700 root directories as the images
+// package leaves it.
 func busyboxLayers(t testing.TB, base string) []string {
 	t.Helper()
-	l0, l1 := filepath.Join(base, "layer0"), filepath.Join(base, "layer1")
+	store := filepath.Join(base, "images", "layers")
+	must(t, os.MkdirAll(store, 0o700))
+	must(t, os.Chmod(filepath.Dir(store), 0o700))
+	l0, l1 := filepath.Join(store, "layer0"), filepath.Join(store, "layer1")
 	for _, d := range []string{"bin", "etc", "tmp", "root", "usr/bin"} {
 		must(t, os.MkdirAll(filepath.Join(l0, d), 0o755))
 	}
