@@ -94,7 +94,7 @@ func BenchmarkUnpack(b *testing.B) {
 	work := b.TempDir()
 	layer := filepath.Join(work, "layer.tar")
 	size := writeBenchLayer(b, layer)
-	ids := idMap{set: true, hostUID: 100000, hostGID: 100000, size: 65536}
+	ids := idMap{set: true, hostUID: 2000000000, hostGID: 2000000000, size: 65536}
 
 	var ours, theirs time.Duration
 	b.ResetTimer()

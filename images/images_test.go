@@ -26,9 +26,11 @@ import (
 	"msb.dev/msb/images/imagetest"
 )
 
+// The ids msbd maps sandboxes to by default (container.DefaultHostID): files
+// are owned by 2000000000+id, which fits in a uint32.
 const (
-	hostUID = 100000
-	hostGID = 100000
+	hostUID = 2000000000
+	hostGID = 2000000000
 )
 
 func requireRoot(t testing.TB) {
@@ -672,5 +674,66 @@ func TestNewRemovesLeftovers(t *testing.T) {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s survived New: %v", p, err)
 		}
+	}
+}
+
+// TestHostUsersLockedOut (finding #2): the store's directories are 0700, so no
+// host user but root reaches a layer's files, setuid ones included. An older
+// store's 0711 directories are tightened by New.
+func TestHostUsersLockedOut(t *testing.T) {
+	s := newStore(t)
+	for _, d := range []string{"", "layers"} {
+		if err := os.Chmod(filepath.Join(s.Dir(), d), 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Reopened as after an upgrade.
+	s, err := images.New(s.Dir(), images.WithIDMap(hostUID, hostGID, 65536))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := busybox(t).ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagetest.ImageOf(imagetest.File("bin/suid", 0o4755, "#!/bin/sh\nid\n"), imagetest.File("etc/secret", 0o644, "s").Owned(65534, 65534))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = base
+	got, err := s.Get(context.Background(), "oci:"+writeLayout(t, img, "t")+":t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := got.Layers[0]
+	for _, p := range []string{s.Dir(), filepath.Join(s.Dir(), "layers"), filepath.Join(s.Dir(), "meta"), filepath.Join(s.Dir(), "tmp"), filepath.Join(s.Dir(), "blobs")} {
+		if st := lstatSys(t, p); st.Uid != 0 || st.Mode&0o7777 != 0o700 {
+			t.Errorf("%s: owner %d mode %o, want root 0700", p, st.Uid, st.Mode&0o7777)
+		}
+	}
+	if st := lstatSys(t, filepath.Join(layer, "bin/suid")); st.Uid != hostUID || st.Mode&0o7777 != 0o4755 {
+		t.Errorf("bin/suid: %d %o, want %d 4755 (setuid kept for the sandbox)", st.Uid, st.Mode&0o7777, hostUID)
+	}
+	if st := lstatSys(t, filepath.Join(layer, "etc/secret")); st.Uid != hostUID+65534 || st.Gid != hostGID+65534 {
+		t.Errorf("etc/secret: %d:%d, want %d:%d", st.Uid, st.Gid, hostUID+65534, hostGID+65534)
+	}
+	asNobody := func(name string, args ...string) (string, error) {
+		cmd := exec.Command(name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := asNobody(imagetest.BusyboxPath, "true"); err != nil {
+		t.Skipf("cannot run %s as nobody: %v %s", imagetest.BusyboxPath, err, out)
+	}
+	for _, p := range []string{layer, filepath.Join(layer, "bin/suid"), filepath.Join(layer, "etc/secret"), filepath.Join(s.Dir(), "layers")} {
+		for _, args := range [][]string{{"stat", p}, {"ls", p}} {
+			if out, err := asNobody(imagetest.BusyboxPath, args...); err == nil || !strings.Contains(out, "Permission denied") {
+				t.Errorf("as nobody, %q: %v %q, want permission denied", args, err, out)
+			}
+		}
+	}
+	if out, err := asNobody(filepath.Join(layer, "bin/suid")); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("as nobody, running the layer's setuid file: %v %q, want permission denied", err, out)
 	}
 }

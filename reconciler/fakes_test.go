@@ -342,6 +342,7 @@ func (h *harness) newReconciler() *SandboxReconciler {
 	return &SandboxReconciler{
 		Store:             h.st,
 		NotFound:          func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Conflict:          func(err error) bool { return errors.Is(err, store.ErrConflict) },
 		Images:            h.imgs,
 		Driver:            h.drv,
 		AgentPath:         testAgent,

@@ -231,13 +231,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		}
 		return res, err
 	}
-	if r.AgentErr != nil {
-		msg := "cannot start sandboxes: " + r.AgentErr.Error()
-		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonAgentMissing, msg)
-		r.event(sb, v1alpha1.EventWarning, ReasonAgentMissing, msg)
-		return res, Terminal(errors.New(msg))
-	}
-	hash := specHash(spec, sb.Spec.Image)
+	hash := specHash(sb, spec)
 
 	// A sandbox runs the spec it was started with (status.specHash). A changed
 	// runtime spec (image, command, env, resources, ...) restarts it on its
@@ -265,7 +259,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 
 	switch {
 	case notFound || state.Status == "" || state.Status == "created":
-		return res, r.start(ctx, sb, st, spec, hash, false)
+		return res, r.start(ctx, sb, st, spec, hash, img.Digest, false)
 
 	case state.Status == "running" || state.Status == "paused":
 		if st.SpecHash == "" {
@@ -290,13 +284,20 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		return res, nil
 
 	default: // stopped: the main command ended
-		return r.finished(ctx, sb, st, spec, hash, state, res)
+		return r.finished(ctx, sb, st, spec, hash, img.Digest, state, res)
 	}
 }
 
 // start creates and starts the sandbox and waits for its agent.
-func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash string, restart bool) error {
+func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, restart bool) error {
 	id := sb.Metadata.UID
+	if r.AgentErr != nil {
+		// Only starting needs the agent; running sandboxes stay watched.
+		msg := "cannot start sandboxes: " + r.AgentErr.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonAgentMissing, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonAgentMissing, msg)
+		return Terminal(errors.New(msg))
+	}
 	t0 := time.Now()
 	if err := r.Driver.Create(ctx, spec); err != nil {
 		msg := "creating sandbox: " + err.Error()
@@ -319,6 +320,7 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	}
 	now := time.Now().UTC()
 	st.StartedAt = &now
+	st.ImageDigest = digest
 	st.FinishedAt = nil
 	st.ExitCode = nil
 	st.SpecHash = hash
@@ -345,7 +347,7 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 
 // finished handles a sandbox whose main command ended: restart it per
 // restartPolicy with backoff, or record the final phase.
-func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash string, state vmdriver.State, res Result) (Result, error) {
+func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, state vmdriver.State, res Result) (Result, error) {
 	code := state.ExitCode
 	if !state.Exited {
 		code = 137 // killed without the agent writing its code
@@ -401,13 +403,16 @@ func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, 
 		return res, err
 	}
 	st.RestartCount++
-	return res, r.start(ctx, sb, st, spec, hash, true)
+	return res, r.start(ctx, sb, st, spec, hash, digest, true)
 }
 
 // suspend stops the sandbox but keeps its writable layer.
 func (r *SandboxReconciler) suspend(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) error {
 	id := sb.Metadata.UID
-	if _, err := r.Driver.State(ctx, id); err == nil {
+	// Once suspended (phase recorded, nothing running) there is nothing to do.
+	state, err := r.Driver.State(ctx, id)
+	done := st.Phase == v1alpha1.PhaseSuspended && (errors.Is(err, vmdriver.ErrNotFound) || (err == nil && state.Status == "stopped"))
+	if err == nil && !done {
 		if st.Phase != v1alpha1.PhaseSuspended {
 			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: operatingMode is Suspended")
 		}
@@ -470,6 +475,9 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 
 func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) error {
 	id := sb.Metadata.UID
+	if _, err := r.Driver.State(ctx, id); errors.Is(err, vmdriver.ErrNotFound) {
+		return nil // nothing left: spare the runtime calls on every resync
+	}
 	if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
 		return err
 	}
@@ -526,10 +534,14 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 		r.event(sb, v1alpha1.EventWarning, ReasonPullFailed, msg)
 		return nil, errors.New(msg)
 	}
-	if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue || st.ImageDigest != img.Digest {
+	// status.imageDigest names what the sandbox runs; it changes when the
+	// sandbox (re)starts on this image (see start), not when a tag moves.
+	if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue {
 		r.event(sb, v1alpha1.EventNormal, ReasonPulled, fmt.Sprintf("Image %s is ready (%s)", ref, img.Digest))
 	}
-	st.ImageDigest = img.Digest
+	if st.ImageDigest == "" {
+		st.ImageDigest = img.Digest
+	}
 	r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
 	return img, nil
 }
@@ -730,15 +742,28 @@ func readImageFile(layer, name string) (data []byte, found bool, err error) {
 	return data, true, err
 }
 
-// specHash identifies what a sandbox runs: the image as the user wrote it and
-// the rest of the runtime spec. Layer paths are left out so that a tag moving
-// in the cache (another pull) does not restart running sandboxes — like a
-// Kubernetes pod, a sandbox keeps the image it started with until it
-// restarts — and the agent's path so that moving or upgrading msbd does not.
-func specHash(s vmdriver.Spec, image string) string {
-	s.AgentPath = ""
-	s.Layers = []string{image}
-	b, _ := json.Marshal(s)
+// specHash identifies what a sandbox runs as the user asked for it: the image
+// reference as written, command, args, env, working dir, resources, volumes
+// and ports, plus the defaults msbd filled in. Like a Kubernetes pod, a
+// running sandbox keeps the image it started with: a tag moving in the cache
+// (another pull, even one whose image config differs) restarts nothing;
+// the sandbox picks the new image up when it next starts. Fields that do not
+// change the running sandbox (pull and restart policy, lifecycle, mode) are
+// left out.
+func specHash(sb *v1alpha1.Sandbox, spec vmdriver.Spec) string {
+	s := sb.Spec
+	b, _ := json.Marshal(struct {
+		Image       string
+		Command     []string
+		Args        []string
+		WorkingDir  string
+		Env         []v1alpha1.EnvVar
+		Volumes     []v1alpha1.Volume
+		Ports       []v1alpha1.Port
+		MemoryBytes int64
+		MilliCPUs   int64
+		PIDs        int64
+	}{s.Image, s.Command, s.Args, s.WorkingDir, s.Env, s.Volumes, s.Ports, spec.MemoryBytes, spec.MilliCPUs, spec.PIDs})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
 }

@@ -12,10 +12,11 @@ import (
 )
 
 // A spec change that lands while a reconcile is starting the sandbox must
-// still reach the sandbox. The reconcile's status write then conflicts, so
-// status.specHash is never recorded; the next reconcile finds the sandbox
-// running with an empty specHash and "adopts" it under the new spec's hash,
-// although it runs the old spec. Nothing restarts it after that.
+// still reach the sandbox. Before writeStatus retried on a conflict (with
+// SandboxReconciler.Conflict set), the status write failed, status.specHash
+// was never recorded, and the next reconcile found the sandbox running with
+// an empty specHash and "adopted" it under the new spec's hash although it
+// ran the old spec; nothing restarted it after that.
 func TestSandboxSpecChangeDuringStartIsNotLost(t *testing.T) {
 	h := newHarness(t)
 	h.create("web", func(sb *v1alpha1.Sandbox) {
@@ -30,9 +31,11 @@ func TestSandboxSpecChangeDuringStartIsNotLost(t *testing.T) {
 		// msbctl apply of an edited manifest, while runc starts the sandbox.
 		h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Env[0].Value = "two" })
 	}
-	_, err := h.reconcile("web")
-	if !errors.Is(err, store.ErrConflict) {
-		t.Fatalf("first Reconcile = %v, want the status write to conflict", err)
+	// The status write of this reconcile races the update; whether it
+	// retries on the fresh object or fails with a conflict, the next
+	// reconciles must bring the sandbox to MODE=two.
+	if _, err := h.reconcile("web"); err != nil && !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("first Reconcile: %v", err)
 	}
 	h.drv.onStart = nil
 
@@ -54,16 +57,38 @@ func TestSandboxSpecChangeDuringStartIsNotLost(t *testing.T) {
 // again. A tag that moves in the image cache (another Sandbox with
 // imagePullPolicy Always, or `msbctl image pull`, re-resolved it) must not
 // kill a running sandbox, nor bring back one that finished under
-// restartPolicy Never.
+// restartPolicy Never, and status.imageDigest keeps naming what ran.
+//
+// "same config" passes since specHash leaves layer paths out; "new config"
+// still fails: the hash covers the argv, env, workingDir and user merged
+// from the re-resolved image's config, so any config change in the new
+// image (a version in ENV) restarts the sandbox.
 func TestSandboxMovedTagDoesNotRestart(t *testing.T) {
-	moveTag := func(h *harness) {
+	// moveTag points testImage at a new image; with newEnv its config
+	// differs too, as it does for most new builds (a version in ENV, a
+	// changed PATH).
+	moveTag := func(h *harness, newEnv bool) {
+		env := []string{"PATH=/usr/bin:/bin"}
+		if newEnv {
+			env = append(env, "APP_VERSION=2")
+		}
 		h.imgs.set(&images.Image{
 			Ref:    testImage,
 			Digest: "sha256:" + strings.Repeat("d", 64),
-			Config: images.Config{Entrypoint: []string{"/bin/app"}, Cmd: []string{"serve"}, Env: []string{"PATH=/usr/bin:/bin"}, WorkingDir: "/srv"},
+			Config: images.Config{Entrypoint: []string{"/bin/app"}, Cmd: []string{"serve"}, Env: env, WorkingDir: "/srv"},
 			Layers: []string{h.mkLayer("v2", nil)},
 		})
 	}
+	for _, newEnv := range []bool{false, true} {
+		name := "same config"
+		if newEnv {
+			name = "new config"
+		}
+		t.Run(name, func(t *testing.T) { testMovedTag(t, func(h *harness) { moveTag(h, newEnv) }) })
+	}
+}
+
+func testMovedTag(t *testing.T, moveTag func(*harness)) {
 
 	t.Run("running", func(t *testing.T) {
 		h := newHarness(t)
@@ -102,4 +127,36 @@ func TestSandboxMovedTagDoesNotRestart(t *testing.T) {
 				got.Status.Phase, m)
 		}
 	})
+}
+
+// AgentErr only stops msbd from starting sandboxes; sandboxes already
+// running (adopted after an msbd restart with a broken --agent) keep being
+// watched: Ready stays True while they run, and when the command ends the
+// final phase is recorded. Today the AgentErr check sits before the
+// running/stopped handling in sync, so a running sandbox turns Ready False
+// AgentMissing and one that ends stays phase Running for good (a
+// TerminalError, so not even retried).
+func TestSandboxAgentMissingStillWatchesRunningSandboxes(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create("web", nil)
+	h.mustReconcile("web")
+
+	h.restartMsbd()
+	h.r.AgentErr = errors.New("msb-agent not found")
+	h.drv.reset()
+	_, err := h.reconcile("web")
+	got := h.get("web")
+	if err != nil || v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady).Status != v1alpha1.ConditionTrue {
+		t.Errorf("running sandbox after an msbd restart without agent: Reconcile = %v, Ready %+v; want it adopted and Ready",
+			err, v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady))
+	}
+
+	h.drv.exit(t, sb.Metadata.UID, 3)
+	h.reconcile("web")
+	got = h.get("web")
+	if got.Status.Phase != v1alpha1.PhaseFailed || got.Status.ExitCode == nil {
+		t.Errorf("command exited 3 (restartPolicy Never) with the agent missing: phase %s, exitCode %s; want Failed, 3",
+			got.Status.Phase, ptrString(got.Status.ExitCode))
+	}
+	wantCalls(t, "agent missing", h.drv.mutations())
 }

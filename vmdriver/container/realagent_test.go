@@ -1,28 +1,41 @@
 package container
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"msb.dev/msb/vmdriver/agent"
 )
 
-// TestRealAgent runs cmd/msb-agent (built here) as the sandbox's init: the
-// contract of config.json, log and exit-code end to end.
-func TestRealAgent(t *testing.T) {
-	f := newFixture(t)
-	bin := filepath.Join(f.base, "msb-agent")
+// realAgent builds cmd/msb-agent into dir.
+func realAgent(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "msb-agent")
 	cmd := exec.Command("go", "build", "-o", bin, "msb.dev/msb/cmd/msb-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Skipf("cmd/msb-agent does not build yet: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// TestRealAgent runs cmd/msb-agent (built here) as the sandbox's init: the
+// contract of config.json, log and exit-code end to end.
+func TestRealAgent(t *testing.T) {
+	f := newFixture(t)
 	ctx := context.Background()
 	spec := f.spec("echo hello from $(id -u) on $(hostname); exit 5")
-	spec.AgentPath = bin
+	spec.AgentPath = realAgent(t, f.base)
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
 	st := waitStatus(t, f.d, spec.ID, "stopped", 15*time.Second)
@@ -32,5 +45,157 @@ func TestRealAgent(t *testing.T) {
 	}
 	if !strings.Contains(string(logs), "hello from 0 on sbx") {
 		t.Errorf("log = %q", logs)
+	}
+}
+
+// TestHostUsersLockedOut (finding #2): while a sandbox runs and execs work,
+// an unprivileged host user reaches none of its files (writable layer, agent
+// socket, mounted rootfs) nor the image layers, and cannot run the image's
+// setuid program, which stays setuid inside the sandbox.
+func TestHostUsersLockedOut(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// A setuid-root program in the image (chown clears the bit, so it is set last).
+	suid := filepath.Join(f.layers[0], "bin", "suid-busybox")
+	copyFile(t, "/bin/busybox", suid, 0o755)
+	must(t, os.Chown(suid, mappedID, mappedID))
+	must(t, unix.Chmod(suid, 0o4755))
+
+	spec := f.spec("exec sleep 1000")
+	spec.AgentPath = realAgent(t, f.base)
+	must(t, f.d.Create(ctx, spec))
+	must(t, f.d.Start(ctx, spec.ID))
+	agentDir := f.d.AgentDir(spec.ID)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := agent.WaitReady(wctx, agentDir); err != nil {
+		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
+		t.Fatalf("agent not ready: %v; log %q", err, logs)
+	}
+	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
+	must(t, err)
+	defer c.Close()
+	run := func(argv ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code, err := c.Exec(wctx, agent.ExecRequest{Argv: argv, Stdout: &out, Stderr: &errb})
+		if err != nil || code != 0 || errb.Len() > 0 {
+			t.Fatalf("exec %q: code %d, %v: %s", argv, code, err, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	run("sh", "-c", "echo secret > /root/written")
+	if got := run("cat", "/etc/motd"); got != "layer1" {
+		t.Errorf("/etc/motd in the sandbox = %q", got)
+	}
+	if got := run("stat", "-c", "%a %u", "/bin/suid-busybox"); got != "4755 0" {
+		t.Errorf("setuid program in the sandbox: mode and owner %q, want 4755 0 (suid kept)", got)
+	}
+
+	sbx := f.d.SandboxDir(spec.ID)
+	checkOwnerMode(t, sbx, 0, mappedID, 0o710)
+	upper := filepath.Join(sbx, "upper")
+	if _, err := os.Stat(filepath.Join(upper, "root/written")); err != nil {
+		t.Fatalf("the sandbox's write is not in its writable layer: %v", err)
+	}
+	// asUser runs busybox with args as uid:gid, no supplementary groups.
+	asUser := func(uid, gid uint32, args ...string) (string, error) {
+		cmd := exec.Command("/bin/busybox", args...)
+		if strings.HasPrefix(args[0], "/") {
+			cmd = exec.Command(args[0], args[1:]...)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	const nobody = 65534
+	if out, err := asUser(nobody, nobody, "stat", "/bin/busybox"); err != nil {
+		t.Fatalf("the probe itself fails as nobody: %v: %s", err, out)
+	}
+	for _, p := range []string{
+		upper,
+		filepath.Join(upper, "root/written"),
+		filepath.Join(agentDir, agent.SocketFile),
+		filepath.Join(sbx, "rootfs/bin/busybox"),
+		filepath.Join(sbx, "rootfs/bin/suid-busybox"),
+		filepath.Join(sbx, "spec.json"),
+		f.layers[0],
+		filepath.Join(f.layers[0], "bin/busybox"),
+		suid,
+		filepath.Join(f.state, "runc", spec.ID),
+	} {
+		for _, cmd := range [][]string{{"stat", p}, {"ls", "-l", p}} {
+			out, err := asUser(nobody, nobody, cmd...)
+			if err == nil || !strings.Contains(out, "Permission denied") {
+				t.Errorf("as nobody, %q: %v %q, want permission denied", cmd, err, out)
+			}
+		}
+	}
+	for _, p := range []string{f.state, filepath.Join(f.state, "sandboxes"), sbx, filepath.Dir(f.layers[0])} {
+		if out, err := asUser(nobody, nobody, "ls", p); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("as nobody, ls %s: %v %q, want permission denied", p, err, out)
+		}
+	}
+	if out, err := asUser(nobody, nobody, filepath.Join(sbx, "rootfs/bin/suid-busybox"), "id"); err == nil || !errors.Is(err, os.ErrPermission) {
+		t.Errorf("as nobody, running the image's setuid program: %v %q, want permission denied", err, out)
+	}
+	// The sandbox's root (what runc runs as to mount the rootfs) does get
+	// through: the group HostGID may search the state dir down to the rootfs,
+	// but may not list them.
+	if out, err := asUser(mappedID, mappedID, "stat", filepath.Join(sbx, "rootfs/bin/busybox")); err != nil {
+		t.Errorf("as the sandboxes' root, stat of the rootfs: %v %q", err, out)
+	}
+	if out, err := asUser(mappedID, mappedID, "ls", filepath.Join(f.state, "sandboxes")); err == nil {
+		t.Errorf("as the sandboxes' root, ls sandboxes/ worked: %q", out)
+	}
+	if out, err := asUser(mappedID, mappedID, "stat", filepath.Join(f.layers[0], "bin/busybox")); err == nil {
+		t.Errorf("as the sandboxes' root, image layer reachable outside the sandbox: %q", out)
+	}
+	// Still serving after all that.
+	if got := run("cat", "/root/written"); got != "secret" {
+		t.Errorf("read back in the sandbox: %q", got)
+	}
+}
+
+// TestDirModes: New creates the state dir's directories with the modes of
+// Driver.lockDown, and tightens those an older version left (0711, o+x).
+func TestDirModes(t *testing.T) {
+	requireRunc(t)
+	base := tempDir(t)
+	state := filepath.Join(base, "state")
+	old := filepath.Join(state, "sandboxes", "old-sandbox")
+	for _, d := range []string{filepath.Join(state, "runc"), old} {
+		must(t, os.MkdirAll(d, 0o711))
+	}
+	must(t, os.Chmod(state, 0o751))
+	must(t, os.Chmod(filepath.Join(state, "sandboxes"), 0o711))
+	must(t, os.Chmod(old, 0o711))
+	fresh := filepath.Join(base, "fresh")
+	for _, dir := range []string{state, fresh} {
+		_, err := New(Options{StateDir: dir})
+		must(t, err)
+		for _, c := range []struct {
+			path     string
+			uid, gid uint32
+			mode     uint32
+		}{
+			{dir, 0, mappedID, 0o710},
+			{filepath.Join(dir, "sandboxes"), 0, mappedID, 0o710},
+			{filepath.Join(dir, "runc"), 0, 0, 0o700},
+		} {
+			checkOwnerMode(t, c.path, c.uid, c.gid, c.mode)
+		}
+		if dir == state {
+			checkOwnerMode(t, old, 0, mappedID, 0o710)
+		}
+	}
+}
+
+func checkOwnerMode(t *testing.T, path string, uid, gid, mode uint32) {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Lstat(path, &st))
+	if st.Uid != uid || st.Gid != gid || st.Mode&0o7777 != mode {
+		t.Errorf("%s: %d:%d %o, want %d:%d %o", path, st.Uid, st.Gid, st.Mode&0o7777, uid, gid, mode)
 	}
 }
