@@ -692,15 +692,10 @@ func TestHostUsersLockedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := busybox(t).ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
 	img, err := imagetest.ImageOf(imagetest.File("bin/suid", 0o4755, "#!/bin/sh\nid\n"), imagetest.File("etc/secret", 0o644, "s").Owned(65534, 65534))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = base
 	got, err := s.Get(context.Background(), "oci:"+writeLayout(t, img, "t")+":t")
 	if err != nil {
 		t.Fatal(err)

@@ -212,9 +212,10 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		return res, fmt.Errorf("reading sandbox state: %w", err)
 	}
 	// imagePullPolicy applies when a sandbox (re)starts, as in Kubernetes; a
-	// running sandbox is only checked against the cache.
+	// running sandbox, or one that finished for good, only reads the cache.
 	policy := images.PullPolicy(sb.Spec.ImagePullPolicy)
-	if policy == "" || state.Status == "running" || state.Status == "paused" {
+	finishedForGood := !notFound && state.Status == "stopped" && st.SpecHash != "" && !wantsRestart(sb, exitCode(state))
+	if policy == "" || state.Status == "running" || state.Status == "paused" || finishedForGood {
 		policy = images.PullIfNotPresent
 	}
 	img, err := r.image(ctx, sb, st, policy)
@@ -348,10 +349,7 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 // finished handles a sandbox whose main command ended: restart it per
 // restartPolicy with backoff, or record the final phase.
 func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, state vmdriver.State, res Result) (Result, error) {
-	code := state.ExitCode
-	if !state.Exited {
-		code = 137 // killed without the agent writing its code
-	}
+	code := exitCode(state)
 	c32 := int32(code)
 	first := st.FinishedAt == nil || st.ExitCode == nil
 	st.ExitCode = &c32
@@ -360,9 +358,7 @@ func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, 
 		now := time.Now().UTC()
 		st.FinishedAt = &now
 	}
-	restart := sb.Spec.RestartPolicy == v1alpha1.RestartAlways ||
-		(sb.Spec.RestartPolicy == v1alpha1.RestartOnFailure && code != 0)
-	if !restart {
+	if !wantsRestart(sb, code) {
 		if code == 0 {
 			st.Phase = v1alpha1.PhaseSucceeded
 			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonCompleted, "the sandbox command exited with code 0")
@@ -404,6 +400,20 @@ func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, 
 	}
 	st.RestartCount++
 	return res, r.start(ctx, sb, st, spec, hash, digest, true)
+}
+
+// exitCode is how a stopped sandbox's command ended.
+func exitCode(state vmdriver.State) int {
+	if !state.Exited {
+		return 137 // killed without the agent writing its code
+	}
+	return state.ExitCode
+}
+
+// wantsRestart applies restartPolicy to an exit code.
+func wantsRestart(sb *v1alpha1.Sandbox, code int) bool {
+	return sb.Spec.RestartPolicy == v1alpha1.RestartAlways ||
+		(sb.Spec.RestartPolicy == v1alpha1.RestartOnFailure && code != 0)
 }
 
 // suspend stops the sandbox but keeps its writable layer.
