@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -68,8 +69,8 @@ func main() {
 	fs.DurationVar(&o.restartBackoffMax, "restart-backoff-max", 5*time.Minute, "longest restart delay")
 	fs.DurationVar(&o.stopGrace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a sandbox")
 	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often every sandbox is reconciled even without changes")
-	fs.UintVar(&o.uidBase, "uid-base", 100000, "first host uid/gid of the range sandboxes' users map to")
-	fs.UintVar(&o.uidSize, "uid-size", 65536, "size of that range")
+	fs.UintVar(&o.uidBase, "uid-base", container.DefaultHostID, "first host uid/gid of the range sandboxes' users map to; no host account or /etc/subuid, /etc/subgid range may overlap it")
+	fs.UintVar(&o.uidSize, "uid-size", container.DefaultIDMapSize, "size of that range")
 	fs.Var(&o.insecure, "insecure-registry", "HOST:PORT of a registry reached over plain HTTP (repeatable; loopback registries always may)")
 	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
 	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
@@ -100,6 +101,14 @@ func run(o options) error {
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("msbd must run as root (it creates namespaces, mounts and cgroups)")
+	}
+	if o.uidBase == 0 || o.uidSize == 0 || uint64(o.uidBase)+uint64(o.uidSize) > math.MaxUint32 {
+		return fmt.Errorf("--uid-base %d --uid-size %d: want a non-empty range below 2^32-1", o.uidBase, o.uidSize)
+	}
+	// A host user who holds these ids (an account, or a subuid range used by
+	// podman or newuidmap) could act as every sandbox's root.
+	if err := container.CheckIDRange(uint32(o.uidBase), uint32(o.uidBase), uint32(o.uidSize)); err != nil {
+		return err
 	}
 	stateDir, err := filepath.Abs(o.stateDir)
 	if err != nil {

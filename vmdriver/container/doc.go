@@ -21,6 +21,13 @@
 // starts; image layers are already owned by the mapped id range, and upper/ is
 // owned by the mapped root, so the sandbox's root writes anywhere the image allows.
 //
+// No host user but root and the sandboxes' root (host HostUID:HostGID) may
+// reach a sandbox's files: StateDir and sandboxes/ and sandboxes/<id>/ are
+// group HostGID, mode 0710 (search only, for runc, which mounts the rootfs
+// from inside the user namespace), runc/ is 0700, and the image layers live in
+// the image store's 0700 directories. The id range itself must belong to no
+// host user or group: see CheckIDRange.
+//
 // Files in agent/ are written by the sandbox, so the host never follows a
 // symlink there: it reads and writes them through an os.Root and refuses
 // anything that is not a regular file.

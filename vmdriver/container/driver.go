@@ -25,6 +25,10 @@ import (
 type Options struct {
 	// StateDir is msbd's state directory. Sandboxes live in
 	// StateDir/sandboxes/<id>/ and runc's --root is StateDir/runc.
+	// New gives StateDir the group HostGID and mode 0710 (the owner's bits
+	// kept, group search only, nothing for others): the sandboxes' root must
+	// search it to reach its rootfs, no other host user may. The directories
+	// above it must be searchable by others (o+x).
 	StateDir string
 	// RuncPath is the runc binary; "runc" looked up in PATH when empty.
 	RuncPath string
@@ -32,9 +36,6 @@ type Options struct {
 	// HostUID.. and HostGID.. (defaults DefaultHostID, DefaultHostID,
 	// DefaultIDMapSize). Image layers must already be owned by ids in this
 	// range. No host user may hold an id of it: see CheckIDRange.
-	//
-	// New makes StateDir and StateDir/sandboxes owned by group HostGID,
-	// mode 0710 (see lockDown).
 	HostUID, HostGID, IDMapSize uint32
 }
 
@@ -458,7 +459,9 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("sandbox %s: after run: bad pid file %q", id, b)
 	}
 	if err := loopbackUp(pid); err != nil {
-		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(serr, os.ErrNotExist) {
+		// Its namespaces are gone (ENOENT) once it has exited, also while it
+		// is a zombie and /proc/<pid> still exists.
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(serr, os.ErrNotExist) || errors.Is(err, os.ErrNotExist) {
 			return nil // it already ended: State tells how
 		}
 		return fmt.Errorf("sandbox %s: %w", id, err)

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"msb.dev/msb/images"
+	"msb.dev/msb/images/imagetest"
 	"msb.dev/msb/vmdriver/agent"
 )
 
@@ -197,5 +199,45 @@ func checkOwnerMode(t *testing.T, path string, uid, gid, mode uint32) {
 	must(t, unix.Lstat(path, &st))
 	if st.Uid != uid || st.Gid != gid || st.Mode&0o7777 != mode {
 		t.Errorf("%s: %d:%d %o, want %d:%d %o", path, st.Uid, st.Gid, st.Mode&0o7777, uid, gid, mode)
+	}
+}
+
+// TestImageStoreLayers runs a sandbox as msbd does: layers unpacked by the
+// images package (ids DefaultHostID+x) in StateDir/images, whose directories
+// are 0700 root, stacked by the driver on the same StateDir.
+func TestImageStoreLayers(t *testing.T) {
+	requireRunc(t)
+	bb, err := imagetest.BusyboxImage()
+	if err != nil {
+		t.Skip(err)
+	}
+	base := tempDir(t)
+	layout := filepath.Join(base, "layout")
+	must(t, imagetest.WriteOCILayout(layout, bb, "latest"))
+	state := filepath.Join(base, "state")
+	d, err := New(Options{StateDir: state})
+	must(t, err)
+	store, err := images.New(filepath.Join(state, "images"), images.WithIDMap(DefaultHostID, DefaultHostID, DefaultIDMapSize))
+	must(t, err)
+	img, err := store.Get(context.Background(), "oci:"+layout+":latest")
+	must(t, err)
+	f := &fixture{t: t, base: base, state: state, d: d, layers: img.Layers}
+	ctx := context.Background()
+	spec := f.spec("id -u > /.msb/uid; stat -c '%u %a' /bin/busybox /root > /.msb/stat; echo x > /root/new")
+	must(t, d.Create(ctx, spec))
+	must(t, d.Start(ctx, spec.ID))
+	st := waitStatus(t, d, spec.ID, "stopped", 10*time.Second)
+	agentDir := d.AgentDir(spec.ID)
+	if !st.Exited || st.ExitCode != 0 {
+		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
+		t.Fatalf("State = %+v; log %q", st, logs)
+	}
+	if got, _ := os.ReadFile(filepath.Join(agentDir, "stat")); string(got) != "0 755\n0 700\n" {
+		t.Errorf("owners and modes in the sandbox: %q", got)
+	}
+	var sb unix.Stat_t
+	must(t, unix.Stat(filepath.Join(d.SandboxDir(spec.ID), "upper/root/new"), &sb))
+	if sb.Uid != DefaultHostID || sb.Gid != DefaultHostID {
+		t.Errorf("upper/root/new owned by %d:%d", sb.Uid, sb.Gid)
 	}
 }
