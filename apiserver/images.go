@@ -372,6 +372,12 @@ func matchImages(infos []images.ImageInfo, ref string) []images.ImageInfo {
 	return out
 }
 
+// LayerUser is implemented by a Runtime that knows which image layer
+// directories its sandboxes use.
+type LayerUser interface {
+	LayersInUse(ctx context.Context) (map[string]bool, error)
+}
+
 // pruneImages answers POST .../images/prune: it removes the blobs and layers that
 // no recorded image uses, never a layer of an image a Sandbox uses.
 func (s *server) pruneImages(w http.ResponseWriter, r *http.Request) error {
@@ -396,7 +402,17 @@ func (s *server) pruneImages(w http.ResponseWriter, r *http.Request) error {
 			keep[strings.TrimPrefix(d, "sha256:")] = true
 		}
 	}
-	res, err := is.Prune(func(layerDir string) bool { return keep[filepath.Base(layerDir)] })
+	// What sandboxes actually mount (or will on resume), whatever the image
+	// references say now: a tag may have moved since a sandbox started.
+	var mounted map[string]bool
+	if lu, ok := s.rt.(LayerUser); ok {
+		if mounted, err = lu.LayersInUse(r.Context()); err != nil {
+			return fmt.Errorf("listing layers in use: %w", err)
+		}
+	}
+	res, err := is.Prune(func(layerDir string) bool {
+		return keep[filepath.Base(layerDir)] || mounted[filepath.Clean(layerDir)]
+	})
 	if err != nil {
 		return fmt.Errorf("pruning images: %w", err)
 	}

@@ -54,7 +54,7 @@ step "msbctl get sandboxes -o wide"
 bin/msbctl get sandboxes -o wide
 
 step "msbctl exec demo -- ...   (the secret is only a placeholder inside)"
-bin/msbctl exec demo -- sh -c 'echo "uname: $(uname -n), uid $(id -u), MODE=$MODE"; echo "API_KEY=$API_KEY"; wget -qO- http://127.0.0.1:8000/'
+bin/msbctl exec demo -- sh -c 'echo "uname: $(uname -n), uid $(id -u), MODE=$MODE"; echo "API_KEY=$API_KEY"; for i in $(seq 50); do wget -qO- http://127.0.0.1:8000/ 2>/dev/null && break; sleep 0.1; done'
 
 step "msbctl logs demo"
 bin/msbctl logs demo

@@ -102,7 +102,14 @@ func (d *describer) line(level int, key string, value string) {
 		fmt.Fprintf(d.tw, "%s%s\n", indent, value)
 		return
 	}
-	fmt.Fprintf(d.tw, "%s%s:\t%s\n", indent, key, value)
+	// A multi-line value (a script in args) continues below its key, indented.
+	first, rest, multi := strings.Cut(strings.TrimRight(value, "\n"), "\n")
+	fmt.Fprintf(d.tw, "%s%s:\t%s\n", indent, key, first)
+	if multi {
+		for _, l := range strings.Split(rest, "\n") {
+			fmt.Fprintf(d.tw, "%s    %s\n", indent, l)
+		}
+	}
 }
 
 // flush ends an aligned block (a table follows, or the end).

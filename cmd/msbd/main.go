@@ -308,6 +308,13 @@ func (r runtimeInfo) AgentSocket(sb *v1alpha1.Sandbox) (string, error) {
 	return filepath.Join(r.drv.AgentDir(sb.Metadata.UID), "agent.sock"), nil
 }
 
+func (r runtimeInfo) LayersInUse(ctx context.Context) (map[string]bool, error) {
+	if lu, ok := r.drv.(apiserver.LayerUser); ok {
+		return lu.LayersInUse(ctx)
+	}
+	return nil, errors.New("the sandbox driver cannot tell which image layers it uses; not pruning")
+}
+
 func (r runtimeInfo) LogDir(sb *v1alpha1.Sandbox) (string, error) {
 	if sb.Metadata.UID == "" {
 		return "", errors.New("sandbox has no uid yet")

@@ -155,11 +155,24 @@ func TestRegistryPullsAndCache(t *testing.T) {
 		t.Errorf("image ls lacks %s / its digest:\n%s", ref, ls)
 	}
 
+	d.must("delete", "sandbox", "pinned", "--wait", "--timeout=60s")
+	// Move the tag in the cache too: r1 and r2 still run the old digest, which
+	// no image reference names any more; prune must keep its layers anyway.
+	d.must("image", "pull", ref)
+	if got := field(d.sandbox("r1"), "status.imageDigest"); got != digest {
+		t.Errorf("a moved tag changed r1's imageDigest to %v", got)
+	}
+
 	// An unused image is pruned; layers in use are kept and sandboxes run on.
 	other, _ := reg.push(t, "team/other:v1", layeredBusybox(t, 1, "z"))
 	d.must("image", "pull", other)
 	d.must("image", "rm", other)
 	d.must("image", "prune")
+	for _, l := range strings.Split(strings.TrimPrefix(lower1, "lowerdir="), ":") {
+		if _, err := os.Stat(l); err != nil {
+			t.Errorf("prune removed layer %s that r1 is mounted on: %v", l, err)
+		}
+	}
 	if got := d.must("exec", "r1", "--", "cat", "/data/layer3"); !strings.HasPrefix(got, "aaa") {
 		t.Errorf("sandbox lost its layers after prune: %q", got)
 	}

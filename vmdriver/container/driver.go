@@ -639,6 +639,30 @@ func (d *Driver) List(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// LayersInUse returns the image layer directories of every sandbox this
+// driver holds — running, suspended or finished — so an image prune never
+// removes a layer a sandbox is mounted on or will mount again on resume.
+func (d *Driver) LayersInUse(ctx context.Context) (map[string]bool, error) {
+	ids, err := d.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, id := range ids {
+		spec, err := d.loadSpec(id)
+		if errors.Is(err, vmdriver.ErrNotFound) {
+			continue // never created: mounts nothing
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range spec.Layers {
+			used[filepath.Clean(l)] = true
+		}
+	}
+	return used, nil
+}
+
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
