@@ -140,8 +140,22 @@ func TestRegistryPullsAndCache(t *testing.T) {
 		t.Errorf("sandboxes do not share image layers:\n r1 %s\n r2 %s", lower1, lower2)
 	}
 
-	// Digest pinning: still the old manifest after the tag moved.
+	// The tag moves, in the registry and in the cache: r1 and r2 still run
+	// the old digest, which no image reference names any more; prune must
+	// keep its layers anyway.
 	reg.push(t, "team/tool:v1", layeredBusybox(t, 4, "b"))
+	d.must("image", "pull", ref)
+	if got := field(d.sandbox("r1"), "status.imageDigest"); got != digest {
+		t.Errorf("a moved tag changed r1's imageDigest to %v", got)
+	}
+	d.must("image", "prune")
+	for _, l := range strings.Split(strings.TrimPrefix(lower1, "lowerdir="), ":") {
+		if _, err := os.Stat(l); err != nil {
+			t.Errorf("prune removed layer %s that r1 is mounted on: %v", l, err)
+		}
+	}
+
+	// Digest pinning: still the old manifest after the tag moved.
 	repo := strings.TrimSuffix(ref, ":v1")
 	d.apply(registrySandbox("pinned", repo+"@"+digest, "  imagePullPolicy: Always\n"))
 	d.must("wait", "sandbox/pinned", "--for=condition=Ready", "--timeout=60s")
@@ -153,14 +167,6 @@ func TestRegistryPullsAndCache(t *testing.T) {
 	ls := d.must("image", "ls")
 	if !strings.Contains(ls, ref) || !strings.Contains(ls, strings.TrimPrefix(digest, "sha256:")[:12]) {
 		t.Errorf("image ls lacks %s / its digest:\n%s", ref, ls)
-	}
-
-	d.must("delete", "sandbox", "pinned", "--wait", "--timeout=60s")
-	// Move the tag in the cache too: r1 and r2 still run the old digest, which
-	// no image reference names any more; prune must keep its layers anyway.
-	d.must("image", "pull", ref)
-	if got := field(d.sandbox("r1"), "status.imageDigest"); got != digest {
-		t.Errorf("a moved tag changed r1's imageDigest to %v", got)
 	}
 
 	// An unused image is pruned; layers in use are kept and sandboxes run on.
