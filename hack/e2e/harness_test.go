@@ -186,14 +186,17 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	stateDirs = append(stateDirs, d.stateDir)
 	stateDirsMu.Unlock()
 	d.args = append([]string{"--state-dir", d.stateDir, "--socket", d.socket, "--log-level", "debug", "--stop-grace", "2s"}, extra...)
-	d.start()
+	// Registered before the start so a failed start cleans up too.
 	t.Cleanup(func() {
-		d.cleanup()
-		if t.Failed() {
+		if d.cmd != nil {
+			d.cleanup()
+		}
+		if t.Failed() && d.logBuf != nil {
 			t.Logf("msbd log:\n%s", d.logBuf.String())
 		}
 		os.RemoveAll(dir)
 	})
+	d.start()
 	return d
 }
 
@@ -246,7 +249,12 @@ func (d *daemon) stop() {
 func (d *daemon) cleanup() {
 	select {
 	case <-d.done:
-		return // not running: nothing we can delete through the API
+		// msbd is down (a test crashed it): if it left sandboxes, start it
+		// again so they are deleted the way users delete them.
+		if ents, _ := os.ReadDir(filepath.Join(d.stateDir, "sandboxes")); len(ents) == 0 {
+			return
+		}
+		d.start()
 	default:
 	}
 	_, stderr, code := d.ctl("delete", "sandboxes", "--all", "--wait", "--timeout=60s")
