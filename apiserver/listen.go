@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -41,7 +42,12 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
+	// The socket is born 0600: no window in which another user could connect
+	// before the chmod. msbd calls Listen once, at start, before any other
+	// goroutine creates files, so changing the process umask here is safe.
+	old := syscall.Umask(0o177)
 	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}

@@ -94,6 +94,10 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		log.Debug("reconciled", "took", time.Since(start), "requeueAfter", res.RequeueAfter)
 	case errors.As(err, &term):
 		c.Queue.Forget(key)
+		// Timers still hold: an invalid sandbox still expires on time.
+		if res.RequeueAfter > 0 {
+			c.Queue.AddAfter(key, res.RequeueAfter)
+		}
 		log.Warn("reconcile failed; not retrying until the object changes", "err", err)
 	default:
 		if ctx.Err() != nil {

@@ -376,7 +376,10 @@ func (r *SandboxReconciler) finished(ctx context.Context, sb *v1alpha1.Sandbox, 
 		return res, nil
 	}
 	delay := r.RestartBackoff
-	for i := int32(0); i < st.RestartCount && delay < r.RestartBackoffMax; i++ {
+	// As in Kubernetes, a run that lasted long enough resets the backoff
+	// (restartCount keeps counting).
+	longRun := st.StartedAt != nil && st.FinishedAt.Sub(*st.StartedAt) > backoffResetAfter
+	for i := int32(0); i < st.RestartCount && delay < r.RestartBackoffMax && !longRun; i++ {
 		delay *= 2
 	}
 	if delay > r.RestartBackoffMax {
@@ -555,6 +558,10 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
 	return img, nil
 }
+
+// backoffResetAfter is how long a run must last for its restart to start
+// again from the shortest backoff.
+const backoffResetAfter = 10 * time.Minute
 
 // pullingAfter is how long a pull may take before ImageReady says Pulling;
 // cache hits finish well before, sparing a store write on the start path.

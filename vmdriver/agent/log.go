@@ -92,7 +92,7 @@ func ReadLog(dir string, w io.Writer) error {
 		return err
 	}
 	if old != nil {
-		_, err = io.Copy(w, old)
+		_, err = copyTail(w, old)
 		old.Close()
 		if err != nil {
 			cur.Close()
@@ -103,7 +103,7 @@ func ReadLog(dir string, w io.Writer) error {
 		return nil
 	}
 	defer cur.Close()
-	_, err = io.Copy(w, cur)
+	_, err = copyTail(w, cur)
 	return err
 }
 
@@ -120,7 +120,7 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 		return err
 	}
 	if old != nil {
-		_, err = io.Copy(w, old)
+		_, err = copyTail(w, old)
 		old.Close()
 		if err != nil {
 			if cur != nil {
@@ -144,12 +144,12 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 			}
 		}
 		if cur != nil {
-			if _, err := io.Copy(w, cur); err != nil {
+			if _, err := copyTail(w, cur); err != nil {
 				return err
 			}
 			if !sameFile(cur, filepath.Join(dir, LogFile)) {
 				// Rotated: finish what was written to the old file, then switch.
-				if _, err := io.Copy(w, cur); err != nil {
+				if _, err := copyTail(w, cur); err != nil {
 					return err
 				}
 				cur.Close()
@@ -205,4 +205,22 @@ func sameFile(f *os.File, path string) bool {
 	as, aok := a.Sys().(*syscall.Stat_t)
 	bs, bok := b.Sys().(*syscall.Stat_t)
 	return aok && bok && as.Ino == bs.Ino && as.Dev == bs.Dev
+}
+
+// maxLogRead bounds what is read of one log file per pass, well above any
+// log cap: the sandbox can write the files directly (bypassing the agent's
+// cap), and a sparse file claiming exabytes must not stream zeros forever.
+const maxLogRead = 64 << 20
+
+// copyTail copies what f holds from its offset to w; when that is more than
+// maxLogRead, only the last maxLogRead bytes.
+func copyTail(w io.Writer, f *os.File) (int64, error) {
+	if fi, err := f.Stat(); err == nil {
+		if pos, err := f.Seek(0, io.SeekCurrent); err == nil && fi.Size()-pos > maxLogRead {
+			if _, err := f.Seek(fi.Size()-maxLogRead, io.SeekStart); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return io.Copy(w, io.LimitReader(f, maxLogRead))
 }
