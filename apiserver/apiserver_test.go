@@ -659,9 +659,9 @@ func TestSecretsNeverLeave(t *testing.T) {
 	if s := got.(*v1alpha1.Secret); s.Spec.StringData["token"] != v1alpha1.Redacted {
 		t.Fatalf("get answered %q", s.Spec.StringData["token"])
 	}
-	// Read-modify-write with the redacted object keeps the stored value.
+	// Read-modify-write with the redacted object keeps the stored value...
 	s := got.(*v1alpha1.Secret)
-	s.Spec.AllowedHosts = append(s.Spec.AllowedHosts, "other.example.com")
+	s.Metadata.Labels = map[string]string{"team": "a"}
 	if _, err := c.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -669,8 +669,18 @@ func TestSecretsNeverLeave(t *testing.T) {
 	if err := e.store.Get("Secret", "default", "api", &stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored.Spec.StringData["token"] != value || len(stored.Spec.AllowedHosts) != 2 {
+	if stored.Spec.StringData["token"] != value || stored.Metadata.Labels["team"] != "a" {
 		t.Fatalf("update changed the stored secret: %+v", stored.Spec)
+	}
+	// ...but cannot point the secret at another host without giving it.
+	s.Metadata.ResourceVersion = stored.Metadata.ResourceVersion
+	s.Spec.AllowedHosts = append(s.Spec.AllowedHosts, "attacker.example.com")
+	if _, err := c.Update(ctx, s); !client.IsInvalid(err) {
+		t.Fatalf("redirecting a redacted secret: %v, want 422", err)
+	}
+	s.Spec.StringData = map[string]string{"token": value}
+	if _, err := c.Update(ctx, s); err != nil {
+		t.Fatalf("changing allowedHosts with the value given: %v", err)
 	}
 	if _, _, err := c.List(ctx, "Secret", "", ""); err != nil {
 		t.Fatal(err)
@@ -684,7 +694,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 	if _, err := c.Apply(ctx, []v1alpha1.Object{bad}, false); !client.IsInvalid(err) {
 		t.Fatalf("bad secret: %v", err)
 	}
-	for range 3 { // ADDED api, ADDED api2, MODIFIED api
+	for range 4 { // ADDED api, ADDED api2, MODIFIED api twice
 		select {
 		case ev := <-watch:
 			if s := ev.Object.(*v1alpha1.Secret); s.Spec.StringData["token"] != v1alpha1.Redacted {

@@ -197,12 +197,13 @@ func copyField(dst, src v1alpha1.Object, name string) {
 // keepSecretValues puts back the stored value of every secret key that a
 // client sent as "<redacted>" (it read the object and wrote it back), so a
 // read-modify-write never replaces a secret with the placeholder.
-func keepSecretValues(obj, cur v1alpha1.Object) {
+func keepSecretValues(obj, cur v1alpha1.Object) error {
 	s, ok1 := obj.(*v1alpha1.Secret)
 	c, ok2 := cur.(*v1alpha1.Secret)
 	if !ok1 || !ok2 {
-		return
+		return nil
 	}
+	kept := false
 	restore := func(m, old map[string]string) {
 		for k, v := range m {
 			if v != v1alpha1.Redacted {
@@ -210,6 +211,7 @@ func keepSecretValues(obj, cur v1alpha1.Object) {
 			}
 			if ov, ok := old[k]; ok {
 				m[k] = ov
+				kept = true
 			}
 		}
 	}
@@ -218,6 +220,14 @@ func keepSecretValues(obj, cur v1alpha1.Object) {
 	// Redact may have shown a Data value under StringData or the reverse.
 	restore(s.Spec.StringData, c.Spec.Data)
 	restore(s.Spec.Data, c.Spec.StringData)
+	// Whoever did not send the values may not change where they may be sent:
+	// otherwise a client that can only read redacted Secrets could point a
+	// credential at a host of its choosing.
+	if kept && (!slices.Equal(s.Spec.AllowedHosts, c.Spec.AllowedHosts) || !slices.Equal(s.Spec.SubstituteIn, c.Spec.SubstituteIn)) {
+		return invalid(fmt.Sprintf("Secret %q: changing allowedHosts or substituteIn needs the secret's values: give them again instead of %s", s.Metadata.Name, v1alpha1.Redacted),
+			[]string{"Secret/" + s.Metadata.Name + ": spec.allowedHosts: changing where a secret may be sent needs its values"})
+	}
+	return nil
 }
 
 func (s *server) writeObject(w http.ResponseWriter, code int, obj v1alpha1.Object) error {
@@ -297,7 +307,9 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, statusOnly bool) er
 		err = s.store.UpdateStatus(obj)
 	} else {
 		copyField(obj, cur, "Status")
-		keepSecretValues(obj, cur)
+		if err := keepSecretValues(obj, cur); err != nil {
+			return err
+		}
 		keepCleanupFinalizer(obj, cur)
 		if err := validate(obj); err != nil {
 			return err
