@@ -78,6 +78,13 @@ type dirTime struct {
 	atime, mtime time.Time
 }
 
+// Bounds on what a layer may hold besides file bytes (which the image size
+// limit covers).
+const (
+	maxLayerEntries  = 1 << 21 // far above real images (tens of thousands)
+	maxTrailingBytes = 1 << 20 // tar pads to 10 KiB records; some writers add more
+)
+
 // unpackTar reads a tar stream from r and writes it beneath root, refusing anything that
 // would leave it. It returns the sha256 of the whole stream (the diffID) and the bytes of
 // regular file content written.
@@ -88,7 +95,7 @@ func unpackTar(ctx context.Context, root *os.Root, r io.Reader, layer string, id
 	h := sha256.New()
 	src := io.TeeReader(bufio.NewReaderSize(r, copyBufferSize), h)
 	tr := tar.NewReader(src)
-	for {
+	for entries := 0; ; entries++ {
 		if err := ctx.Err(); err != nil {
 			return "", 0, err
 		}
@@ -99,13 +106,23 @@ func unpackTar(ctx context.Context, root *os.Root, r io.Reader, layer string, id
 		if err != nil {
 			return "", 0, u.invalid("", "reading layer: "+err.Error())
 		}
+		// Empty entries cost no bytes but an inode each: bound them too.
+		if entries >= maxLayerEntries {
+			return "", 0, u.invalid(hdr.Name, fmt.Sprintf("more than %d entries in one layer", maxLayerEntries))
+		}
 		if err := u.entry(hdr, tr); err != nil {
 			return "", 0, err
 		}
 	}
-	// The diffID covers the whole stream, including the padding after the end marker.
-	if _, err := io.CopyBuffer(io.Discard, src, u.buf); err != nil {
+	// The diffID covers the whole stream, including the padding after the end
+	// marker; padding is at most a record, so a layer that goes on long after
+	// its end (gigabytes to hash for nothing) is refused.
+	n, err := io.CopyBuffer(io.Discard, io.LimitReader(src, maxTrailingBytes+1), u.buf)
+	if err != nil {
 		return "", 0, u.invalid("", "reading layer: "+err.Error())
+	}
+	if n > maxTrailingBytes {
+		return "", 0, u.invalid("", fmt.Sprintf("more than %d bytes after the end of the tar archive", maxTrailingBytes))
 	}
 	for _, d := range u.dirTimes {
 		if err := u.setTimes(d.path, d.atime, d.mtime); err != nil {
