@@ -13,7 +13,8 @@
 //	├── refs.json            reference as written → canonical name, digests, diffIDs, size
 //	├── blobs/sha256/<hex>   manifests, indexes, configs and compressed layers pulled from
 //	│                        registries, each checked against its digest before it is
-//	│                        renamed into place
+//	│                        renamed into place; a compressed layer is removed once
+//	│                        unpacked, so each layer is on disk once
 //	├── layers/
 //	│   ├── <diffid-hex>/    one fully unpacked layer (an overlay lowerdir); read-only by convention
 //	│   └── .tmp-*/          a layer being unpacked (or pruned); renamed into place when

@@ -270,14 +270,29 @@ func (p *pull) image(ctx context.Context, top v1.Hash) (*Image, error) {
 		blobs = append(blobs, md.String())
 	}
 	blobs = append(blobs, man.Config.Digest.String())
-	for _, l := range man.Layers {
-		blobs = append(blobs, l.Digest.String())
-	}
 	rec := refRecord{Name: p.ref.Name(), Top: top.String(), Digest: md.String(), Blobs: blobs}
 	if err := p.s.record(raw, rec, img, cf); err != nil {
 		return nil, err
 	}
+	// Once unpacked (and its diffID checked), a compressed layer blob is not
+	// needed again: a later pull of any image with this layer skips it by
+	// diffID. Dropping it keeps one copy of each layer on disk.
+	for i, l := range man.Layers {
+		if p.s.hasLayer(cf.RootFS.DiffIDs[i].Hex) {
+			p.s.dropBlob(ctx, l.Digest)
+		}
+	}
 	return img, nil
+}
+
+// dropBlob removes a blob under its lock, so no pull is writing or reading it.
+func (s *Store) dropBlob(ctx context.Context, d v1.Hash) {
+	unlock, err := s.locks.lock(ctx, "blob/"+d.Hex)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	os.Remove(s.blobPath(d.Hex))
 }
 
 func (p *pull) wrap(err error) error {

@@ -226,6 +226,17 @@ func TestPullAndCache(t *testing.T) {
 	if n := tr.blobGets(v1.Hash{}); n != 4 {
 		t.Errorf("%d blob GETs, want 4:\n%s", n, tr.dump())
 	}
+	// One copy of each layer on disk: the compressed blobs go once unpacked;
+	// the config stays.
+	blobs := filepath.Join(filepath.Dir(filepath.Dir(img.Layers[0])), "blobs", "sha256")
+	for _, d := range layers {
+		if _, err := os.Stat(filepath.Join(blobs, d.Hex)); err == nil {
+			t.Errorf("compressed layer blob %s kept after unpacking", d)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(blobs, cfg.Hex)); err != nil {
+		t.Errorf("config blob: %v", err)
+	}
 
 	// A second Get, and a Get from a store reopened on the same directory, contact
 	// the registry not at all and unpack nothing.
@@ -725,8 +736,9 @@ func TestRemoveAndPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A's manifest, config and own layer blob go; no layer does.
-	if res.Blobs != 3 || res.Layers != 0 || res.Bytes <= 8<<10 {
+	// A's manifest and config go (its compressed layer blobs went after the
+	// unpack already); no layer does.
+	if res.Blobs != 2 || res.Layers != 0 || res.Bytes <= 0 {
 		t.Errorf("first prune: %+v", res)
 	}
 	for _, dir := range append(append([]string{}, imgA.Layers...), append(imgB.Layers, imgL.Layers...)...) {
