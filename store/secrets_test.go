@@ -25,7 +25,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 		Spec: v1alpha1.SecretSpec{
 			StringData:   map[string]string{"apiKey": plain[0], "other": plain[1]},
 			Data:         map[string]string{"bin": data},
-			AllowedHosts: []string{"api.openai.com"},
+			AllowedHosts: []string{"api.example.com"},
 		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,7 +78,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 			t.Errorf("database file contains the plain value %q", p)
 		}
 	}
-	if !bytes.Contains(raw, []byte(encPrefix)) || !bytes.Contains(raw, []byte("api.openai.com")) {
+	if !bytes.Contains(raw, []byte(encPrefix)) || !bytes.Contains(raw, []byte("api.example.com")) {
 		t.Error("database file has no ciphertext (or no secret at all)")
 	}
 

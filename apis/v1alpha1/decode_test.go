@@ -60,7 +60,7 @@ func TestDecodeGood(t *testing.T) {
 					Spec: NetworkPolicySpec{
 						SandboxSelector: LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
 						Egress: []EgressRule{
-							{To: []EgressPeer{{Domain: "pypi.org"}, {Domain: "*.pythonhosted.org"}}, Ports: []PolicyPort{{Port: 443}}},
+							{To: []EgressPeer{{Domain: "pypi.example.org"}, {Domain: "*.files.example.org"}}, Ports: []PolicyPort{{Port: 443}}},
 							{To: []EgressPeer{{CIDR: "203.0.113.0/24"}, {Group: "public"}}},
 						},
 					},
@@ -71,7 +71,7 @@ func TestDecodeGood(t *testing.T) {
 					Spec: SecretSpec{
 						StringData:   map[string]string{"apiKey": "sk-test"},
 						Data:         map[string]string{"token": "c2VjcmV0"},
-						AllowedHosts: []string{"api.openai.com"},
+						AllowedHosts: []string{"api.example.com"},
 						SubstituteIn: []string{SubstituteHeaders, SubstituteBasicAuth},
 					},
 				},
@@ -180,7 +180,7 @@ env_both.yaml:14: spec.env[3].name: duplicate name "OK" (also spec.env[0]); each
 		{"bad_cidr.yaml", `
 bad_cidr.yaml:7: spec.egress[0].to[0].cidr: invalid CIDR "10.0.0.300/8": want an address with a prefix length, e.g. 203.0.113.0/24 or 2001:db8::/32
 bad_cidr.yaml:8: spec.egress[0].to[1].cidr: invalid CIDR "10.1.2.3/8": has host bits set; did you mean 10.0.0.0/8?
-bad_cidr.yaml:9: spec.egress[0].to[2].domain: invalid domain "Example.COM": want a lowercase host name such as pypi.org, or *.suffix such as *.pythonhosted.org
+bad_cidr.yaml:9: spec.egress[0].to[2].domain: invalid domain "Example.COM": want a lowercase host name such as pypi.example.org, or *.suffix such as *.files.example.org
 bad_cidr.yaml:10: spec.egress[0].to[3].group: unsupported group "internet": must be one of public, private, loopback, link-local, metadata, host
 bad_cidr.yaml:11: spec.egress[0].to[4]: set exactly one of domain, cidr and group (2 set)
 bad_cidr.yaml:12: spec.egress[0].ports[0].port: invalid port 0: must be 1-65535
@@ -191,7 +191,7 @@ syntax.yaml:7: invalid YAML: did not find expected ',' or '}'`},
 secret_value.yaml:6: spec.stringData[pin]: expected a string, got a number (value not shown); quote the value
 secret_value.yaml:7: spec.stringData[ok]: key "ok" is in both stringData and data; keep one
 secret_value.yaml:9: spec.data[token]: the value is not valid base64 (value not shown); use stringData for plain text
-secret_value.yaml:11: spec.allowedHosts[1]: invalid host "*.Example.com": want a lowercase host name such as api.openai.com, or *.suffix such as *.example.com
+secret_value.yaml:11: spec.allowedHosts[1]: invalid host "*.Example.com": want a lowercase host name such as api.example.com, or *.suffix such as *.example.com
 secret_value.yaml:12: spec.substituteIn[0]: unsupported value "cookies": must be one of headers, basicAuth, query, body`},
 		{"json_error.json", `
 json_error.json:7: spec.resources.memroy: unknown field

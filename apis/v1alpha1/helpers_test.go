@@ -69,7 +69,7 @@ func testSecret() *Secret {
 		Spec: SecretSpec{
 			StringData:   map[string]string{"apiKey": "sk-live-1234567890", "org": "org-abcdef"},
 			Data:         map[string]string{"token": "c2VjcmV0LXRva2Vu"},
-			AllowedHosts: []string{"api.openai.com"},
+			AllowedHosts: []string{"api.example.com"},
 			SubstituteIn: []string{SubstituteHeaders},
 		},
 	}

@@ -280,7 +280,7 @@ func (v *validator) networkPolicy(s *NetworkPolicySpec) {
 	for i, rule := range s.Egress {
 		p := fmt.Sprintf("spec.egress[%d]", i)
 		if len(rule.To) == 0 {
-			v.add(p+".to", "required: at least one peer: {domain: pypi.org}, {cidr: 203.0.113.0/24} or {group: public}")
+			v.add(p+".to", "required: at least one peer: {domain: pypi.example.org}, {cidr: 203.0.113.0/24} or {group: public}")
 		}
 		for j, peer := range rule.To {
 			pp := fmt.Sprintf("%s.to[%d]", p, j)
@@ -294,7 +294,7 @@ func (v *validator) networkPolicy(s *NetworkPolicySpec) {
 				v.add(pp, "set exactly one of domain, cidr and group (%d set)", set)
 			}
 			if peer.Domain != "" && !isDomainPattern(peer.Domain) {
-				v.add(pp+".domain", "invalid domain %q: want a lowercase host name such as pypi.org, or *.suffix such as *.pythonhosted.org", peer.Domain)
+				v.add(pp+".domain", "invalid domain %q: want a lowercase host name such as pypi.example.org, or *.suffix such as *.files.example.org", peer.Domain)
 			}
 			if peer.CIDR != "" {
 				if msg := cidrError(peer.CIDR); msg != "" {
@@ -379,7 +379,7 @@ func (v *validator) secret(s *SecretSpec) {
 	}
 	for i, h := range s.AllowedHosts {
 		if !isDomainPattern(h) {
-			v.add(fmt.Sprintf("spec.allowedHosts[%d]", i), "invalid host %q: want a lowercase host name such as api.openai.com, or *.suffix such as *.example.com", h)
+			v.add(fmt.Sprintf("spec.allowedHosts[%d]", i), "invalid host %q: want a lowercase host name such as api.example.com, or *.suffix such as *.example.com", h)
 		}
 	}
 	for i, w := range s.SubstituteIn {

@@ -101,7 +101,7 @@ func fixturePolicyAndSecret() (*v1alpha1.NetworkPolicy, *v1alpha1.Secret) {
 		Spec: v1alpha1.NetworkPolicySpec{
 			SandboxSelector: v1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
 			Egress: []v1alpha1.EgressRule{
-				{To: []v1alpha1.EgressPeer{{Domain: "pypi.org"}, {Domain: "*.pythonhosted.org"}}, Ports: []v1alpha1.PolicyPort{{Port: 443}}},
+				{To: []v1alpha1.EgressPeer{{Domain: "pypi.example.org"}, {Domain: "*.files.example.org"}}, Ports: []v1alpha1.PolicyPort{{Port: 443}}},
 				{To: []v1alpha1.EgressPeer{{CIDR: "203.0.113.0/24"}, {Group: "public"}}},
 			},
 		},
@@ -111,7 +111,7 @@ func fixturePolicyAndSecret() (*v1alpha1.NetworkPolicy, *v1alpha1.Secret) {
 		Metadata: v1alpha1.ObjectMeta{Name: "openai", Namespace: "default", CreationTimestamp: ago(2 * 24 * time.Hour)},
 		Spec: v1alpha1.SecretSpec{
 			StringData:   map[string]string{"apiKey": "sk-live-SECRET", "org": "org-SECRET"},
-			AllowedHosts: []string{"api.openai.com", "*.openai.azure.com"},
+			AllowedHosts: []string{"api.example.com", "*.azure.example.com"},
 			SubstituteIn: []string{v1alpha1.SubstituteHeaders},
 		},
 	}

@@ -211,7 +211,7 @@ kind: NetworkPolicy
 metadata: {name: pypi}
 spec:
   sandboxSelector: {matchLabels: {app: agent}}
-  egress: [{to: [{domain: pypi.org}]}]
+  egress: [{to: [{domain: pypi.example.org}]}]
 `)
 		code, out, errs = cli(t, sock, "diff", "-f", p)
 		if code != exitFail {
