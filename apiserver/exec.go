@@ -2,20 +2,16 @@ package apiserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/vmdriver/agent"
 )
 
 // execProtocol is the Upgrade token of the exec endpoint: after 101 Switching
@@ -44,7 +40,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Connect before answering 101 so a failure is still an HTTP error.
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	agentConn, err := dialAgent(ctx, path)
+	agentConn, err := agent.DialSocket(ctx, path)
 	cancel()
 	if err != nil {
 		return &apiError{code: http.StatusServiceUnavailable, reason: "ServiceUnavailable",
@@ -111,41 +107,4 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
-}
-
-// dialAgent connects to a sandbox's agent. Ready means the sandbox started,
-// and its agent may still be a few milliseconds from listening: a missing or
-// refusing socket is retried until ctx ends. The socket lives in a directory
-// the sandbox can write, so it is opened with O_PATH|O_NOFOLLOW, checked to be
-// a socket and connected through that descriptor: a symlink planted (or
-// swapped in at any moment) never redirects msbd to another host socket.
-func dialAgent(ctx context.Context, path string) (net.Conn, error) {
-	for {
-		conn, err := dialSocketNoFollow(ctx, path)
-		if err == nil || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
-			return conn, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("agent not listening on %s: %w", path, err)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-}
-
-func dialSocketNoFollow(ctx context.Context, path string) (net.Conn, error) {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, fmt.Errorf("%s is not a socket; refusing to use it", path)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", fd))
 }

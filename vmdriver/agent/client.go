@@ -42,10 +42,10 @@ type ExecRequest struct {
 	Signals <-chan syscall.Signal // optional: forwarded to the process (its foreground group with TTY)
 }
 
-// Dial connects to the agent socket at socketPath (any length: paths past the 107
-// bytes of a sockaddr_un go through /proc/self/fd) and completes the SSH handshake.
+// Dial connects to the agent socket at socketPath (see DialSocket) and completes
+// the SSH handshake.
 func Dial(ctx context.Context, socketPath string) (*Client, error) {
-	conn, err := dialUnix(ctx, socketPath)
+	conn, err := DialSocket(ctx, socketPath)
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
 	}

@@ -1,4 +1,4 @@
-package apiserver
+package agent
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// TestDialAgentRefusesSymlink: a sandbox controls its agent directory; a
+// TestDialSocketRefusesSymlink: a sandbox controls its agent directory; a
 // symlink it plants where agent.sock should be must never be followed to
 // another socket on the host.
-func TestDialAgentRefusesSymlink(t *testing.T) {
+func TestDialSocketRefusesSymlink(t *testing.T) {
 	dir, err := os.MkdirTemp("/tmp", "msbdial")
 	if err != nil {
 		t.Fatal(err)
@@ -30,12 +30,12 @@ func TestDialAgentRefusesSymlink(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if conn, err := dialAgent(ctx, link); err == nil {
+	if conn, err := DialSocket(ctx, link); err == nil {
 		conn.Close()
 		t.Fatal("dialAgent followed a symlink to another socket")
 	}
 	// The real socket is reachable.
-	conn, err := dialAgent(ctx, target)
+	conn, err := DialSocket(ctx, target)
 	if err != nil {
 		t.Fatalf("dial of the real socket: %v", err)
 	}
