@@ -200,8 +200,10 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	}
 
 	if sb.Spec.OperatingMode == v1alpha1.ModeSuspended {
-		if _, err := r.image(ctx, sb, st, images.PullIfNotPresent); err != nil {
-			return res, err
+		if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue {
+			if _, err := r.image(ctx, sb, st, images.PullIfNotPresent); err != nil {
+				return res, err
+			}
 		}
 		return res, r.suspend(ctx, sb, st)
 	}
@@ -211,11 +213,19 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	if err != nil && !notFound {
 		return res, fmt.Errorf("reading sandbox state: %w", err)
 	}
-	// imagePullPolicy applies when a sandbox (re)starts, as in Kubernetes; a
-	// running sandbox, or one that finished for good, only reads the cache.
+	// The common case on every resync: a sandbox running the spec it was
+	// started with. Nothing to resolve (image, secrets): just observe it.
+	hash := r.specHash(sb)
+	running := state.Status == "running" || state.Status == "paused"
+	if running && (st.SpecHash == hash || st.SpecHash == "") {
+		r.observeRunning(sb, st, state, hash)
+		return res, nil
+	}
+	// imagePullPolicy applies when a sandbox (re)starts, as in Kubernetes; one
+	// that finished for good only reads the cache.
 	policy := images.PullPolicy(sb.Spec.ImagePullPolicy)
-	finishedForGood := !notFound && state.Status == "stopped" && st.SpecHash != "" && !wantsRestart(sb, exitCode(state))
-	if policy == "" || state.Status == "running" || state.Status == "paused" || finishedForGood {
+	finishedForGood := !notFound && state.Status == "stopped" && st.SpecHash == hash && !wantsRestart(sb, exitCode(state))
+	if policy == "" || finishedForGood {
 		policy = images.PullIfNotPresent
 	}
 	img, err := r.image(ctx, sb, st, policy)
@@ -232,61 +242,53 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 		}
 		return res, err
 	}
-	hash := specHash(sb, spec)
 
 	// A sandbox runs the spec it was started with (status.specHash). A changed
 	// runtime spec (image, command, env, resources, ...) restarts it on its
 	// existing writable layer; so does leaving Suspended, or a finished run
 	// whose spec changed.
 	if !notFound && st.SpecHash != hash {
-		running := state.Status == "running" || state.Status == "paused"
-		switch {
-		case running && st.SpecHash == "":
-			st.SpecHash = hash // started by us before status was written: adopt
-		case running:
+		if running {
 			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its spec changed")
 			if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
 				return res, err
 			}
-			fallthrough
-		default:
-			if err := r.Driver.Delete(ctx, id, false); err != nil {
-				return res, err
-			}
-			notFound = true
-			st.RestartCount = 0
 		}
+		if err := r.Driver.Delete(ctx, id, false); err != nil {
+			return res, err
+		}
+		notFound = true
+		st.RestartCount = 0
 	}
 
-	switch {
-	case notFound || state.Status == "" || state.Status == "created":
+	if notFound || state.Status == "" || state.Status == "created" {
 		return res, r.start(ctx, sb, st, spec, hash, img.Digest, false)
-
-	case state.Status == "running" || state.Status == "paused":
-		if st.SpecHash == "" {
-			st.SpecHash = hash
-		}
-		r.mu.Lock()
-		ours := r.started[id]
-		r.started[id] = true
-		r.mu.Unlock()
-		if !ours {
-			r.event(sb, v1alpha1.EventNormal, ReasonAdopted, fmt.Sprintf("Adopted running sandbox (pid %d) after msbd restart", state.PID))
-		}
-		st.Phase = v1alpha1.PhaseRunning
-		st.PID = state.PID
-		st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
-		if st.StartedAt == nil && !state.StartedAt.IsZero() {
-			t := state.StartedAt
-			st.StartedAt = &t
-		}
-		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
-		r.watchExit(sb, state.PID)
-		return res, nil
-
-	default: // stopped: the main command ended
-		return r.finished(ctx, sb, st, spec, hash, img.Digest, state, res)
 	}
+	// stopped: the main command ended
+	return r.finished(ctx, sb, st, spec, hash, img.Digest, state, res)
+}
+
+// observeRunning records a sandbox that runs its current spec, adopting it
+// when this msbd did not start it (after a restart).
+func (r *SandboxReconciler) observeRunning(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, state vmdriver.State, hash string) {
+	id := sb.Metadata.UID
+	st.SpecHash = hash // "" when started by us before status was written
+	r.mu.Lock()
+	ours := r.started[id]
+	r.started[id] = true
+	r.mu.Unlock()
+	if !ours {
+		r.event(sb, v1alpha1.EventNormal, ReasonAdopted, fmt.Sprintf("Adopted running sandbox (pid %d) after msbd restart", state.PID))
+	}
+	st.Phase = v1alpha1.PhaseRunning
+	st.PID = state.PID
+	st.Isolation = v1alpha1.Isolation(r.Driver.Isolation())
+	if st.StartedAt == nil && !state.StartedAt.IsZero() {
+		t := state.StartedAt
+		st.StartedAt = &t
+	}
+	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
+	r.watchExit(sb, state.PID)
 }
 
 // start creates and starts the sandbox and waits for its agent.
@@ -622,25 +624,17 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		wd = "/"
 	}
 	spec := vmdriver.Spec{
-		ID:          sb.Metadata.UID,
-		Hostname:    sb.Metadata.Name,
-		Layers:      img.Layers,
-		AgentPath:   r.AgentPath,
-		Args:        argv,
-		Env:         env,
-		WorkingDir:  wd,
-		UID:         uid,
-		GID:         gid,
-		MemoryBytes: s.Resources.Memory.Value(),
-		MilliCPUs:   s.Resources.CPUs.MilliValue(),
-		PIDs:        s.Resources.PIDs,
+		ID:         sb.Metadata.UID,
+		Hostname:   sb.Metadata.Name,
+		Layers:     img.Layers,
+		AgentPath:  r.AgentPath,
+		Args:       argv,
+		Env:        env,
+		WorkingDir: wd,
+		UID:        uid,
+		GID:        gid,
 	}
-	if spec.MemoryBytes == 0 {
-		spec.MemoryBytes = r.DefaultMemoryBytes
-	}
-	if spec.PIDs == 0 {
-		spec.PIDs = r.DefaultPIDs
-	}
+	spec.MemoryBytes, spec.MilliCPUs, spec.PIDs = r.limits(sb)
 	for _, v := range s.Volumes {
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}
@@ -767,8 +761,9 @@ func readImageFile(layer, name string) (data []byte, found bool, err error) {
 // the sandbox picks the new image up when it next starts. Fields that do not
 // change the running sandbox (pull and restart policy, lifecycle, mode) are
 // left out.
-func specHash(sb *v1alpha1.Sandbox, spec vmdriver.Spec) string {
+func (r *SandboxReconciler) specHash(sb *v1alpha1.Sandbox) string {
 	s := sb.Spec
+	mem, milli, pids := r.limits(sb)
 	b, _ := json.Marshal(struct {
 		Image       string
 		Command     []string
@@ -780,9 +775,22 @@ func specHash(sb *v1alpha1.Sandbox, spec vmdriver.Spec) string {
 		MemoryBytes int64
 		MilliCPUs   int64
 		PIDs        int64
-	}{s.Image, s.Command, s.Args, s.WorkingDir, s.Env, s.Volumes, s.Ports, spec.MemoryBytes, spec.MilliCPUs, spec.PIDs})
+	}{s.Image, s.Command, s.Args, s.WorkingDir, s.Env, s.Volumes, s.Ports, mem, milli, pids})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
+}
+
+// limits are the sandbox's resource limits: its spec's, else msbd's defaults.
+func (r *SandboxReconciler) limits(sb *v1alpha1.Sandbox) (memoryBytes, milliCPUs, pids int64) {
+	res := sb.Spec.Resources
+	memoryBytes, milliCPUs, pids = res.Memory.Value(), res.CPUs.MilliValue(), res.PIDs
+	if memoryBytes == 0 {
+		memoryBytes = r.DefaultMemoryBytes
+	}
+	if pids == 0 {
+		pids = r.DefaultPIDs
+	}
+	return memoryBytes, milliCPUs, pids
 }
 
 func expiresAt(sb *v1alpha1.Sandbox) *time.Time {

@@ -83,6 +83,10 @@ func TestSandboxReconcileIsIdempotent(t *testing.T) {
 		}
 	}
 	wantCalls(t, "steady state", h.drv.mutations())
+	// A running sandbox on its own spec needs no image lookup (the resync path).
+	if pulls := h.imgs.pullLog(); len(pulls) != 1 {
+		t.Errorf("pulls = %q: steady-state reconciles resolved the image again", pulls)
+	}
 	after := h.get("web")
 	if after.Metadata.ResourceVersion != before.Metadata.ResourceVersion {
 		t.Errorf("resourceVersion %s → %s: a reconcile with nothing to do wrote the object\nbefore: %+v\nafter:  %+v",
