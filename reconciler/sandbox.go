@@ -587,7 +587,7 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		argv = append(append(argv, img.Config.Entrypoint...), img.Config.Cmd...)
 	}
 	if len(argv) == 0 {
-		return vmdriver.Spec{}, Terminal(fmt.Errorf("image %s has no entrypoint or cmd and the Sandbox sets no command", s.Image))
+		return vmdriver.Spec{}, Terminal(fmt.Errorf("image %s has no entrypoint or cmd and the Sandbox sets no command: set spec.command (and spec.args)", s.Image))
 	}
 	env := mergeEnv(img.Config.Env, "HOSTNAME="+sb.Metadata.Name)
 	for _, e := range s.Env {

@@ -121,13 +121,7 @@ func runcSameConfig(b *testing.B, d *daemon, name string) func(i int) time.Durat
 		cfg["linux"].(map[string]any)["cgroupsPath"] = "/" + id
 		data, _ := json.Marshal(cfg)
 		os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644)
-		t0 := time.Now()
-		if out, err := exec.Command("runc", "--root", root, "run", "-b", dir, id).CombinedOutput(); err != nil {
-			b.Fatalf("runc run (same config): %v %s", err, out)
-		}
-		took := time.Since(t0)
-		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
-		return took
+		return timeRuncRun(b, root, dir, id)
 	}
 }
 
@@ -150,16 +144,20 @@ func runcBaseline(b *testing.B, rootfs string) func(i int) time.Duration {
 	os.WriteFile(cfgPath, data, 0o644)
 	root := filepath.Join(dir, "runc-root")
 	return func(i int) time.Duration {
-		id := fmt.Sprintf("msbbench%d", i)
-		t0 := time.Now()
-		cmd := exec.Command("runc", "--root", root, "run", "-b", dir, id)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("runc run: %v %s", err, out)
-		}
-		took := time.Since(t0)
-		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
-		return took
+		return timeRuncRun(b, root, dir, fmt.Sprintf("msbbench%d", i))
 	}
+}
+
+// timeRuncRun times one foreground `runc run` of the bundle in dir, then
+// removes the container.
+func timeRuncRun(b *testing.B, root, dir, id string) time.Duration {
+	t0 := time.Now()
+	if out, err := exec.Command("runc", "--root", root, "run", "-b", dir, id).CombinedOutput(); err != nil {
+		b.Fatalf("runc run: %v %s", err, out)
+	}
+	took := time.Since(t0)
+	exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+	return took
 }
 
 // BenchmarkImageFirstVsCached: time to Ready for a 5-layer image on its first

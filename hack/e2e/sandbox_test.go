@@ -321,7 +321,7 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 			json.Unmarshal(b, &obj)
 			obj["metadata"].(map[string]any)["labels"] = map[string]any{"writer": strconv.Itoa(i)}
 			body, _ := json.Marshal(obj)
-			codes[i] = putViaSocket(t, d.socket, "/apis/msb.dev/v1alpha1/namespaces/default/sandboxes/cc", body)
+			codes[i] = httpPut(d.socket, "/apis/msb.dev/v1alpha1/namespaces/default/sandboxes/cc", body)
 		}(i)
 	}
 	wg.Wait()
@@ -337,9 +337,4 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 	if ok != 1 || conflict != 1 {
 		t.Fatalf("status codes %v; want one 200 and one 409", codes)
 	}
-}
-
-func putViaSocket(t *testing.T, socket, path string, body []byte) int {
-	t.Helper()
-	return httpPut(socket, path, body)
 }
