@@ -6,12 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/agent"
@@ -129,28 +124,9 @@ func clearRunState(dir string) error {
 }
 
 // readExitCode returns the main command's exit code if the agent wrote one.
-// The file is the sandbox's: no symlinks, no FIFOs, no huge reads.
+// The file is the sandbox's; agent.ReadExitCode follows no symlink, opens no
+// FIFO and reads a few bytes at most.
 func readExitCode(dir string) (code int, ok bool) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return 0, false
-	}
-	defer root.Close()
-	f, err := root.OpenFile(agentExitCodeFile, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return 0, false
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 32))
-	if err != nil {
-		return 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, false
-	}
-	return n, true
+	code, ok, err := agent.ReadExitCode(dir)
+	return code, ok && err == nil
 }
