@@ -35,10 +35,6 @@ type Images interface {
 	Pull(ctx context.Context, ref string, policy images.PullPolicy, progress func(images.Progress)) (*images.Image, error)
 }
 
-// IsNotFound reports whether err means the object does not exist; set by
-// msbd to the store's sentinel so this package needs no store import.
-type IsNotFound func(error) bool
-
 // Event reasons, stable for tools to match on.
 const (
 	ReasonPulling      = "Pulling"
@@ -63,8 +59,9 @@ const (
 // SandboxReconciler converges Sandbox objects.
 type SandboxReconciler struct {
 	Store    Store
-	NotFound IsNotFound
-	// Conflict reports a stale resourceVersion (store.ErrConflict).
+	// NotFound and Conflict classify store errors (store.ErrNotFound,
+	// store.ErrConflict), so this package needs no store import.
+	NotFound func(error) bool
 	Conflict func(error) bool
 	Images   Images
 	Driver   vmdriver.Driver
