@@ -58,7 +58,7 @@ const (
 
 // SandboxReconciler converges Sandbox objects.
 type SandboxReconciler struct {
-	Store    Store
+	Store Store
 	// NotFound and Conflict classify store errors (store.ErrNotFound,
 	// store.ErrConflict), so this package needs no store import.
 	NotFound func(error) bool
