@@ -225,10 +225,12 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	if policy == "" || finishedForGood {
 		policy = images.PullIfNotPresent
 	}
+	t0 := time.Now()
 	img, err := r.image(ctx, sb, st, policy)
 	if err != nil {
 		return res, err
 	}
+	r.Log.Debug("resolved image", "sandbox", sb.Metadata.Name, "image", sb.Spec.Image, "took", time.Since(t0))
 
 	spec, err := r.driverSpec(sb, img)
 	if err != nil {

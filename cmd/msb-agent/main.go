@@ -13,10 +13,11 @@ import (
 	"msb.dev/msb/vmdriver/agent"
 )
 
-const usage = `usage: msb-agent init [--dir DIR]
+const usage = `usage: msb-agent init [--dir DIR] [--seccomp-fd N]
 
 Runs as the sandbox's init. DIR (default /.msb) holds config.json, agent.sock,
-ready, log, log.1 and exit-code.
+ready, log, log.1 and exit-code. With --seccomp-fd, descriptor N carries the
+compiled seccomp filter, installed before anything else.
 `
 
 func main() {
@@ -27,8 +28,9 @@ func main() {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	dir := fs.String("dir", agent.DefaultDir, "shared directory with the host")
+	seccompFD := fs.Int("seccomp-fd", -1, "descriptor with the compiled seccomp filter")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
 	}
-	os.Exit(agent.RunInit(*dir))
+	os.Exit(agent.RunInit(*dir, *seccompFD))
 }

@@ -50,6 +50,15 @@ func TestSandboxLifecycle(t *testing.T) {
 			t.Errorf("/proc/1/status in the sandbox lacks %q:\n%s", want, status)
 		}
 	}
+	// The filter is the default profile, and exec'd processes carry it:
+	// unshare(2) is for CAP_SYS_ADMIN holders only there, although the
+	// kernel would let the sandbox's root make a nested user namespace.
+	if out, errOut, code := d.ctl("exec", "web", "--", "unshare", "-U", "true"); code == 0 || !strings.Contains(errOut, "not permitted") {
+		t.Errorf("unshare -U in the sandbox: exit %d, stdout %q, stderr %q; want refused by seccomp (Operation not permitted)", code, out, errOut)
+	}
+	if got := d.must("exec", "web", "--", "grep", "Seccomp:", "/proc/self/status"); got != "Seccomp:\t2\n" {
+		t.Errorf("an exec'd process has %q, want Seccomp:\\t2", got)
+	}
 	// The main command started with lo already up, and without NET_ADMIN.
 	if got := d.must("exec", "web", "--", "cat", "/sys/class/net/lo/flags"); got != "0x9\n" {
 		t.Errorf("lo flags in the sandbox = %q, want 0x9 (up, loopback)", got)

@@ -32,7 +32,11 @@ var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, sys
 // Not being PID 1 is supported (tests, or a guest init that is not ours): the agent
 // then becomes a child subreaper, so orphans are still reparented to it and reaped,
 // and at exit it signals only its own descendants.
-func RunInit(dir string) int {
+//
+// seccompFD, when not negative, is a descriptor the host passed with the
+// sandbox's compiled seccomp filter (see InstallSeccomp): it is installed
+// before anything else, and the agent refuses to run without it.
+func RunInit(dir string, seccompFD int) int {
 	fatal := func(format string, args ...any) int {
 		msg := fmt.Sprintf("msb-agent: "+format+"\n", args...)
 		os.Stderr.WriteString(msg)
@@ -41,6 +45,11 @@ func RunInit(dir string) int {
 			f.Close()
 		}
 		return ExitAgentError
+	}
+	if seccompFD >= 0 {
+		if err := InstallSeccomp(seccompFD); err != nil {
+			return fatal("%v", err)
+		}
 	}
 	cfg, err := ReadConfig(dir)
 	if err != nil {

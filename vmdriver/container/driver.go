@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/seccompbpf"
 )
 
 // Options configure the runc driver.
@@ -46,6 +47,10 @@ type Driver struct {
 	runcRoot string
 	// cgroupPrefix names this state dir's cgroups: "msb-<hash8>-".
 	cgroupPrefix string
+	// seccompFilter is the sandboxes' seccomp profile compiled once to BPF
+	// (seccompbpf wire format), handed to the agent at every start; nil where
+	// seccompbpf does not support the architecture and runc loads the profile.
+	seccompFilter []byte
 
 	mu    sync.Mutex
 	locks map[string]*idLock
@@ -99,6 +104,17 @@ func New(opts Options) (*Driver, error) {
 	}
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
+	}
+	if seccompbpf.Supported() {
+		prof, err := seccompProfile()
+		if err != nil {
+			return nil, fmt.Errorf("container driver: %w", err)
+		}
+		prog, err := seccompbpf.Compile(prof)
+		if err != nil {
+			return nil, fmt.Errorf("container driver: compiling the seccomp profile: %w", err)
+		}
+		d.seccompFilter = seccompbpf.Marshal(prog)
 	}
 	return d, nil
 }
@@ -231,6 +247,7 @@ func (d *Driver) rootfsDir(id string) string { return filepath.Join(d.SandboxDir
 func (d *Driver) bundleDir(id string) string { return filepath.Join(d.SandboxDir(id), "bundle") }
 func (d *Driver) specFile(id string) string  { return filepath.Join(d.SandboxDir(id), "spec.json") }
 func (d *Driver) runcLog(id string) string   { return filepath.Join(d.SandboxDir(id), "runc.log") }
+func (d *Driver) pidFile(id string) string   { return filepath.Join(d.SandboxDir(id), "pid") }
 
 // CgroupPrefix is how the cgroups of sandboxes under the absolute state dir
 // begin: "msb-<hash8>-". Leak checkers use it to find what one msbd left.
@@ -444,8 +461,8 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	// One `runc run -d` rather than create + start: every runc exec costs
 	// tens of milliseconds. lo is set up right after; the agent waits for it
 	// before it starts the sandbox's command.
-	pidFile := filepath.Join(d.SandboxDir(id), "pid")
-	if err := d.runcDetached(ctx, d.runcLog(id), "run", "--detach", "--bundle", d.bundleDir(id), "--pid-file", pidFile, id); err != nil {
+	pidFile := d.pidFile(id)
+	if err := d.launch(ctx, id, "run"); err != nil {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
@@ -467,6 +484,27 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	return nil
+}
+
+// launch runs `runc run --detach` (verb "run") or `runc create` of id's
+// bundle, handing the agent its compiled seccomp filter as fd 3.
+func (d *Driver) launch(ctx context.Context, id, verb string) error {
+	args := []string{verb}
+	if verb == "run" {
+		args = append(args, "--detach")
+	}
+	args = append(args, "--bundle", d.bundleDir(id), "--pid-file", d.pidFile(id))
+	var extra []*os.File
+	if d.seccompFilter != nil {
+		f, err := filterPipe(d.seccompFilter)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		extra = append(extra, f)
+		args = append(args, "--preserve-fds", "1")
+	}
+	return d.runcDetached(ctx, d.runcLog(id), extra, append(args, id)...)
 }
 
 // finishStart brings up lo in the sandbox's network namespace and lets the

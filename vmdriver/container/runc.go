@@ -67,8 +67,10 @@ func (d *Driver) runc(ctx context.Context, logPath string, args ...string) ([]by
 }
 
 // runcDetached runs a runc command whose container outlives it (run -d,
-// create): stdio is /dev/null and errors come from the JSON log.
-func (d *Driver) runcDetached(ctx context.Context, logPath string, args ...string) error {
+// create): stdio is /dev/null and errors come from the JSON log. extra are
+// descriptors 3, 4, ... of runc (passed on to the container with
+// --preserve-fds).
+func (d *Driver) runcDetached(ctx context.Context, logPath string, extra []*os.File, args ...string) error {
 	full := []string{"--root", d.runcRoot, "--log", logPath, "--log-format", "json"}
 	full = append(full, args...)
 	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
@@ -77,6 +79,7 @@ func (d *Driver) runcDetached(ctx context.Context, logPath string, args ...strin
 	// Not CommandContext: killing runc halfway through creating a container
 	// leaves more debris than letting it finish; runc create/run -d is short.
 	cmd := exec.Command(d.runcPath, full...)
+	cmd.ExtraFiles = extra
 	if err := cmd.Run(); err != nil {
 		msg := lastRuncError(logPath)
 		if msg == "" {
@@ -208,4 +211,24 @@ func frozen(d *Driver, id string) bool {
 	}
 	b, err := os.ReadFile("/sys/fs/cgroup" + cg + "/cgroup.freeze")
 	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// filterPipe returns the read end of a pipe holding b and closed for writing:
+// how a compiled seccomp filter reaches the agent without ever being a file
+// the sandbox could see or change. b must fit in the pipe buffer (a BPF
+// program is at most 32 KiB; a pipe holds 64 KiB).
+func filterPipe(b []byte) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	_, err = w.Write(b)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("seccomp filter pipe: %w", err)
+	}
+	return r, nil
 }

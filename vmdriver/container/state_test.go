@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,8 +37,8 @@ func TestFastStateAgreesWithRunc(t *testing.T) {
 	// Start's two halves, so the created state can be looked at.
 	id := spec.ID
 	must(t, f.d.prepare(spec))
-	pidFile := filepath.Join(f.d.SandboxDir(id), "pid")
-	must(t, f.d.runcDetached(ctx, f.d.runcLog(id), "create", "--bundle", f.d.bundleDir(id), "--pid-file", pidFile, id))
+	must(t, f.d.launch(ctx, id, "create"))
+	pidFile := f.d.pidFile(id)
 	check("created")
 	b, err := os.ReadFile(pidFile)
 	must(t, err)

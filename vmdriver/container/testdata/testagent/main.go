@@ -1,6 +1,7 @@
 // Command testagent stands in for msb-agent in the container driver's tests:
 // it reads /.msb/config.json, runs the command with its output in /.msb/log,
-// writes /.msb/exit-code and exits with that code. Build with CGO_ENABLED=0.
+// writes /.msb/exit-code and exits with that code. It installs the seccomp
+// filter passed with --seccomp-fd the way msb-agent does. Build with CGO_ENABLED=0.
 package main
 
 import (
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"msb.dev/msb/vmdriver/agent"
 )
 
 type config struct {
@@ -36,7 +39,17 @@ func main() {
 
 func run() (int, error) {
 	if len(os.Args) < 2 || os.Args[1] != "init" {
-		return 125, errors.New("usage: msb-agent init")
+		return 125, errors.New("usage: msb-agent init [--seccomp-fd N]")
+	}
+	// As msb-agent: the driver's compiled filter first, or nothing runs.
+	if len(os.Args) == 4 && os.Args[2] == "--seccomp-fd" {
+		fd, err := strconv.Atoi(os.Args[3])
+		if err != nil {
+			return 125, err
+		}
+		if err := agent.InstallSeccomp(fd); err != nil {
+			return 125, err
+		}
 	}
 	b, err := os.ReadFile("/.msb/config.json")
 	if err != nil {
