@@ -25,6 +25,8 @@ type applyOptions struct {
 	recursive bool
 	dryRun    string
 	output    string
+	wait      bool
+	timeout   time.Duration
 }
 
 func (o *applyOptions) flags() *flagSet {
@@ -34,13 +36,15 @@ func (o *applyOptions) flags() *flagSet {
 	fs.boolVar(&o.recursive, "recursive", "R", false, "read directories given with -f recursively")
 	fs.optStringVar(&o.dryRun, "dry-run", dryRunNone, dryRunClient, "none, client (validate only, never write) or server (the server checks and reports, writes nothing)")
 	fs.stringVar(&o.output, "output", "o", "", "print the objects instead of a summary: yaml, json or name")
+	fs.boolVar(&o.wait, "wait", "", false, "then wait until every applied Sandbox is Ready (or has finished); a Failed one exits 1")
+	fs.durationVar(&o.timeout, "timeout", "", 60*time.Second, "how long --wait waits")
 	return fs
 }
 
 var applyCommand = &command{
 	name:    "apply",
 	summary: "create or update objects from manifests, all in one transaction",
-	usage:   "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server]",
+	usage:   "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server] [--wait [--timeout=60s]]",
 	help: `Every object is validated before anything is written: if one is invalid,
 all problems are listed (file:line: field: message) and nothing changes.
 
@@ -48,7 +52,11 @@ Examples:
   msbctl apply -f sandbox.yaml
   msbctl apply -f manifests/ -R
   cat sb.yaml | msbctl apply -f -
-  msbctl apply -f sb.yaml --dry-run=server`,
+  msbctl apply -f sb.yaml --dry-run=server
+  msbctl apply -f sb.yaml --wait          # one command: applied and Ready
+
+--wait is apply followed by "wait --for=condition=Ready" on every applied
+Sandbox, in the same process; it stops early, exit 1, when one fails.`,
 	flags: func() *flagSet { return new(applyOptions).flags() },
 	run:   runApply,
 }
@@ -197,6 +205,10 @@ func runApply(ctx context.Context, c *client.Client, args []string, stdout, stde
 		if err := printObjects(stdout, o.output, out, len(out) == 1, false); err != nil {
 			return fail(stderr, err)
 		}
+		if o.wait && o.dryRun == dryRunNone {
+			// stdout holds the objects only.
+			return waitApplied(ctx, c, results, o.timeout, io.Discard, stderr)
+		}
 		return exitOK
 	}
 	suffix := ""
@@ -205,6 +217,71 @@ func runApply(ctx context.Context, c *client.Client, args []string, stdout, stde
 	}
 	for _, r := range results {
 		fmt.Fprintf(stdout, "%s/%s %s%s\n", strings.ToLower(r.Kind), r.Name, r.Action, suffix)
+	}
+	if o.wait && o.dryRun == dryRunNone {
+		return waitApplied(ctx, c, results, o.timeout, stdout, stderr)
+	}
+	return exitOK
+}
+
+// waitApplied waits until every applied Sandbox is Ready, or done for good
+// (Succeeded, Suspended): what `apply` + `wait --for=condition=Ready` do, in
+// one process, but a Sandbox that fails ends the wait at once with its
+// reason instead of at the timeout.
+func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyResult, timeout time.Duration, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ki, _ := v1alpha1.LookupKind(v1alpha1.KindSandbox)
+	for _, r := range results {
+		if r.Kind != v1alpha1.KindSandbox {
+			continue
+		}
+		var last *v1alpha1.Sandbox
+		err := waitFor(ctx, c, r.Kind, r.Namespace, r.Name, func(obj v1alpha1.Object) bool {
+			sb, ok := obj.(*v1alpha1.Sandbox)
+			if !ok {
+				return false
+			}
+			last = sb
+			// Only a status written for this very spec counts.
+			if sb.Status.ObservedGeneration < sb.Metadata.Generation {
+				return false
+			}
+			switch sb.Status.Phase {
+			case v1alpha1.PhaseFailed, v1alpha1.PhaseSucceeded, v1alpha1.PhaseSuspended:
+				return true
+			}
+			c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady)
+			return c != nil && c.Status == v1alpha1.ConditionTrue
+		})
+		if errors.Is(err, errTimeout) {
+			timeoutError(stderr, ki, r.Name)
+			if last != nil {
+				if c := v1alpha1.FindCondition(last.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Message != "" {
+					fmt.Fprintf(stderr, "  last seen: phase %s, Ready=%s %s: %s\n", last.Status.Phase, c.Status, c.Reason, c.Message)
+				}
+			}
+			return exitFail
+		}
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if last.Status.Phase == v1alpha1.PhaseFailed {
+			msg := ""
+			if c := v1alpha1.FindCondition(last.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+				msg = ": " + c.Reason
+				if c.Message != "" {
+					msg += ": " + c.Message
+				}
+			}
+			fmt.Fprintf(stderr, "error: sandbox/%s failed%s (see msbctl describe sandbox %s)\n", r.Name, msg, r.Name)
+			return exitFail
+		}
+		state := "ready"
+		if last.Status.Phase != v1alpha1.PhaseRunning {
+			state = strings.ToLower(string(last.Status.Phase))
+		}
+		fmt.Fprintf(stdout, "sandbox/%s %s\n", r.Name, state)
 	}
 	return exitOK
 }

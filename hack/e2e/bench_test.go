@@ -38,9 +38,10 @@ func BenchmarkApplyToReady(b *testing.B) {
 	// Ready is what the daemon reports: a watch opened before the apply sees
 	// the status write, with no other process competing for the CPU while
 	// the sandbox starts. The first exec follows right after. A script's
-	// view (`msbctl apply` then `msbctl wait`: a second CLI start that runs
-	// while runc does) is timed on a second sandbox of each round.
-	var base, same, cli, ready, readyCLI, firstExec []time.Duration
+	// view is timed on two more sandboxes of each round: `msbctl apply` then
+	// `msbctl wait` (a second CLI start, running while runc does), and
+	// `msbctl apply --wait` (one process).
+	var base, same, cli, ready, readyCLI, applyWait, firstExec []time.Duration
 	c := client.New(d.socket)
 	manifest := func(name string) string {
 		f := filepath.Join(b.TempDir(), "m.yaml")
@@ -70,12 +71,19 @@ func BenchmarkApplyToReady(b *testing.B) {
 		d.must("apply", "-f", f2)
 		d.must("wait", "sandbox/"+name2, "--for=condition=Ready", "--timeout=60s")
 		readyCLI = append(readyCLI, time.Since(t0))
-		d.must("delete", "sandbox", name, name2, "--wait", "--timeout=60s")
+
+		name3, f3 := fmt.Sprintf("x%d", i), manifest(fmt.Sprintf("x%d", i))
+		t0 = time.Now()
+		d.must("apply", "-f", f3, "--wait")
+		applyWait = append(applyWait, time.Since(t0))
+		d.must("delete", "sandbox", name, name2, name3, "--wait", "--timeout=60s")
 	}
 	b.ReportMetric(ms(median(base)), "runc-run-ms")
 	b.ReportMetric(ms(median(cli)), "msbctl-apply-ms")
 	b.ReportMetric(ms(median(ready)), "apply-ready-ms")
 	b.ReportMetric(ms(median(readyCLI)), "apply+wait-cli-ms")
+	b.ReportMetric(ms(median(applyWait)), "apply--wait-cli-ms")
+	b.ReportMetric(float64(median(applyWait))/float64(median(base)), "apply--wait/runc")
 	b.ReportMetric(ms(median(firstExec)), "apply-exec-ms")
 	b.ReportMetric(ms(median(same)), "runc-run-sameconfig-ms")
 	b.ReportMetric(float64(median(ready))/float64(median(same)), "ready/runc-sameconfig")

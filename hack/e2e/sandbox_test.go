@@ -347,3 +347,44 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 		t.Fatalf("status codes %v; want one 200 and one 409", codes)
 	}
 }
+
+// TestApplyWait: `apply --wait` returns once the applied Sandboxes are Ready,
+// and a Sandbox that fails ends the wait at once, exit 1, with its reason.
+// (Ready means started, as for `wait --for=condition=Ready`: a command that
+// exits right after starting was Ready.)
+func TestApplyWait(t *testing.T) {
+	d := startDaemon(t)
+	f := filepath.Join(t.TempDir(), "m.yaml")
+	os.WriteFile(f, []byte(sandboxYAML("up", "", "sleep", "1000")+"---\n"+
+		"apiVersion: msb.dev/v1alpha1\nkind: Secret\nmetadata: {name: s}\nspec:\n  stringData: {k: v}\n  allowedHosts: [api.example.com]\n"), 0o644)
+	out := d.must("apply", "-f", f, "--wait", "--timeout=60s")
+	if out != "sandbox/up created\nsecret/s created\nsandbox/up ready\n" {
+		t.Fatalf("apply --wait printed %q", out)
+	}
+	if c := readyStatus(d.sandbox("up")); c != "True" {
+		t.Fatalf("after apply --wait Ready is %q", c)
+	}
+
+	// Fails before it can start: this host's msbd runs containers only (a
+	// microVM driver would make this Sandbox start instead).
+	os.WriteFile(f, []byte(sandboxYAML("dies", "  isolation: microvm\n", "sleep", "1000")), 0o644)
+	t0 := time.Now()
+	stdout, stderr, code := d.ctl("apply", "-f", f, "--wait", "--timeout=60s")
+	if code != 1 || !strings.Contains(stderr, "sandbox/dies failed") || stdout != "sandbox/dies created\n" {
+		t.Fatalf("apply --wait of a failing sandbox: exit %d, stdout %q, stderr %q; want exit 1 naming the failure", code, stdout, stderr)
+	}
+	if took := time.Since(t0); took > 30*time.Second {
+		t.Fatalf("apply --wait of a failing sandbox waited %v: it should stop when the sandbox fails", took)
+	}
+}
+
+func readyStatus(sb map[string]any) string {
+	conds, _ := field(sb, "status.conditions").([]any)
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == "Ready" {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
+}
