@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -495,7 +496,7 @@ func (d *Driver) launch(ctx context.Context, id, verb string) error {
 	}
 	args = append(args, "--bundle", d.bundleDir(id), "--pid-file", d.pidFile(id))
 	var extra []*os.File
-	if d.seccompFilter != nil {
+	if d.seccompFilter != nil && d.bundleTakesFilter(id) {
 		f, err := filterPipe(d.seccompFilter)
 		if err != nil {
 			return err
@@ -505,6 +506,22 @@ func (d *Driver) launch(ctx context.Context, id, verb string) error {
 		args = append(args, "--preserve-fds", "1")
 	}
 	return d.runcDetached(ctx, d.runcLog(id), extra, append(args, id)...)
+}
+
+// bundleTakesFilter reports whether id's bundle starts the agent with
+// --seccomp-fd. A bundle an older msbd wrote has runc load the profile
+// instead, and must not get a descriptor its agent would never close.
+func (d *Driver) bundleTakesFilter(id string) bool {
+	b, err := os.ReadFile(filepath.Join(d.bundleDir(id), "config.json"))
+	if err != nil {
+		return true // runc fails on the missing bundle anyway
+	}
+	var cfg struct {
+		Process struct {
+			Args []string `json:"args"`
+		} `json:"process"`
+	}
+	return json.Unmarshal(b, &cfg) == nil && slices.Contains(cfg.Process.Args, "--seccomp-fd")
 }
 
 // finishStart brings up lo in the sandbox's network namespace and lets the

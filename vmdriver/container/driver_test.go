@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/vmdriver"
@@ -420,4 +422,56 @@ func TestStateDirNotSearchable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not searchable by sandbox users") {
 		t.Fatalf("New under a 0700 dir: %v", err)
 	}
+}
+
+// TestSeccompFilterHandOver: the agent gets the compiled filter through fd 3
+// and closes it; a bundle written by an older msbd (runc loads the profile)
+// still starts filtered and gets no descriptor.
+func TestSeccompFilterHandOver(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	script := `cat /proc/1/status > /.msb/status-copy
+ls -l /proc/1/fd > /.msb/fds
+touch /.msb/done
+exec sleep 1000`
+	check := func(t *testing.T, id string, wantArgs bool) {
+		agent := f.d.AgentDir(id)
+		waitFor(t, filepath.Join(agent, "done"), 10*time.Second)
+		status := waitFor(t, filepath.Join(agent, "status-copy"), time.Second)
+		if v := statusField(status, "Seccomp"); v != "2" {
+			t.Errorf("Seccomp = %q, want 2", v)
+		}
+		// The filter pipe is the only pipe the agent is ever given.
+		if fds := waitFor(t, filepath.Join(agent, "fds"), time.Second); strings.Contains(fds, "pipe:") {
+			t.Errorf("the agent still holds a pipe:\n%s", fds)
+		}
+		b, err := os.ReadFile(filepath.Join(f.d.bundleDir(id), "config.json"))
+		must(t, err)
+		if got := strings.Contains(string(b), "--seccomp-fd"); got != wantArgs {
+			t.Errorf("bundle passes --seccomp-fd: %v, want %v", got, wantArgs)
+		}
+		must(t, f.d.Stop(ctx, id, 2*time.Second))
+	}
+	t.Run("compiled filter", func(t *testing.T) {
+		spec := f.spec(script)
+		must(t, f.d.Create(ctx, spec))
+		must(t, f.d.Start(ctx, spec.ID))
+		check(t, spec.ID, true)
+	})
+	t.Run("bundle of an older msbd", func(t *testing.T) {
+		spec := f.spec(script)
+		must(t, f.d.Create(ctx, spec))
+		path := filepath.Join(f.d.bundleDir(spec.ID), "config.json")
+		b, err := os.ReadFile(path)
+		must(t, err)
+		var cfg specs.Spec
+		must(t, json.Unmarshal(b, &cfg))
+		cfg.Process.Args = []string{agentBinary, "init"}
+		cfg.Linux.Seccomp, err = seccompProfile()
+		must(t, err)
+		b, _ = json.Marshal(cfg)
+		must(t, os.WriteFile(path, b, 0o600))
+		must(t, f.d.Start(ctx, spec.ID))
+		check(t, spec.ID, false)
+	})
 }
