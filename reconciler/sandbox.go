@@ -85,6 +85,7 @@ type SandboxReconciler struct {
 	mu       sync.Mutex
 	watching map[string]int // sandbox uid → pid being watched for exit
 	started  map[string]bool
+	pulls    map[string]*pullOp // sandbox uid → its image pull in flight
 
 	once       sync.Once
 	events     chan pendingEvent
@@ -101,6 +102,7 @@ func (r *SandboxReconciler) init() {
 	r.once.Do(func() {
 		r.watching = map[string]int{}
 		r.started = map[string]bool{}
+		r.pulls = map[string]*pullOp{}
 		// Events are written by one goroutine, in order, off the reconcile
 		// path: each is a durable store write, and a sandbox start records
 		// several.
@@ -128,9 +130,16 @@ func (r *SandboxReconciler) flushEvents() {
 	<-ch
 }
 
-// Close writes the events still pending. Call it after the controller stopped.
+// Close cancels the pulls in flight and writes the events still pending.
+// Call it after the controller stopped.
 func (r *SandboxReconciler) Close() {
 	r.init()
+	r.mu.Lock()
+	for id, op := range r.pulls {
+		op.cancel()
+		delete(r.pulls, id)
+	}
+	r.mu.Unlock()
 	close(r.events)
 	<-r.eventsDone
 }
@@ -198,7 +207,9 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 
 	if sb.Spec.OperatingMode == v1alpha1.ModeSuspended {
 		if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue {
-			if _, err := r.image(ctx, sb, st, images.PullIfNotPresent); err != nil {
+			if _, err := r.image(ctx, sb, st, images.PullIfNotPresent); errors.Is(err, errPulling) {
+				return res, nil
+			} else if err != nil {
 				return res, err
 			}
 		}
@@ -227,6 +238,9 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	}
 	t0 := time.Now()
 	img, err := r.image(ctx, sb, st, policy)
+	if errors.Is(err, errPulling) {
+		return res, nil // the pull requeues the sandbox when it ends
+	}
 	if err != nil {
 		return res, err
 	}
@@ -469,6 +483,7 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 	if !hasFinalizer(sb) {
 		return nil
 	}
+	r.dropPull(sb.Metadata.UID)
 	if _, err := r.Driver.State(ctx, sb.Metadata.UID); err == nil {
 		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: it is being deleted")
 	}
@@ -510,28 +525,36 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) 
 // hostile or malformed image; not retried until the spec changes).
 func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, policy images.PullPolicy) (*images.Image, error) {
 	ref := sb.Spec.Image
-	type result struct {
-		img *images.Image
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		img, err := r.Images.Pull(ctx, ref, policy, nil)
-		done <- result{img, err}
-	}()
-	var res result
+	id := sb.Metadata.UID
+	op := r.pull(sb, policy)
+	timer := time.NewTimer(pullingAfter)
 	select {
-	case res = <-done:
-	case <-time.After(pullingAfter):
-		// A real pull: tell watchers it is under way, it may take a while.
-		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling, "pulling image "+ref)
-		// Informational: on a conflict the final status write retries.
-		sb.Status = copyStatus(*st)
-		if err := r.Store.UpdateStatus(sb); err != nil {
-			r.Log.Debug("recording Pulling", "sandbox", sb.Metadata.Name, "err", err)
-		}
-		res = <-done
+	case <-op.done:
+	case <-timer.C:
+	case <-ctx.Done():
 	}
+	timer.Stop()
+	r.mu.Lock()
+	op.waiters--
+	finished := op.finished
+	if finished && r.pulls[id] == op {
+		delete(r.pulls, id)
+	}
+	r.mu.Unlock()
+	if !finished {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// A real pull: it goes on without holding this worker (a slow
+		// registry must not stall every other sandbox) and requeues the
+		// sandbox when it ends; watchers see Pulling meanwhile.
+		if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Reason != ReasonPulling {
+			r.event(sb, v1alpha1.EventNormal, ReasonPulling, "Pulling image "+ref)
+		}
+		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling, "pulling image "+ref)
+		return nil, errPulling
+	}
+	res := op.res
 	img, err := res.img, res.err
 	if err != nil {
 		var inv *images.InvalidImageError
@@ -558,6 +581,72 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	}
 	r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
 	return img, nil
+}
+
+// errPulling: the image is still being pulled; the pull requeues the sandbox.
+var errPulling = errors.New("image pull in progress")
+
+type pullResult struct {
+	img *images.Image
+	err error
+}
+
+// pullOp is one sandbox's image pull, running outside the reconcile workers.
+// Its fields after cancel are guarded by the reconciler's mu.
+type pullOp struct {
+	ref    string
+	policy images.PullPolicy
+	cancel context.CancelFunc
+	done   chan struct{} // closed when finished is set
+
+	waiters  int  // reconciles waiting for it right now
+	finished bool // res is set
+	res      pullResult
+}
+
+// pull returns the sandbox's pull of its current image under policy,
+// starting it if none is in flight, and counts the caller as a waiter. A
+// pull of an image the spec no longer names is abandoned. A pull that ends
+// while nobody waits for it requeues the sandbox, so a reconcile that found
+// it still running can return at once.
+func (r *SandboxReconciler) pull(sb *v1alpha1.Sandbox, policy images.PullPolicy) *pullOp {
+	id := sb.Metadata.UID
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if op := r.pulls[id]; op != nil {
+		if op.ref == sb.Spec.Image && op.policy == policy {
+			op.waiters++
+			return op
+		}
+		op.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op := &pullOp{ref: sb.Spec.Image, policy: policy, cancel: cancel, done: make(chan struct{}), waiters: 1}
+	r.pulls[id] = op
+	key := v1alpha1.KeyOf(sb)
+	go func() {
+		img, err := r.Images.Pull(ctx, op.ref, policy, nil)
+		r.mu.Lock()
+		op.res = pullResult{img, err}
+		op.finished = true
+		close(op.done)
+		requeue := r.pulls[id] == op && op.waiters == 0
+		r.mu.Unlock()
+		if requeue && r.Requeue != nil {
+			r.Requeue(key)
+		}
+	}()
+	return op
+}
+
+// dropPull forgets (and stops, if it still runs) the sandbox's pull.
+func (r *SandboxReconciler) dropPull(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if op := r.pulls[id]; op != nil {
+		op.cancel()
+		delete(r.pulls, id)
+	}
 }
 
 // backoffResetAfter is how long a run must last for its restart to start

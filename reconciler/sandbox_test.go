@@ -494,7 +494,9 @@ func TestSandboxImageErrors(t *testing.T) {
 	}
 }
 
-// A pull that takes a while shows ImageReady Unknown/Pulling meanwhile.
+// A pull that takes a while shows ImageReady Unknown/Pulling meanwhile and
+// does not hold a reconcile worker: Reconcile returns, and the pull requeues
+// the sandbox when it ends. Other sandboxes start meanwhile.
 func TestSandboxSlowPullReportsPulling(t *testing.T) {
 	h := newHarness(t)
 	gate := make(chan struct{})
@@ -503,27 +505,64 @@ func TestSandboxSlowPullReportsPulling(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { _, err := h.reconcile("web"); done <- err }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		sb := h.get("web")
-		if c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionImageReady); c != nil {
-			if c.Status != v1alpha1.ConditionUnknown || c.Reason != ReasonPulling {
-				t.Fatalf("ImageReady during the pull = %+v, want Unknown/Pulling", c)
-			}
-			break
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Reconcile during a slow pull: %v, want nil (the pull requeues)", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("ImageReady never said Pulling during a slow pull")
-		}
-		time.Sleep(10 * time.Millisecond)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reconcile waited for the slow pull instead of returning")
 	}
+	sb := h.get("web")
+	wantCond(t, sb, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling)
+	wantPhase(t, sb, v1alpha1.PhasePending)
+	if slices.Contains(h.requeues(), key("web")) {
+		t.Fatal("requeued before the pull ended")
+	}
+	// A resync during the pull joins it rather than pulling again.
+	h.mustReconcile("web")
+	if n := len(h.imgs.pullLog()); n != 1 {
+		t.Fatalf("%d pulls, want 1 (a reconcile during the pull joins it)", n)
+	}
+
 	close(gate)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.requeues(), key("web")) {
+		if time.Now().After(deadline) {
+			t.Fatal("the finished pull never requeued the sandbox")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	h.mustReconcile("web")
 	got := h.get("web")
 	wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled)
 	wantPhase(t, got, v1alpha1.PhaseRunning)
+	var reasons []string
+	for _, e := range h.events("web") {
+		reasons = append(reasons, e.Reason)
+	}
+	if !slices.Contains(reasons, ReasonPulling) || !slices.Contains(reasons, ReasonPulled) {
+		t.Errorf("events %v, want Pulling and Pulled", reasons)
+	}
+}
+
+// Deleting a sandbox whose image is still being pulled stops the pull.
+func TestSandboxDeleteDuringPull(t *testing.T) {
+	h := newHarness(t)
+	h.imgs.gate = make(chan struct{}) // never opens
+	sb := h.create("web", nil)
+	h.mustReconcile("web")
+	wantCond(t, h.get("web"), v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling)
+	if err := h.st.Delete(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("web")
+	h.r.mu.Lock()
+	n := len(h.r.pulls)
+	h.r.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d pulls still tracked after the sandbox was deleted", n)
+	}
 }
 
 func TestSandboxIsolationUnavailable(t *testing.T) {

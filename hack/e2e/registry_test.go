@@ -240,13 +240,25 @@ func TestRegistryPullPolicyAndFailures(t *testing.T) {
 		t.Errorf("victim changed: %q", b)
 	}
 
-	// A slow pull shows ImageReady Unknown/Pulling; three sandboxes of one new
+	// A slow pull shows ImageReady Unknown/Pulling; six sandboxes of one new
 	// image download each blob once.
 	ref, _ := reg.push(t, "slow/image:v1", layeredBusybox(t, 2, "s"))
 	reg.mu.Lock()
 	reg.slow = 700 * time.Millisecond
 	reg.mu.Unlock()
-	d.apply(registrySandbox("s1", ref, "") + "---\n" + registrySandbox("s2", ref, "") + "---\n" + registrySandbox("s3", ref, ""))
+	// More sandboxes of the slow image than msbd has reconcile workers, and
+	// one of a cached image last: pulls must not hold the workers, so it
+	// starts while the others still pull.
+	slowOnes := []string{"s1", "s2", "s3", "s4", "s5", "s6"}
+	var slowDocs []string
+	for _, n := range slowOnes {
+		slowDocs = append(slowDocs, registrySandbox(n, ref, ""))
+	}
+	d.apply(strings.Join(append(slowDocs, sandboxYAML("fast", "", "sleep", "1000")), "---\n"))
+	d.must("wait", "sandbox/fast", "--for=condition=Ready", "--timeout=60s")
+	if st, reason, _ := condition(d.sandbox("s6"), "ImageReady"); st == "True" {
+		t.Errorf("the cached-image sandbox became Ready only after the slow pulls ended (s6 ImageReady %s %s): pulls hold the reconcile workers", st, reason)
+	}
 	sawPulling := false
 	waitFor(t, 60*time.Second, "s1 pulled", func() bool {
 		st, reason, _ := condition(d.sandbox("s1"), "ImageReady")
@@ -258,7 +270,7 @@ func TestRegistryPullPolicyAndFailures(t *testing.T) {
 	if !sawPulling {
 		t.Errorf("never saw ImageReady Unknown/Pulling during a slow pull")
 	}
-	for _, n := range []string{"s1", "s2", "s3"} {
+	for _, n := range slowOnes {
 		d.must("wait", "sandbox/"+n, "--for=condition=Ready", "--timeout=60s")
 	}
 	if m := reg.maxPerBlob(); m != 1 {
