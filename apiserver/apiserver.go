@@ -79,6 +79,7 @@ type server struct {
 	version client.VersionInfo
 	log     *slog.Logger
 	images  ImageService
+	agents  agentPool
 }
 
 // New returns the API handler.

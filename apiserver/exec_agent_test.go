@@ -21,6 +21,14 @@ import (
 // returns its agent socket once it is ready.
 func startAgent(t *testing.T, dir string) string {
 	t.Helper()
+	sock, _ := startAgentStoppable(t, dir)
+	return sock
+}
+
+// startAgentStoppable is startAgent that also returns a func stopping the
+// agent (SIGTERM, then SIGKILL of its process group).
+func startAgentStoppable(t *testing.T, dir string) (string, func()) {
+	t.Helper()
 	bin := filepath.Join(dir, "msb-agent")
 	build := exec.Command("go", "build", "-o", bin, "msb.dev/msb/cmd/msb-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -42,7 +50,7 @@ func startAgent(t *testing.T, dir string) string {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
@@ -50,13 +58,41 @@ func startAgent(t *testing.T, dir string) string {
 		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
-	})
+	}
+	t.Cleanup(stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := agent.WaitReady(ctx, adir); err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(adir, agent.SocketFile)
+	return filepath.Join(adir, agent.SocketFile), stop
+}
+
+// TestExecAfterAgentRestart: msbd keeps its agent connections warm; an agent
+// that restarted behind the same socket still gets the next exec.
+func TestExecAfterAgentRestart(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	if _, err := e.client.Create(ctx, sandbox("default", "box", nil)); err != nil {
+		t.Fatal(err)
+	}
+	sock, stop := startAgentStoppable(t, e.dir)
+	e.rt.setAgentSock(sock)
+	run := func(what string) {
+		t.Helper()
+		var out bytes.Buffer
+		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{Command: []string{"echo", what}, Stdout: &out})
+		if err != nil || code != 0 || out.String() != what+"\n" {
+			t.Fatalf("exec echo %s: code %d err %v out %q", what, code, err, out.String())
+		}
+	}
+	run("one")
+	run("two") // on the kept connection
+	stop()
+	if sock2, _ := startAgentStoppable(t, e.dir); sock2 != sock {
+		t.Fatalf("restarted agent listens at %s, not %s", sock2, sock)
+	}
+	run("three")
 }
 
 // TestExecAgent runs commands through msbd's exec endpoint in a real msb-agent.

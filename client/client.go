@@ -336,7 +336,10 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 }
 
 // WindowSize is a terminal size.
-type WindowSize struct{ Rows, Cols uint16 }
+type WindowSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
 
 // ExecOptions describes a command to run in a sandbox.
 type ExecOptions struct {

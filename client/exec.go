@@ -3,18 +3,18 @@ package client
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"msb.dev/msb/apis/v1alpha1"
-	"msb.dev/msb/vmdriver/agent"
 )
-
-// execProtocol is the Upgrade token of the exec endpoint.
-const execProtocol = "msb-agent-ssh"
 
 // bufferedConn reads first what a bufio.Reader already took from the conn.
 type bufferedConn struct {
@@ -24,16 +24,32 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// CloseWrite half-closes the underlying connection when it can.
-func (c *bufferedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+// execQuery encodes opts as the exec endpoint's query.
+func execQuery(opts ExecOptions) url.Values {
+	q := url.Values{"command": opts.Command}
+	if len(opts.Env) > 0 {
+		q["env"] = opts.Env
 	}
-	return nil
+	if opts.WorkingDir != "" {
+		q.Set("workingDir", opts.WorkingDir)
+	}
+	if opts.Stdin != nil {
+		q.Set("stdin", "true")
+	}
+	if opts.TTY {
+		q.Set("tty", "true")
+		if opts.Term != "" {
+			q.Set("term", opts.Term)
+		}
+		q.Set("rows", strconv.Itoa(int(opts.Rows)))
+		q.Set("cols", strconv.Itoa(int(opts.Cols)))
+	}
+	return q
 }
 
-// exec upgrades a fresh connection to the sandbox's agent protocol and runs
-// the command over it.
+// exec upgrades a fresh connection to the exec stream protocol (see
+// ExecProtocol) and relays the command's input, output, window size and
+// signals until msbd sends its exit code.
 func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOptions) (int, error) {
 	if len(opts.Command) == 0 {
 		return -1, fmt.Errorf("exec: no command given")
@@ -47,16 +63,18 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		return -1, err
 	}
 	defer conn.Close()
-	// Closing the connection is what ends every step below when ctx ends.
+	// Closing the connection is what ends every step below when ctx ends;
+	// msbd then closes the command's session, which kills the command.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	req, err := http.NewRequest(http.MethodPost, "http://msbd"+objectPath(ki, namespace, name)+"/exec", nil)
+	u := "http://msbd" + objectPath(ki, namespace, name) + "/exec?" + execQuery(opts).Encode()
+	req, err := http.NewRequest(http.MethodPost, u, nil)
 	if err != nil {
 		return -1, err
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", execProtocol)
+	req.Header.Set("Upgrade", ExecProtocol)
 	if err := req.Write(conn); err != nil {
 		return -1, c.ctxErr(ctx, fmt.Errorf("exec: send request: %w", err))
 	}
@@ -72,34 +90,38 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		}
 		return -1, readAPIError(resp)
 	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), execProtocol) {
-		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), execProtocol)
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), ExecProtocol) {
+		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), ExecProtocol)
 	}
 
-	ac, err := agent.NewClient(&bufferedConn{Conn: conn, r: br})
-	if err != nil {
-		return -1, c.ctxErr(ctx, fmt.Errorf("exec: %w", err))
-	}
-	defer ac.Close()
-
+	fw := NewFrameWriter(conn)
 	done := make(chan struct{})
 	defer close(done)
-	var resize chan agent.WindowSize
-	if opts.Resize != nil {
-		resize = make(chan agent.WindowSize)
+	if opts.Stdin != nil {
 		go func() {
-			for {
+			// Input ends with an empty frame; a read error ends it too.
+			io.Copy(fw.Stream(StreamStdin), opts.Stdin)
+			fw.WriteFrame(StreamStdin, nil)
+		}()
+	}
+	if opts.Resize != nil || opts.Signals != nil {
+		go func() {
+			resize, signals := opts.Resize, opts.Signals
+			for resize != nil || signals != nil {
 				select {
-				case ws, ok := <-opts.Resize:
+				case ws, ok := <-resize:
 					if !ok {
-						close(resize)
-						return
+						resize = nil
+						continue
 					}
-					select {
-					case resize <- agent.WindowSize{Rows: ws.Rows, Cols: ws.Cols}:
-					case <-done:
-						return
+					b, _ := json.Marshal(ws)
+					fw.WriteFrame(StreamResize, b)
+				case sig, ok := <-signals:
+					if !ok {
+						signals = nil
+						continue
 					}
+					fw.WriteFrame(StreamSignal, []byte(strconv.Itoa(int(sig))))
 				case <-done:
 					return
 				}
@@ -113,27 +135,38 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	if stderr == nil {
 		stderr = io.Discard
 	}
-	areq := agent.ExecRequest{
-		Argv:       opts.Command,
-		Env:        opts.Env,
-		WorkingDir: opts.WorkingDir,
-		TTY:        opts.TTY,
-		Term:       opts.Term,
-		Rows:       opts.Rows,
-		Cols:       opts.Cols,
-		Stdin:      opts.Stdin,
-		Stdout:     stdout,
-		Stderr:     stderr,
-		Signals:    opts.Signals,
+	r := &bufferedConn{Conn: conn, r: br}
+	var buf []byte
+	for {
+		stream, p, err := ReadFrame(r, &buf)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errors.New("msbd closed the connection before the command's exit code")
+			}
+			return -1, c.ctxErr(ctx, fmt.Errorf("exec: %w", err))
+		}
+		switch stream {
+		case StreamStdout:
+			if _, err := stdout.Write(p); err != nil {
+				return -1, fmt.Errorf("exec: writing output: %w", err)
+			}
+		case StreamStderr:
+			if _, err := stderr.Write(p); err != nil {
+				return -1, fmt.Errorf("exec: writing output: %w", err)
+			}
+		case StreamExit:
+			var res ExecResult
+			if err := json.Unmarshal(p, &res); err != nil {
+				return -1, fmt.Errorf("exec: bad exit frame: %w", err)
+			}
+			if res.Error != "" {
+				return res.ExitCode, c.ctxErr(ctx, errors.New(res.Error))
+			}
+			return res.ExitCode, nil
+		default:
+			return -1, fmt.Errorf("exec: unexpected stream %d from msbd", stream)
+		}
 	}
-	if resize != nil {
-		areq.Resize = resize
-	}
-	code, err := ac.Exec(ctx, areq)
-	if err != nil {
-		return code, c.ctxErr(ctx, err)
-	}
-	return code, nil
 }
 
 // ctxErr prefers ctx's error when ctx ended: the failure was only its echo.

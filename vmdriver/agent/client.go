@@ -94,6 +94,14 @@ func newClient(ctx context.Context, conn net.Conn, addr string) (*Client, error)
 // Close closes the connection; running Execs fail and their processes are killed.
 func (c *Client) Close() error { return c.c.Close() }
 
+// Wait blocks until the connection is closed (by Close, or because the agent
+// went away): a holder of long-lived Clients learns when to drop one.
+func (c *Client) Wait() error { return c.c.Wait() }
+
+// ErrNoSession wraps Exec's error when the connection could not even open a
+// session: nothing ran, so the Exec may be retried on a fresh connection.
+var ErrNoSession = errors.New("agent connection cannot open a session")
+
 // Exec runs req in the sandbox and returns its exit code: 128+signal if it was killed
 // by a signal, 127 if Argv[0] was not found, 126 if it could not be run. err is set
 // only when the exit code could not be learned (connection lost, ctx done); when ctx
@@ -108,7 +116,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 	}
 	sess, err := c.c.NewSession()
 	if err != nil {
-		return -1, fmt.Errorf("exec: %w", err)
+		return -1, fmt.Errorf("exec: %w: %w", ErrNoSession, err)
 	}
 	defer sess.Close()
 	if req.TTY {
