@@ -11,7 +11,7 @@
 //	DELETE /apis/msb.dev/v1alpha1/namespaces/{ns}/{plural}/{name}       delete
 //	POST   /apis/msb.dev/v1alpha1/apply                                 {"items":[...]} (?dryRun=All)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/log  (?follow=true)
-//	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec Upgrade: msb-agent-ssh
+//	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec?command=...  Upgrade: msb-exec (see client.ExecProtocol)
 //	GET    /apis/msb.dev/v1alpha1/images                                images held, with in-use counts
 //	POST   /apis/msb.dev/v1alpha1/images/pull                           {"ref","policy"}: NDJSON progress, then image or error
 //	DELETE /apis/msb.dev/v1alpha1/images?ref=REF                        forget an image no Sandbox uses
