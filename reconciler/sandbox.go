@@ -52,6 +52,7 @@ const (
 	ReasonExpired      = "Expired"
 	ReasonSecretError  = "SecretNotFound"
 	ReasonAgentMissing = "AgentMissing"
+	ReasonUpdating     = "Updating"
 	ReasonIsolation    = "IsolationUnavailable"
 	ReasonPanic        = "ReconcilePanic"
 )
@@ -228,6 +229,15 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	if running && (st.SpecHash == hash || st.SpecHash == "") {
 		r.observeRunning(sb, st, state, hash)
 		return res, nil
+	}
+	// A changed spec is not Ready until the sandbox runs it: what it ran
+	// before (Ready, or a final phase) must not answer a wait for the new
+	// one while the image is pulled or the old run is stopped.
+	if !notFound && st.SpecHash != "" && st.SpecHash != hash {
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonUpdating, "the spec changed: the sandbox restarts with it")
+		if !running {
+			st.Phase = v1alpha1.PhasePending
+		}
 	}
 	// imagePullPolicy applies when a sandbox (re)starts, as in Kubernetes; one
 	// that finished for good only reads the cache.

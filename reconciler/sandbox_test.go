@@ -968,3 +968,58 @@ func wantEq[T comparable](t *testing.T, what string, got, want T) {
 		t.Errorf("%s = %v, want %v", what, got, want)
 	}
 }
+
+// A changed spec is not Ready before the sandbox runs it: while the new image
+// is pulled the old run goes on, but Ready is False (Updating) so nothing
+// waiting for the new spec mistakes the old run for it; a finished sandbox
+// whose spec changed is Pending again, not its old final phase.
+func TestSandboxSpecChangeNotReadyUntilApplied(t *testing.T) {
+	h := newHarness(t)
+	h.create("web", nil)
+	h.mustReconcile("web")
+	wantCond(t, h.get("web"), v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
+
+	gate := make(chan struct{})
+	h.imgs.mu.Lock()
+	h.imgs.gate = gate
+	h.imgs.imgs["example.com/new:v2"] = h.imgs.imgs[testImage]
+	h.imgs.mu.Unlock()
+	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "example.com/new:v2" })
+	h.mustReconcile("web") // the pull is slow: returns while it runs
+	got := h.get("web")
+	wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonUpdating)
+	wantPhase(t, got, v1alpha1.PhaseRunning) // the old run still serves
+	close(gate)
+	h.imgs.mu.Lock()
+	h.imgs.gate = nil
+	h.imgs.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.requeues(), key("web")) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pull never requeued the sandbox")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.mustReconcile("web")
+	got = h.get("web")
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
+
+	// Finished for good, then changed: Pending until it runs the new spec.
+	h.create("job", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = v1alpha1.RestartNever })
+	h.mustReconcile("job")
+	h.drv.exit(t, h.get("job").Metadata.UID, 1)
+	h.mustReconcile("job")
+	wantPhase(t, h.get("job"), v1alpha1.PhaseFailed)
+	gate2 := make(chan struct{})
+	defer close(gate2)
+	h.imgs.mu.Lock()
+	h.imgs.gate = gate2
+	h.imgs.imgs["example.com/job:v2"] = h.imgs.imgs[testImage]
+	h.imgs.mu.Unlock()
+	h.update("job", func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "example.com/job:v2" })
+	h.mustReconcile("job")
+	got = h.get("job")
+	wantPhase(t, got, v1alpha1.PhasePending)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonUpdating)
+}

@@ -158,6 +158,9 @@ func runApply(ctx context.Context, c *client.Client, args []string, stdout, stde
 	if o.allNamespaces {
 		return usageFail(stderr, "apply", "-A cannot be used with apply")
 	}
+	if fs.changed("timeout") && !o.wait {
+		return usageFail(stderr, "apply", "--timeout is how long --wait waits: give --wait too")
+	}
 	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "apply", stderr)
 	if !ok {
 		return exitFail
@@ -224,64 +227,86 @@ func runApply(ctx context.Context, c *client.Client, args []string, stdout, stde
 	return exitOK
 }
 
-// waitApplied waits until every applied Sandbox is Ready, or done for good
-// (Succeeded, Suspended): what `apply` + `wait --for=condition=Ready` do, in
-// one process, but a Sandbox that fails ends the wait at once with its
-// reason instead of at the timeout.
+// waitApplied waits until every applied Sandbox is Ready for its current
+// spec, or done for good (Succeeded, Suspended): what `apply` + `wait
+// --for=condition=Ready` do, in one process, for all of them at once; a
+// Sandbox that fails ends the wait at once with its reason instead of at the
+// timeout.
 func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyResult, timeout time.Duration, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ki, _ := v1alpha1.LookupKind(v1alpha1.KindSandbox)
+	type outcome struct {
+		name string
+		last *v1alpha1.Sandbox
+		err  error
+	}
+	var names []string
+	done := make(chan outcome)
 	for _, r := range results {
 		if r.Kind != v1alpha1.KindSandbox {
 			continue
 		}
-		var last *v1alpha1.Sandbox
-		err := waitFor(ctx, c, r.Kind, r.Namespace, r.Name, func(obj v1alpha1.Object) bool {
-			sb, ok := obj.(*v1alpha1.Sandbox)
-			if !ok {
-				return false
-			}
-			last = sb
-			// Only a status written for this very spec counts.
-			if sb.Status.ObservedGeneration < sb.Metadata.Generation {
-				return false
-			}
-			switch sb.Status.Phase {
-			case v1alpha1.PhaseFailed, v1alpha1.PhaseSucceeded, v1alpha1.PhaseSuspended:
-				return true
-			}
-			c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady)
-			return c != nil && c.Status == v1alpha1.ConditionTrue
-		})
-		if errors.Is(err, errTimeout) {
-			timeoutError(stderr, ki, r.Name)
-			if last != nil {
-				if c := v1alpha1.FindCondition(last.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Message != "" {
-					fmt.Fprintf(stderr, "  last seen: phase %s, Ready=%s %s: %s\n", last.Status.Phase, c.Status, c.Reason, c.Message)
+		names = append(names, r.Name)
+		go func() {
+			var last *v1alpha1.Sandbox
+			err := waitFor(ctx, c, r.Kind, r.Namespace, r.Name, func(obj v1alpha1.Object) bool {
+				sb, ok := obj.(*v1alpha1.Sandbox)
+				if !ok {
+					return false
+				}
+				last = sb
+				// Only a status written for this very spec counts.
+				if sb.Status.ObservedGeneration < sb.Metadata.Generation {
+					return false
+				}
+				switch sb.Status.Phase {
+				case v1alpha1.PhaseFailed, v1alpha1.PhaseSucceeded, v1alpha1.PhaseSuspended:
+					return true
+				}
+				c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady)
+				return c != nil && c.Status == v1alpha1.ConditionTrue
+			})
+			done <- outcome{r.Name, last, err}
+		}()
+	}
+	ki, _ := v1alpha1.LookupKind(v1alpha1.KindSandbox)
+	code := exitOK
+	for range names {
+		o := <-done
+		if code != exitOK {
+			continue // already failed: only collect the others
+		}
+		switch {
+		case errors.Is(o.err, errTimeout):
+			timeoutError(stderr, ki, o.name)
+			if o.last != nil {
+				if c := v1alpha1.FindCondition(o.last.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Message != "" {
+					fmt.Fprintf(stderr, "  last seen: phase %s, Ready=%s %s: %s\n", o.last.Status.Phase, c.Status, c.Reason, c.Message)
 				}
 			}
-			return exitFail
-		}
-		if err != nil {
-			return fail(stderr, err)
-		}
-		if last.Status.Phase == v1alpha1.PhaseFailed {
+			code = exitFail
+		case o.err != nil:
+			code = fail(stderr, o.err)
+		case o.last.Status.Phase == v1alpha1.PhaseFailed:
 			msg := ""
-			if c := v1alpha1.FindCondition(last.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+			if c := v1alpha1.FindCondition(o.last.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 				msg = ": " + c.Reason
 				if c.Message != "" {
 					msg += ": " + c.Message
 				}
 			}
-			fmt.Fprintf(stderr, "error: sandbox/%s failed%s (see msbctl describe sandbox %s)\n", r.Name, msg, r.Name)
-			return exitFail
+			fmt.Fprintf(stderr, "error: sandbox/%s failed%s (see msbctl describe sandbox %s)\n", o.name, msg, o.name)
+			code = exitFail
+		default:
+			state := "ready"
+			if o.last.Status.Phase != v1alpha1.PhaseRunning {
+				state = strings.ToLower(string(o.last.Status.Phase))
+			}
+			fmt.Fprintf(stdout, "sandbox/%s %s\n", o.name, state)
 		}
-		state := "ready"
-		if last.Status.Phase != v1alpha1.PhaseRunning {
-			state = strings.ToLower(string(last.Status.Phase))
+		if code != exitOK {
+			cancel() // stop waiting for the others
 		}
-		fmt.Fprintf(stdout, "sandbox/%s %s\n", r.Name, state)
 	}
-	return exitOK
+	return code
 }

@@ -365,12 +365,27 @@ func TestApplyWait(t *testing.T) {
 		t.Fatalf("after apply --wait Ready is %q", c)
 	}
 
+	// A changed spec: --wait returns once the sandbox runs the new one.
+	os.WriteFile(f, []byte(sandboxYAML("up", "  env: [{name: MODE, value: two}]\n", "sleep", "1000")), 0o644)
+	if out := d.must("apply", "-f", f, "--wait", "--timeout=60s"); out != "sandbox/up configured\nsandbox/up ready\n" {
+		t.Fatalf("re-apply --wait printed %q", out)
+	}
+	if got := d.must("exec", "up", "--", "sh", "-c", "echo $MODE"); got != "two\n" {
+		t.Fatalf("after re-apply --wait the sandbox runs with MODE=%q, want two", got)
+	}
+	if _, stderr, code := d.ctl("apply", "-f", f, "--timeout=5s"); code == 0 || !strings.Contains(stderr, "give --wait too") {
+		t.Errorf("--timeout without --wait: exit %d, stderr %q", code, stderr)
+	}
+
 	// Fails before it can start: this host's msbd runs containers only (a
-	// microVM driver would make this Sandbox start instead).
-	os.WriteFile(f, []byte(sandboxYAML("dies", "  isolation: microvm\n", "sleep", "1000")), 0o644)
+	// microVM driver would make this Sandbox start instead). Waited for
+	// beside a sandbox that never gets Ready, the failure still ends it.
+	stuck := strings.Replace(sandboxYAML("stuck", "", "sleep", "1000"), "image: oci:"+imageDir+":latest", "image: oci:/nonexistent/image:v1", 1)
+	os.WriteFile(f, []byte(stuck+"---\n"+
+		sandboxYAML("dies", "  isolation: microvm\n", "sleep", "1000")), 0o644)
 	t0 := time.Now()
 	stdout, stderr, code := d.ctl("apply", "-f", f, "--wait", "--timeout=60s")
-	if code != 1 || !strings.Contains(stderr, "sandbox/dies failed") || stdout != "sandbox/dies created\n" {
+	if code != 1 || !strings.Contains(stderr, "sandbox/dies failed") || stdout != "sandbox/stuck created\nsandbox/dies created\n" {
 		t.Fatalf("apply --wait of a failing sandbox: exit %d, stdout %q, stderr %q; want exit 1 naming the failure", code, stdout, stderr)
 	}
 	if took := time.Since(t0); took > 30*time.Second {
