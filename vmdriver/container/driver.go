@@ -106,7 +106,9 @@ func New(opts Options) (*Driver, error) {
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
 	}
-	if seccompbpf.Supported() {
+	// Where this build or kernel cannot take the compiled filter, runc loads
+	// the profile itself (with libseccomp, at every start).
+	if seccompbpf.Supported() && seccompbpf.Usable() == nil {
 		prof, err := seccompProfile()
 		if err != nil {
 			return nil, fmt.Errorf("container driver: %w", err)

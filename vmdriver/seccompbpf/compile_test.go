@@ -2,6 +2,7 @@ package seccompbpf
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -170,6 +171,9 @@ func refNames(r specs.LinuxSyscall, nr uint32) bool {
 func reference(tb testing.TB, p *specs.LinuxSeccomp, d data) uint32 {
 	if d.arch != nativeAudit(tb) {
 		return retKillProcess
+	}
+	if runtime.GOARCH == "amd64" && d.nr == 0xffffffff {
+		return refAction(p.DefaultAction, p.DefaultErrnoRet)
 	}
 	if runtime.GOARCH == "amd64" && d.nr >= 0x40000000 {
 		return retKillProcess
@@ -378,7 +382,8 @@ func TestDefaultProfileSpotChecks(t *testing.T) {
 		{"socket AF_INET high bit", unix.SYS_SOCKET, [6]uint64{1<<32 | unix.AF_INET}, eperm},
 		// Newer than every syscall the profile names: ENOSYS, as with runc.
 		{"unknown syscall 1000", 1000, [6]uint64{}, enosys},
-		{"syscall -1", 0xffffffff, [6]uint64{}, map[bool]uint32{true: retKillProcess, false: enosys}[runtime.GOARCH == "amd64"]},
+		// -1 is how a tracer skips a call: never a kill.
+		{"syscall -1", 0xffffffff, [6]uint64{}, map[bool]uint32{true: eperm, false: enosys}[runtime.GOARCH == "amd64"]},
 	} {
 		if got := v.run(t, data{nr: c.nr, arch: audit, args: c.args}); got != c.want {
 			t.Errorf("%s: got %#x, want %#x", c.name, got, c.want)
@@ -411,10 +416,13 @@ func TestForeignArchAndX32(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		return
 	}
-	for _, nr := range []uint32{0x40000000, 0x40000000 | unix.SYS_GETPID, 0x40000000 | 512, 0x400001ff, 0x7fffffff, 0x80000000, 0xffffffff} {
+	for _, nr := range []uint32{0x40000000, 0x40000000 | unix.SYS_GETPID, 0x40000000 | 512, 0x400001ff, 0x7fffffff, 0x80000000, 0xfffffffe} {
 		if got := v.run(t, data{nr: nr, arch: audit}); got != retKillProcess {
 			t.Errorf("x32 nr %#x: got %#x, want KILL_PROCESS", nr, got)
 		}
+	}
+	if got := v.run(t, data{nr: 0xffffffff, arch: audit}); got != retErrno|1 {
+		t.Errorf("nr -1 (a tracer skipping a call): got %#x, want the default action", got)
 	}
 	if got := v.run(t, data{nr: 0x3fffffff, arch: audit}); got != retErrno|uint32(unix.ENOSYS) {
 		t.Errorf("nr 0x3fffffff: got %#x, want ENOSYS", got)
@@ -563,8 +571,11 @@ func randomProfile(r *rand.Rand, names []string, nsys, maxRules int) *specs.Linu
 		k := min(len(condNames), 1+r.IntN(3))
 		group := condNames[:k]
 		condNames = condNames[k:]
+		// One action per syscall: conditional rules with different actions
+		// are refused (libseccomp's order among them is its own).
+		ga := randomAction(r)
 		for range 1 + r.IntN(maxRules) {
-			a := randomAction(r)
+			a := ga
 			if r.IntN(8) == 0 {
 				a = def // dropped, as runc does
 			}
@@ -722,11 +733,9 @@ func TestLongJumps(t *testing.T) {
 	// One syscall with a long rule list: the rules jump far to the returns.
 	opCounter := 0
 	p = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
-	for i := range 90 {
-		a := randomAction(r)
-		if i%2 == 0 {
-			a = randAction{act: specs.ActAllow}
-		}
+	for range 90 {
+		// One action for all (rules of different actions are refused).
+		a := randAction{act: specs.ActAllow}
 		args := make([]specs.LinuxSeccompArg, 6)
 		for j := range args {
 			args[j] = specs.LinuxSeccompArg{Index: uint(j), Op: allOps[opCounter%len(allOps)], Value: randValue(r), ValueTwo: randValue(r)}
@@ -839,22 +848,22 @@ func TestRuleSemantics(t *testing.T) {
 		want uint32
 	}{
 		{
-			name: "first matching conditional rule wins",
+			name: "conditional rules with one action: any match",
 			p: specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
 				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(5), Args: []specs.LinuxSeccompArg{{Index: 0, Op: specs.OpGreaterThan, Value: 10}}},
-				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(6), Args: []specs.LinuxSeccompArg{{Index: 0, Op: specs.OpGreaterThan, Value: 5}}},
+				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(5), Args: []specs.LinuxSeccompArg{{Index: 1, Op: specs.OpEqualTo, Value: 5}}},
 			}},
-			args: [6]uint64{20},
+			args: [6]uint64{7, 5},
 			want: retErrno | 5,
 		},
 		{
-			name: "second rule when the first does not match",
+			name: "conditional rules with one action: no match",
 			p: specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
 				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(5), Args: []specs.LinuxSeccompArg{{Index: 0, Op: specs.OpGreaterThan, Value: 10}}},
-				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(6), Args: []specs.LinuxSeccompArg{{Index: 0, Op: specs.OpGreaterThan, Value: 5}}},
+				{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(5), Args: []specs.LinuxSeccompArg{{Index: 1, Op: specs.OpEqualTo, Value: 5}}},
 			}},
-			args: [6]uint64{7},
-			want: retErrno | 6,
+			args: [6]uint64{7, 4},
+			want: retAllow,
 		},
 		{
 			name: "rules with the default action are dropped",
@@ -991,6 +1000,9 @@ func TestCompileErrors(t *testing.T) {
 			{Names: []string{"getppid"}, Action: specs.ActAllow, Args: arg(6, specs.OpEqualTo)}}}, "index 6"},
 		{"errno too large", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
 			{Names: []string{"getppid"}, Action: specs.ActErrno, ErrnoRet: u(0x10000)}}}, "errnoRet"},
+		{"conditional rules with different actions", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: u(5), Args: arg(0, specs.OpEqualTo)},
+			{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: u(7), Args: arg(1, specs.OpEqualTo)}}}, "different actions"},
 		{"conflicting unconditional rules", &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
 			{Names: []string{"getppid"}, Action: specs.ActAllow},
 			{Names: []string{"getppid"}, Action: specs.ActLog}}}, "conflicts"},
@@ -1151,4 +1163,98 @@ func TestENOSYSStub(t *testing.T) {
 	if got := newVM(t, prog).run(t, data{nr: unix.SYS_GETPID - 1, arch: audit}); got != retErrno|enosys {
 		t.Errorf("ENOSYS default below: got %#x", got)
 	}
+}
+
+// TestDefaultProfileGolden pins what the sandboxes' profile does to every
+// syscall number (zero arguments; syscalls with argument rules are marked),
+// in testdata/default_GOARCH.golden. A change to the profile, the syscall
+// table (an x/sys upgrade) or the compiler shows up there in review.
+// Regenerate with MSB_UPDATE_GOLDEN=1 go test -run TestDefaultProfileGolden.
+func TestDefaultProfileGolden(t *testing.T) {
+	path := filepath.Join("testdata", "default_"+runtime.GOARCH+".golden")
+	p := defaultProfile(t)
+	prog, _ := mustCompile(t, p)
+	v := newVM(t, prog)
+	names := map[uint32]string{}
+	for n, nr := range syscallNumbers {
+		names[nr] = n
+	}
+	conditional := map[string]bool{}
+	for _, r := range p.Syscalls {
+		if len(r.Args) > 0 {
+			for _, n := range r.Names {
+				conditional[n] = true
+			}
+		}
+	}
+	var highest uint32
+	for nr := range names {
+		highest = max(highest, nr)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# seccomp outcome of the default sandbox profile on %s, zero arguments\n", runtime.GOARCH)
+	for nr := uint32(0); nr <= highest+1; nr++ {
+		name := names[nr]
+		if name == "" {
+			name = "-"
+		}
+		out := outcomeName(v.run(t, data{nr: nr, arch: nativeAudit(t)}))
+		if conditional[name] {
+			out += " (argument rules)"
+		}
+		fmt.Fprintf(&b, "%4d %-24s %s\n", nr, name, out)
+	}
+	if os.Getenv("MSB_UPDATE_GOLDEN") != "" {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		t.Skipf("no %s: generate it with MSB_UPDATE_GOLDEN=1", path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != b.String() {
+		t.Fatalf("the default profile's outcomes changed; review, then regenerate %s with MSB_UPDATE_GOLDEN=1:\n%s", path, lineDiff(string(want), b.String()))
+	}
+}
+
+func outcomeName(r uint32) string {
+	switch {
+	case r == retAllow:
+		return "allow"
+	case r&0xffff0000 == retErrno:
+		return fmt.Sprintf("errno %d", r&0xffff)
+	case r == retKillProcess:
+		return "kill-process"
+	case r == retKillThread:
+		return "kill-thread"
+	}
+	return fmt.Sprintf("%#x", r)
+}
+
+// lineDiff lists the lines only in a (-) or only in b (+).
+func lineDiff(a, b string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	ina, inb := in(a), in(b)
+	var out strings.Builder
+	for _, l := range strings.Split(a, "\n") {
+		if !inb[l] {
+			fmt.Fprintf(&out, "- %s\n", l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if !ina[l] {
+			fmt.Fprintf(&out, "+ %s\n", l)
+		}
+	}
+	return out.String()
 }

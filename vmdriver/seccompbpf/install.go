@@ -42,3 +42,17 @@ func Install(prog []unix.SockFilter) error {
 	}
 	return nil
 }
+
+// Usable reports whether this kernel runs the programs Compile makes: they
+// return SECCOMP_RET_KILL_PROCESS (Linux 4.14+), which older kernels lack.
+// Where it fails the caller should leave seccomp to the runtime (runc falls
+// back through libseccomp) rather than start sandboxes that cannot install
+// their filter.
+func Usable() error {
+	act := uint32(unix.SECCOMP_RET_KILL_PROCESS)
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_ACTION_AVAIL, 0, uintptr(unsafe.Pointer(&act)))
+	if errno != 0 {
+		return fmt.Errorf("seccompbpf: the kernel lacks SECCOMP_RET_KILL_PROCESS: %w", errno)
+	}
+	return nil
+}

@@ -363,3 +363,10 @@ func helper(mode, path string) {
 		say("survived", "yes")
 	}
 }
+
+func TestUsable(t *testing.T) {
+	// Every kernel this project runs on (Debian 12: 6.1) has KILL_PROCESS.
+	if err := Usable(); err != nil {
+		t.Fatalf("Usable: %v", err)
+	}
+}

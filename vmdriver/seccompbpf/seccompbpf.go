@@ -13,13 +13,15 @@
 // architecture, restricted to the native ABI:
 //
 //   - A task of any other audit architecture (32-bit compat tasks, and on
-//     x86_64 the x32 ABI) is killed (SECCOMP_RET_KILL_PROCESS).
+//     x86_64 the x32 ABI) is killed (SECCOMP_RET_KILL_PROCESS). Syscall
+//     number -1 (a tracer skipping a call) gets the default action.
 //   - A rule without Args applies its action to each named syscall. A rule
 //     with Args ANDs them, unless an argument index appears twice, in which
 //     case each argument becomes a rule of its own (ORed), as runc does.
 //   - Rules whose action is the default action are dropped, as runc does.
-//   - For one syscall, conditional rules are tried in profile order and the
-//     first one that matches decides; none matching means the default action.
+//   - A syscall's conditional rules must share one action (libseccomp orders
+//     rules of different actions by its own criteria, so such profiles are
+//     refused); any of them matching gives that action, none the default.
 //     An unconditional rule wins over other rules with the same action; other
 //     rules with a different action are an error.
 //   - Names the native architecture does not have are skipped, as runc does.
@@ -222,6 +224,15 @@ func compile(p *specs.LinuxSeccomp, a *arch) ([]unix.SockFilter, stats, error) {
 			outcome[nr] = c.ret(act)
 			continue
 		}
+		// libseccomp orders a syscall's conditional rules by its own
+		// criteria, not the profile's: where their actions differ the
+		// outcome of a call matching several would be ours, not runc's,
+		// and could be weaker. Refuse; the default profile never does it.
+		for _, r := range n.rules[1:] {
+			if r.action != n.rules[0].action {
+				return nil, st, fmt.Errorf("seccompbpf: syscall %s: conditional rules with different actions (%#x, %#x) are not supported", n.name, n.rules[0].action, r.action)
+			}
+		}
 		key := blockKey(n.rules)
 		l, ok := blockByKey[key]
 		if !ok {
@@ -259,6 +270,10 @@ func compile(p *specs.LinuxSeccomp, a *arch) ([]unix.SockFilter, stats, error) {
 	}
 	if a.x32 {
 		add(x32SyscallBit, c.ret(unix.SECCOMP_RET_KILL_PROCESS))
+		// Number -1 is no x32 call: a tracer sets it to skip a syscall
+		// (strace's fault injection, proot). It gets the default action,
+		// as with libseccomp, rather than killing the traced process.
+		add(0xffffffff, defRet)
 	}
 	st.intervals = len(ivs)
 	st.blocks = len(blocks)
