@@ -33,6 +33,7 @@ type fakeDriver struct {
 	created   []vmdriver.Spec  // the spec of every Create that prepared a sandbox
 	errs      map[string]error // method name → error it returns
 	onStart   func(id string)  // called after a successful Start, without the lock
+	stopGate  chan struct{}    // when set, Stop waits for it to be closed
 }
 
 type fakeBox struct {
@@ -104,7 +105,17 @@ func (d *fakeDriver) Start(_ context.Context, id string) error {
 	return nil
 }
 
-func (d *fakeDriver) Stop(_ context.Context, id string, _ time.Duration) error {
+func (d *fakeDriver) Stop(ctx context.Context, id string, _ time.Duration) error {
+	d.mu.Lock()
+	gate := d.stopGate
+	d.mu.Unlock()
+	if gate != nil { // a sandbox taking its grace period
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.record("Stop", "Stop"); err != nil {

@@ -86,7 +86,7 @@ type SandboxReconciler struct {
 	mu       sync.Mutex
 	watching map[string]int // sandbox uid → pid being watched for exit
 	started  map[string]bool
-	pulls    map[string]*pullOp // sandbox uid → its image pull in flight
+	ops      map[string]*bgOp // background work by slot (see background)
 
 	once       sync.Once
 	events     chan pendingEvent
@@ -103,7 +103,7 @@ func (r *SandboxReconciler) init() {
 	r.once.Do(func() {
 		r.watching = map[string]int{}
 		r.started = map[string]bool{}
-		r.pulls = map[string]*pullOp{}
+		r.ops = map[string]*bgOp{}
 		// Events are written by one goroutine, in order, off the reconcile
 		// path: each is a durable store write, and a sandbox start records
 		// several.
@@ -136,9 +136,9 @@ func (r *SandboxReconciler) flushEvents() {
 func (r *SandboxReconciler) Close() {
 	r.init()
 	r.mu.Lock()
-	for id, op := range r.pulls {
+	for slot, op := range r.ops {
 		op.cancel()
-		delete(r.pulls, id)
+		delete(r.ops, slot)
 	}
 	r.mu.Unlock()
 	close(r.events)
@@ -160,7 +160,10 @@ func (r *SandboxReconciler) Reconcile(ctx context.Context, key string) (Result, 
 		return Result{}, err
 	}
 	if sb.Metadata.DeletionTimestamp != nil {
-		return Result{}, r.finalize(ctx, sb)
+		if err := r.finalize(ctx, sb); !inProgress(err) {
+			return Result{}, err
+		}
+		return Result{}, nil // the stop requeues the sandbox
 	}
 	if !hasFinalizer(sb) {
 		sb.Metadata.Finalizers = append(sb.Metadata.Finalizers, v1alpha1.FinalizerSandbox)
@@ -170,6 +173,9 @@ func (r *SandboxReconciler) Reconcile(ctx context.Context, key string) (Result, 
 	}
 	st := copyStatus(sb.Status)
 	res, rerr := r.sync(ctx, sb, &st)
+	if inProgress(rerr) {
+		rerr = nil // background work requeues the sandbox when it ends
+	}
 	st.ObservedGeneration = sb.Metadata.Generation
 	if err := r.writeStatus(sb, st); err != nil {
 		return Result{}, err
@@ -272,8 +278,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	// whose spec changed.
 	if !notFound && st.SpecHash != hash {
 		if running {
-			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its spec changed")
-			if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
+			if err := r.stop(ctx, sb, "its spec changed"); err != nil {
 				return res, err
 			}
 		}
@@ -451,10 +456,11 @@ func (r *SandboxReconciler) suspend(ctx context.Context, sb *v1alpha1.Sandbox, s
 	state, err := r.Driver.State(ctx, id)
 	done := st.Phase == v1alpha1.PhaseSuspended && (errors.Is(err, vmdriver.ErrNotFound) || (err == nil && state.Status == "stopped"))
 	if err == nil && !done {
-		if st.Phase != v1alpha1.PhaseSuspended {
-			r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: operatingMode is Suspended")
+		why := "operatingMode is Suspended"
+		if st.Phase == v1alpha1.PhaseSuspended {
+			why = "" // stopped before; only its runtime object is left
 		}
-		if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil {
+		if err := r.stop(ctx, sb, why); err != nil {
 			return err
 		}
 		if err := r.Driver.Delete(ctx, id, false); err != nil {
@@ -475,12 +481,16 @@ func (r *SandboxReconciler) suspend(ctx context.Context, sb *v1alpha1.Sandbox, s
 // expire stops an expired sandbox and frees everything it held; the object
 // stays (phase Failed, reason Expired) so users can see what happened.
 func (r *SandboxReconciler) expire(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) error {
-	if st.Phase != v1alpha1.PhaseFailed || cond(st, v1alpha1.ConditionReady) != ReasonExpired {
-		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: its lifecycle expired")
-		r.event(sb, v1alpha1.EventNormal, ReasonExpired, "Sandbox expired at "+st.ExpiresAt.Format(time.RFC3339))
+	first := st.Phase != v1alpha1.PhaseFailed || cond(st, v1alpha1.ConditionReady) != ReasonExpired
+	why := ""
+	if first {
+		why = "its lifecycle expired"
 	}
-	if err := r.teardown(ctx, sb); err != nil {
+	if err := r.teardown(ctx, sb, why); err != nil {
 		return err
+	}
+	if first {
+		r.event(sb, v1alpha1.EventNormal, ReasonExpired, "Sandbox expired at "+st.ExpiresAt.Format(time.RFC3339))
 	}
 	st.Phase = v1alpha1.PhaseFailed
 	st.PID = 0
@@ -493,11 +503,8 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 	if !hasFinalizer(sb) {
 		return nil
 	}
-	r.dropPull(sb.Metadata.UID)
-	if _, err := r.Driver.State(ctx, sb.Metadata.UID); err == nil {
-		r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: it is being deleted")
-	}
-	if err := r.teardown(ctx, sb); err != nil {
+	r.dropBackground("pull/" + sb.Metadata.UID)
+	if err := r.teardown(ctx, sb, "it is being deleted"); err != nil {
 		return err
 	}
 	var keep []string
@@ -512,12 +519,14 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 	return r.Store.Update(sb)
 }
 
-func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) error {
+// teardown stops the sandbox (telling why in a Killing event, unless why is
+// empty) and removes everything it owned.
+func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, why string) error {
 	id := sb.Metadata.UID
 	if _, err := r.Driver.State(ctx, id); errors.Is(err, vmdriver.ErrNotFound) {
 		return nil // nothing left: spare the runtime calls on every resync
 	}
-	if err := r.Driver.Stop(ctx, id, r.StopGrace); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
+	if err := r.stop(ctx, sb, why); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
 		return err
 	}
 	if err := r.Driver.Delete(ctx, id, true); err != nil {
@@ -529,34 +538,38 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox) 
 	return nil
 }
 
+// stop stops the sandbox: SIGTERM, then SIGKILL after StopGrace. The grace
+// period runs in the background: if the sandbox has not stopped within
+// inlineWait it returns errStopping, and the stop requeues the sandbox when
+// it is done. why, if not empty, is told in a Killing event when the stop
+// begins.
+func (r *SandboxReconciler) stop(ctx context.Context, sb *v1alpha1.Sandbox, why string) error {
+	id := sb.Metadata.UID
+	var onStart func()
+	if why != "" {
+		onStart = func() { r.event(sb, v1alpha1.EventNormal, ReasonKilling, "Stopping sandbox: "+why) }
+	}
+	_, err, finished := r.background(ctx, "stop/"+id, "stop", v1alpha1.KeyOf(sb),
+		func(ctx context.Context) (any, error) { return nil, r.Driver.Stop(ctx, id, r.StopGrace) }, onStart)
+	if !finished && err == nil {
+		return errStopping
+	}
+	return err
+}
+
 // image resolves the Sandbox's image under policy and records ImageReady:
 // Unknown/Pulling while a pull runs, then True/Pulled, False/PullFailed (with
 // the registry's message; retried with backoff) or False/InvalidImage (a
 // hostile or malformed image; not retried until the spec changes).
 func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, policy images.PullPolicy) (*images.Image, error) {
 	ref := sb.Spec.Image
-	id := sb.Metadata.UID
-	op := r.pull(sb, policy)
-	timer := time.NewTimer(pullingAfter)
-	select {
-	case <-op.done:
-	case <-timer.C:
-	case <-ctx.Done():
-	}
-	timer.Stop()
-	r.mu.Lock()
-	op.waiters--
-	finished := op.finished
-	if finished && r.pulls[id] == op {
-		delete(r.pulls, id)
-	}
-	r.mu.Unlock()
+	val, err, finished := r.background(ctx, "pull/"+sb.Metadata.UID, string(policy)+" "+ref, v1alpha1.KeyOf(sb),
+		func(ctx context.Context) (any, error) { return r.Images.Pull(ctx, ref, policy, nil) }, nil)
 	if !finished {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if err != nil {
+			return nil, err // ctx ended
 		}
-		// A real pull: it goes on without holding this worker (a slow
-		// registry must not stall every other sandbox) and requeues the
+		// A real pull: it goes on without this worker and requeues the
 		// sandbox when it ends; watchers see Pulling meanwhile.
 		if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Reason != ReasonPulling {
 			r.event(sb, v1alpha1.EventNormal, ReasonPulling, "Pulling image "+ref)
@@ -564,8 +577,7 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling, "pulling image "+ref)
 		return nil, errPulling
 	}
-	res := op.res
-	img, err := res.img, res.err
+	img, _ := val.(*images.Image)
 	if err != nil {
 		var inv *images.InvalidImageError
 		if errors.As(err, &inv) {
@@ -593,79 +605,9 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	return img, nil
 }
 
-// errPulling: the image is still being pulled; the pull requeues the sandbox.
-var errPulling = errors.New("image pull in progress")
-
-type pullResult struct {
-	img *images.Image
-	err error
-}
-
-// pullOp is one sandbox's image pull, running outside the reconcile workers.
-// Its fields after cancel are guarded by the reconciler's mu.
-type pullOp struct {
-	ref    string
-	policy images.PullPolicy
-	cancel context.CancelFunc
-	done   chan struct{} // closed when finished is set
-
-	waiters  int  // reconciles waiting for it right now
-	finished bool // res is set
-	res      pullResult
-}
-
-// pull returns the sandbox's pull of its current image under policy,
-// starting it if none is in flight, and counts the caller as a waiter. A
-// pull of an image the spec no longer names is abandoned. A pull that ends
-// while nobody waits for it requeues the sandbox, so a reconcile that found
-// it still running can return at once.
-func (r *SandboxReconciler) pull(sb *v1alpha1.Sandbox, policy images.PullPolicy) *pullOp {
-	id := sb.Metadata.UID
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if op := r.pulls[id]; op != nil {
-		if op.ref == sb.Spec.Image && op.policy == policy {
-			op.waiters++
-			return op
-		}
-		op.cancel()
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	op := &pullOp{ref: sb.Spec.Image, policy: policy, cancel: cancel, done: make(chan struct{}), waiters: 1}
-	r.pulls[id] = op
-	key := v1alpha1.KeyOf(sb)
-	go func() {
-		img, err := r.Images.Pull(ctx, op.ref, policy, nil)
-		r.mu.Lock()
-		op.res = pullResult{img, err}
-		op.finished = true
-		close(op.done)
-		requeue := r.pulls[id] == op && op.waiters == 0
-		r.mu.Unlock()
-		if requeue && r.Requeue != nil {
-			r.Requeue(key)
-		}
-	}()
-	return op
-}
-
-// dropPull forgets (and stops, if it still runs) the sandbox's pull.
-func (r *SandboxReconciler) dropPull(id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if op := r.pulls[id]; op != nil {
-		op.cancel()
-		delete(r.pulls, id)
-	}
-}
-
 // backoffResetAfter is how long a run must last for its restart to start
 // again from the shortest backoff.
 const backoffResetAfter = 10 * time.Minute
-
-// pullingAfter is how long a pull may take before ImageReady says Pulling;
-// cache hits finish well before, sparing a store write on the start path.
-const pullingAfter = 100 * time.Millisecond
 
 type secretError struct{ msg string }
 

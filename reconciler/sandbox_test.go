@@ -558,7 +558,7 @@ func TestSandboxDeleteDuringPull(t *testing.T) {
 	}
 	h.mustReconcile("web")
 	h.r.mu.Lock()
-	n := len(h.r.pulls)
+	n := len(h.r.ops)
 	h.r.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d pulls still tracked after the sandbox was deleted", n)
@@ -1022,4 +1022,54 @@ func TestSandboxSpecChangeNotReadyUntilApplied(t *testing.T) {
 	got = h.get("job")
 	wantPhase(t, got, v1alpha1.PhasePending)
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonUpdating)
+}
+
+// A sandbox that takes its grace period to stop does not hold a reconcile
+// worker: deleting it returns at once (finalizer kept), the stop requeues it
+// when done, and the next reconcile finishes the deletion. Killing is told
+// once however often it is reconciled meanwhile.
+func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create("web", nil)
+	h.mustReconcile("web")
+	gate := make(chan struct{})
+	h.drv.mu.Lock()
+	h.drv.stopGate = gate
+	h.drv.mu.Unlock()
+	if err := h.st.Delete(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		done := make(chan error, 1)
+		go func() { _, err := h.reconcile("web"); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Reconcile during a slow stop: %v, want nil (the stop requeues)", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Reconcile waited for the grace period")
+		}
+	}
+	if got := h.get("web"); !hasFinalizer(got) {
+		t.Fatal("finalizer removed before the sandbox stopped")
+	}
+	if n := h.eventCount("web", ReasonKilling); n != 1 {
+		t.Errorf("%d Killing events over three reconciles of one stop, want 1", n)
+	}
+	close(gate)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.requeues(), key("web")) {
+		if time.Now().After(deadline) {
+			t.Fatal("the finished stop never requeued the sandbox")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.mustReconcile("web")
+	if err := h.st.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, &v1alpha1.Sandbox{}); !h.r.NotFound(err) {
+		t.Fatalf("sandbox still stored after its stop ended: %v", err)
+	}
+	if b, ok := h.drv.box(sb.Metadata.UID); ok {
+		t.Errorf("driver still has the sandbox: %+v", b)
+	}
 }

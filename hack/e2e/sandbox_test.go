@@ -403,3 +403,30 @@ func readyStatus(sb map[string]any) string {
 	}
 	return ""
 }
+
+// TestSlowStopsDoNotBlockStarts: sandboxes that ignore SIGTERM take their
+// grace period (--stop-grace 2s here) to stop; deleting more of them than
+// msbd has reconcile workers must not delay a new sandbox's start.
+func TestSlowStopsDoNotBlockStarts(t *testing.T) {
+	d := startDaemon(t)
+	var docs, names []string
+	for i := range 5 {
+		n := fmt.Sprintf("stubborn%d", i)
+		names = append(names, "sandbox/"+n)
+		docs = append(docs, sandboxYAML(n, "", "sh", "-c", "trap '' TERM; while :; do sleep 1; done"))
+	}
+	d.apply(strings.Join(docs, "---\n"))
+	for _, n := range names {
+		d.must("wait", n, "--for=condition=Ready", "--timeout=60s")
+	}
+	d.must(append([]string{"delete", "--wait=false"}, names...)...)
+	d.apply(sandboxYAML("fresh", "", "sleep", "1000"))
+	d.must("wait", "sandbox/fresh", "--for=condition=Ready", "--timeout=60s")
+	out, _, _ := d.ctl("get", "sb", "-o", "name")
+	if n := strings.Count(out, "stubborn"); n != len(names) {
+		t.Errorf("the new sandbox became Ready only after %d of the %d stubborn ones were gone: stops hold the reconcile workers", len(names)-n, len(names))
+	}
+	for _, n := range names {
+		d.must("wait", n, "--for=delete", "--timeout=60s")
+	}
+}
