@@ -81,7 +81,12 @@ type SandboxReconciler struct {
 	StopGrace time.Duration
 	// Requeue is called to look at a key again (when a sandbox's init exits).
 	Requeue func(key string)
-	Log     *slog.Logger
+	// BeforeCreate, if set, runs before a sandbox is created in the
+	// runtime; an error fails the start. msbd records there how far the
+	// store had got, so that a store later restored from an older backup is
+	// not mistaken for one whose sandboxes were deleted.
+	BeforeCreate func() error
+	Log          *slog.Logger
 
 	mu       sync.Mutex
 	watching map[string]int // sandbox uid → pid being watched for exit
@@ -330,6 +335,13 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 		return Terminal(errors.New(msg))
 	}
 	t0 := time.Now()
+	if r.BeforeCreate != nil {
+		if err := r.BeforeCreate(); err != nil {
+			msg := "creating sandbox: " + err.Error()
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+			return errors.New(msg)
+		}
+	}
 	if err := r.Driver.Create(ctx, spec); err != nil {
 		msg := "creating sandbox: " + err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)

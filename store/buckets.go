@@ -17,6 +17,7 @@ var (
 	metaKeySchemaVersion     = []byte("schemaVersion")
 	metaKeyRevision          = []byte("revision")
 	metaKeyCompactedRevision = []byte("compactedRevision")
+	metaKeyInstanceID        = []byte("instanceID")
 )
 
 // getBucket walks keys from the root; nil when any bucket on the way is missing.

@@ -9,7 +9,8 @@
 //	├── meta/
 //	│   ├── schemaVersion     → uint64 BE      last migration applied (see migrations)
 //	│   ├── revision          → int64 BE       global revision; starts at 1 on an empty store
-//	│   └── compactedRevision → int64 BE       highest revision trimmed from changelog/
+//	│   ├── compactedRevision → int64 BE       highest revision trimmed from changelog/
+//	│   └── instanceID        → 32 hex chars   random, set once: which database this is
 //	├── objects/
 //	│   └── <Kind>/<namespace>/<name> → object JSON (Secret values encrypted, "enc:v1:…")
 //	├── changelog/

@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,9 +29,10 @@ const (
 
 // Store is msb's desired-state database. All methods are safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
-	aead cipher.AEAD // nil without WithSecretKeyFile
+	db         *bolt.DB
+	path       string
+	aead       cipher.AEAD // nil without WithSecretKeyFile
+	instanceID string
 
 	changelogLimit  int64
 	watchQueueLimit int
@@ -105,9 +107,22 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.db = db
-	err = db.View(func(tx *bolt.Tx) error {
+	err = db.Update(func(tx *bolt.Tx) error {
 		s.rev.Store(readMeta(tx, metaKeyRevision))
-		return nil
+		meta, err := createMetaBucket(tx)
+		if err != nil {
+			return err
+		}
+		if id := meta.Get(metaKeyInstanceID); id != nil {
+			s.instanceID = string(id)
+			return nil
+		}
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		s.instanceID = hex.EncodeToString(b[:])
+		return meta.Put(metaKeyInstanceID, []byte(s.instanceID))
 	})
 	if err != nil {
 		db.Close()
@@ -130,6 +145,11 @@ func (s *Store) Close() error {
 
 // Revision is the last committed revision (1 for an empty store).
 func (s *Store) Revision() int64 { return s.rev.Load() }
+
+// InstanceID names this database: random, set when it was first opened, and
+// kept by copies of the file (a backup restored is the same instance, at an
+// older revision).
+func (s *Store) InstanceID() string { return s.instanceID }
 
 var errClosed = errors.New("store is closed")
 

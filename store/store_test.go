@@ -591,3 +591,34 @@ func TestSecondOpenFails(t *testing.T) {
 		t.Fatalf("err = %q, want it to say %q", err, want)
 	}
 }
+
+// The instance ID is set once and kept by the file: reopening (or a copy of
+// the file) has the same one, another database another.
+func TestInstanceID(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Open(filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := a.InstanceID()
+	if len(id) != 32 {
+		t.Fatalf("instance id %q", id)
+	}
+	a.Close()
+	a, err = Open(filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.InstanceID() != id {
+		t.Fatalf("instance id changed on reopen: %q → %q", id, a.InstanceID())
+	}
+	b, err := Open(filepath.Join(dir, "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.InstanceID() == id {
+		t.Fatal("two databases share an instance id")
+	}
+}

@@ -141,6 +141,7 @@ func run(o options) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 
+	orphans := newOrphanCollector(stateDir, st, drv, log)
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
 		Store:              st,
@@ -156,6 +157,7 @@ func run(o options) error {
 		DefaultMemoryBytes: defMem.Value(),
 		DefaultPIDs:        o.defaultPIDs,
 		Requeue:            queue.Add,
+		BeforeCreate:       orphans.advance,
 		Log:                log,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: sbr.RecordPanic}
@@ -172,12 +174,10 @@ func run(o options) error {
 		Logger:  log,
 	})}
 
-	if err := collectOrphans(ctx, st, drv, log); err != nil {
-		log.Warn("collecting orphaned sandboxes", "err", err)
-	}
+	orphans.collect(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); ctrl.Run(ctx); sbr.Close() }()
-	go feed(ctx, st, drv, queue, o.resync, log)
+	go feed(ctx, st, queue, o.resync, orphans, log)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -203,7 +203,7 @@ func run(o options) error {
 // how running sandboxes are adopted), every change from the store's watch, and
 // everything again at each resync, when runtime state no Sandbox owns any
 // more is also removed.
-func feed(ctx context.Context, st *store.Store, drv vmdriver.Driver, q *reconciler.Queue, resync time.Duration, log *slog.Logger) {
+func feed(ctx context.Context, st *store.Store, q *reconciler.Queue, resync time.Duration, orphans *orphanCollector, log *slog.Logger) {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	for ctx.Err() == nil {
@@ -218,9 +218,7 @@ func feed(ctx context.Context, st *store.Store, drv vmdriver.Driver, q *reconcil
 		}
 		watchFrom(ctx, st, q, rev, tick.C, log)
 		if ctx.Err() == nil {
-			if err := collectOrphans(ctx, st, drv, log); err != nil {
-				log.Warn("collecting orphaned sandboxes", "err", err)
-			}
+			orphans.collect(ctx)
 		}
 	}
 }
@@ -264,34 +262,6 @@ func enqueueNamespace(st *store.Store, q *reconciler.Queue, ns string) {
 	for _, o := range objs {
 		q.Add(v1alpha1.KeyOf(o))
 	}
-}
-
-// collectOrphans removes runtime state of sandboxes whose object is gone (for
-// example deleted from the store while msbd was down).
-func collectOrphans(ctx context.Context, st *store.Store, drv vmdriver.Driver, log *slog.Logger) error {
-	ids, err := drv.List(ctx)
-	if err != nil {
-		return err
-	}
-	objs, _, err := st.List(v1alpha1.KindSandbox, "")
-	if err != nil {
-		return err
-	}
-	known := map[string]bool{}
-	for _, o := range objs {
-		known[o.GetMetadata().UID] = true
-	}
-	for _, id := range ids {
-		if known[id] {
-			continue
-		}
-		log.Info("removing orphaned sandbox", "id", id)
-		_ = drv.Stop(ctx, id, 5*time.Second)
-		if err := drv.Delete(ctx, id, true); err != nil {
-			log.Warn("removing orphaned sandbox", "id", id, "err", err)
-		}
-	}
-	return nil
 }
 
 // runtimeInfo tells the API server where a sandbox's agent lives.

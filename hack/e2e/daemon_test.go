@@ -140,3 +140,75 @@ func TestApplyStdinDiffAndGet(t *testing.T) {
 		t.Errorf("get of a missing sandbox exited 0")
 	}
 }
+
+// TestRestoredStoreKeepsUnknownSandboxes: an msbd started on a database
+// restored from an older backup does not destroy the sandboxes created since
+// (the store does not know them); it says why and how to accept the store,
+// and once the operator does, they are removed as orphans.
+func TestRestoredStoreKeepsUnknownSandboxes(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("old", "", "sleep", "1000"))
+	d.must("wait", "sandbox/old", "--for=condition=Ready", "--timeout=60s")
+	d.stop()
+	db := filepath.Join(d.stateDir, "msb.db")
+	backup, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	d.apply(sandboxYAML("new", "", "sleep", "1000"))
+	d.must("wait", "sandbox/new", "--for=condition=Ready", "--timeout=60s")
+	newUID := field(d.sandbox("new"), "metadata.uid").(string)
+	newPID := int(field(d.sandbox("new"), "status.pid").(float64))
+	d.stop()
+
+	if err := os.WriteFile(db, backup, 0o600); err != nil { // the restore
+		t.Fatal(err)
+	}
+	d.start()
+	d.must("wait", "sandbox/old", "--for=condition=Ready", "--timeout=60s")
+	if _, _, code := d.ctl("get", "sandbox", "new"); code == 0 {
+		t.Fatal("the restored store knows sandbox new")
+	}
+	if _, err := os.Stat(filepath.Join(d.stateDir, "sandboxes", newUID)); err != nil {
+		t.Fatalf("the sandbox unknown to the restored store was removed: %v", err)
+	}
+	if !processExists(newPID) {
+		t.Fatal("the sandbox unknown to the restored store was stopped")
+	}
+	if log := d.logBuf.String(); !strings.Contains(log, "restored from a backup") || !strings.Contains(log, "store-fence.json") {
+		t.Errorf("msbd did not say why it keeps the sandbox and how to accept the store:\n%s", log)
+	}
+
+	// The operator accepts the restored store: the orphan goes.
+	d.stop()
+	if err := os.Remove(filepath.Join(d.stateDir, "store-fence.json")); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	waitFor(t, 30*time.Second, "the orphan removed", func() bool {
+		_, err := os.Stat(filepath.Join(d.stateDir, "sandboxes", newUID))
+		return os.IsNotExist(err)
+	})
+
+	// Another database altogether (here: a new, empty one) keeps them too.
+	oldUID := field(d.sandbox("old"), "metadata.uid").(string)
+	d.stop()
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	if _, err := os.Stat(filepath.Join(d.stateDir, "sandboxes", oldUID)); err != nil {
+		t.Fatalf("a sandbox unknown to another database was removed: %v", err)
+	}
+	if log := d.logBuf.String(); !strings.Contains(log, "not the one this state directory's sandboxes belong to") {
+		t.Errorf("msbd did not say the database is another one:\n%s", log)
+	}
+	d.stop()
+	os.Remove(filepath.Join(d.stateDir, "store-fence.json"))
+	d.start()
+	waitFor(t, 30*time.Second, "the orphan removed", func() bool {
+		_, err := os.Stat(filepath.Join(d.stateDir, "sandboxes", oldUID))
+		return os.IsNotExist(err)
+	})
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/store"
+	"msb.dev/msb/vmdriver"
+)
+
+// Orphans are sandboxes the runtime has and the store does not: their
+// object was deleted while msbd was down, so their runtime state (processes,
+// mounts, writable layer) is removed. That is only right if the store is the
+// one these sandboxes were made from, at least as new as when msbd last
+// looked. A store swapped for another database, or restored from an older
+// backup, lacks sandboxes that are very much wanted; removing them would
+// destroy their writable layers. So msbd keeps a fence in the state
+// directory — the store's instance ID and the highest revision it has seen —
+// and removes orphans only while the store matches it and has not gone back
+// in time. Otherwise it leaves them alone and says why, until an operator
+// removes the fence file to accept the store as it is.
+
+// fenceFile is the fence's name in the state directory.
+const fenceFile = "store-fence.json"
+
+type fence struct {
+	InstanceID string `json:"instanceID"`
+	Revision   int64  `json:"revision"`
+}
+
+// orphanCollector removes orphaned sandboxes, guarded by the fence.
+type orphanCollector struct {
+	mu    sync.Mutex // the fence file and saved
+	path  string
+	st    *store.Store
+	drv   vmdriver.Driver
+	log   *slog.Logger
+	stop  time.Duration
+	held  string // why orphans are kept, "" when the store matches the fence
+	saved int64  // revision last written to the fence
+}
+
+// newOrphanCollector checks the store against the fence left by earlier runs.
+func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, log *slog.Logger) *orphanCollector {
+	c := &orphanCollector{path: filepath.Join(stateDir, fenceFile), st: st, drv: drv, log: log, stop: 5 * time.Second}
+	b, err := os.ReadFile(c.path)
+	var f fence
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// First start with this state directory (or with a version that
+		// kept no fence): the store is taken as it is.
+	case err != nil:
+		c.held = fmt.Sprintf("cannot read %s: %v", c.path, err)
+	case json.Unmarshal(b, &f) != nil || f.InstanceID == "":
+		c.held = fmt.Sprintf("%s is not a fence this msbd wrote", c.path)
+	case f.InstanceID != st.InstanceID():
+		c.held = fmt.Sprintf("the database is not the one this state directory's sandboxes belong to (instance %s, expected %s)", st.InstanceID(), f.InstanceID)
+	case st.Revision() < f.Revision:
+		c.held = fmt.Sprintf("the database is older than this state directory's sandboxes (revision %d, but %d was seen): was it restored from a backup?", st.Revision(), f.Revision)
+	}
+	if c.held != "" {
+		log.Error("sandboxes the store does not know will be kept, not removed: "+c.held,
+			"toAccept", "remove "+c.path+" and restart msbd to let it remove them")
+	}
+	return c
+}
+
+// collect removes the runtime state of sandboxes whose object is gone, or
+// only reports them while the store does not match the fence; then it moves
+// the fence to the store's revision.
+func (c *orphanCollector) collect(ctx context.Context) {
+	if err := c.collectOnce(ctx); err != nil {
+		c.log.Warn("collecting orphaned sandboxes", "err", err)
+	}
+}
+
+func (c *orphanCollector) collectOnce(ctx context.Context) error {
+	rev := c.st.Revision() // before listing: the fence never claims more than was seen
+	ids, err := c.drv.List(ctx)
+	if err != nil {
+		return err
+	}
+	objs, _, err := c.st.List(v1alpha1.KindSandbox, "")
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, o := range objs {
+		known[o.GetMetadata().UID] = true
+	}
+	var orphans []string
+	for _, id := range ids {
+		if !known[id] {
+			orphans = append(orphans, id)
+		}
+	}
+	if c.held != "" {
+		if len(orphans) > 0 {
+			c.log.Warn("keeping sandboxes the store does not know: "+c.held, "ids", orphans,
+				"toAccept", "remove "+c.path+" and restart msbd to let it remove them")
+		}
+		return nil
+	}
+	for _, id := range orphans {
+		c.log.Info("removing orphaned sandbox", "id", id)
+		_ = c.drv.Stop(ctx, id, c.stop)
+		if err := c.drv.Delete(ctx, id, true); err != nil {
+			c.log.Warn("removing orphaned sandbox", "id", id, "err", err)
+		}
+	}
+	return c.save(rev)
+}
+
+// advance moves the fence to the store's current revision: called before
+// each sandbox is created in the runtime, so the fence is always at least
+// the revision of every sandbox's object. While the store does not match the
+// fence it stays as it is.
+func (c *orphanCollector) advance() error {
+	if c.held != "" {
+		return nil
+	}
+	return c.save(c.st.Revision())
+}
+
+// save writes the fence at rev (atomically, durably) when it moved forward.
+func (c *orphanCollector) save(rev int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev <= c.saved {
+		return nil
+	}
+	b, err := json.Marshal(fence{InstanceID: c.st.InstanceID(), Revision: rev})
+	if err != nil {
+		return err
+	}
+	tmp := c.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, c.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", c.path, err)
+	}
+	c.saved = rev
+	return nil
+}
