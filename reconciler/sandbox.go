@@ -91,7 +91,8 @@ type SandboxReconciler struct {
 	mu       sync.Mutex
 	watching map[string]int // sandbox uid → pid being watched for exit
 	started  map[string]bool
-	ops      map[string]*bgOp // background work by slot (see background)
+	ops      map[string]*bgOp       // background work by slot (see background)
+	pulled   map[string]pulledImage // sandbox uid → image resolved for its next start
 
 	once       sync.Once
 	events     chan pendingEvent
@@ -109,6 +110,7 @@ func (r *SandboxReconciler) init() {
 		r.watching = map[string]int{}
 		r.started = map[string]bool{}
 		r.ops = map[string]*bgOp{}
+		r.pulled = map[string]pulledImage{}
 		// Events are written by one goroutine, in order, off the reconcile
 		// path: each is a durable store write, and a sandbox start records
 		// several.
@@ -334,6 +336,10 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 		r.event(sb, v1alpha1.EventWarning, ReasonAgentMissing, msg)
 		return Terminal(errors.New(msg))
 	}
+	// A new run: what was learned about stopping or pulling for the old
+	// one must not answer for it.
+	r.dropBackground("stop/" + id)
+	r.forgetPull(id)
 	t0 := time.Now()
 	if r.BeforeCreate != nil {
 		if err := r.BeforeCreate(); err != nil {
@@ -473,6 +479,11 @@ func (r *SandboxReconciler) suspend(ctx context.Context, sb *v1alpha1.Sandbox, s
 			why = "" // stopped before; only its runtime object is left
 		}
 		if err := r.stop(ctx, sb, why); err != nil {
+			if errors.Is(err, errStopping) {
+				// Still running, but no longer Ready: a wait for the
+				// suspension must not take it for done.
+				r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSuspended, "stopping: operatingMode is Suspended")
+			}
 			return err
 		}
 		if err := r.Driver.Delete(ctx, id, false); err != nil {
@@ -499,6 +510,9 @@ func (r *SandboxReconciler) expire(ctx context.Context, sb *v1alpha1.Sandbox, st
 		why = "its lifecycle expired"
 	}
 	if err := r.teardown(ctx, sb, why); err != nil {
+		if errors.Is(err, errStopping) {
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonExpired, "stopping: the sandbox's lifecycle expired at "+st.ExpiresAt.Format(time.RFC3339))
+		}
 		return err
 	}
 	if first {
@@ -516,9 +530,11 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 		return nil
 	}
 	r.dropBackground("pull/" + sb.Metadata.UID)
+	r.forgetPull(sb.Metadata.UID)
 	if err := r.teardown(ctx, sb, "it is being deleted"); err != nil {
 		return err
 	}
+	r.dropBackground("stop/" + sb.Metadata.UID)
 	var keep []string
 	for _, f := range sb.Metadata.Finalizers {
 		if f != v1alpha1.FinalizerSandbox {
@@ -550,6 +566,30 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, 
 	return nil
 }
 
+// pulledImage is an image resolved for a sandbox's next start.
+type pulledImage struct {
+	tag string // policy and reference
+	img *images.Image
+	at  time.Time
+}
+
+// recentPull returns the image resolved for the sandbox under tag since its
+// last start, if that was within staleAfter.
+func (r *SandboxReconciler) recentPull(id, tag string) *images.Image {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.pulled[id]; ok && p.tag == tag && time.Since(p.at) < staleAfter {
+		return p.img
+	}
+	return nil
+}
+
+func (r *SandboxReconciler) forgetPull(id string) {
+	r.mu.Lock()
+	delete(r.pulled, id)
+	r.mu.Unlock()
+}
+
 // stop stops the sandbox: SIGTERM, then SIGKILL after StopGrace. The grace
 // period runs in the background: if the sandbox has not stopped within
 // inlineWait it returns errStopping, and the stop requeues the sandbox when
@@ -575,7 +615,14 @@ func (r *SandboxReconciler) stop(ctx context.Context, sb *v1alpha1.Sandbox, why 
 // hostile or malformed image; not retried until the spec changes).
 func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, policy images.PullPolicy) (*images.Image, error) {
 	ref := sb.Spec.Image
-	val, err, finished := r.background(ctx, "pull/"+sb.Metadata.UID, string(policy)+" "+ref, v1alpha1.KeyOf(sb),
+	tag := string(policy) + " " + ref
+	if img := r.recentPull(sb.Metadata.UID, tag); img != nil {
+		// Pulled for this start already (a stop of the old run came
+		// between): not again, which with Always would be another trip.
+		r.condition(st, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled, "")
+		return img, nil
+	}
+	val, err, finished := r.background(ctx, "pull/"+sb.Metadata.UID, tag, v1alpha1.KeyOf(sb),
 		func(ctx context.Context) (any, error) { return r.Images.Pull(ctx, ref, policy, nil) }, nil)
 	if !finished {
 		if err != nil {
@@ -605,6 +652,9 @@ func (r *SandboxReconciler) image(ctx context.Context, sb *v1alpha1.Sandbox, st 
 		r.event(sb, v1alpha1.EventWarning, ReasonPullFailed, msg)
 		return nil, errors.New(msg)
 	}
+	r.mu.Lock()
+	r.pulled[sb.Metadata.UID] = pulledImage{tag: tag, img: img, at: time.Now()}
+	r.mu.Unlock()
 	// status.imageDigest names what the sandbox runs; it changes when the
 	// sandbox (re)starts on this image (see start), not when a tag moves.
 	if c := v1alpha1.FindCondition(st.Conditions, v1alpha1.ConditionImageReady); c == nil || c.Status != v1alpha1.ConditionTrue {

@@ -1073,3 +1073,69 @@ func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
 		t.Errorf("driver still has the sandbox: %+v", b)
 	}
 }
+
+// Slow stops of one sandbox, one after another: each stop of a new run
+// really stops it (SIGTERM, grace) and is told; the image pulled for a
+// restart is not pulled again because a slow stop came between; a sandbox
+// being suspended is not Ready while it stops.
+func TestSandboxSlowStopsInSequence(t *testing.T) {
+	h := newHarness(t)
+	h.create("web", func(sb *v1alpha1.Sandbox) { sb.Spec.ImagePullPolicy = "Always" })
+	h.mustReconcile("web")
+	slowStop := func(change func(*v1alpha1.Sandbox)) {
+		t.Helper()
+		gate := make(chan struct{})
+		h.drv.mu.Lock()
+		h.drv.stopGate = gate
+		h.drv.mu.Unlock()
+		h.update("web", change)
+		h.mustReconcile("web") // the stop takes its time
+		close(gate)
+		h.drv.mu.Lock()
+		h.drv.stopGate = nil
+		h.drv.mu.Unlock()
+		deadline := time.Now().Add(10 * time.Second)
+		for n := len(h.requeues()); len(h.requeues()) == n; {
+			if time.Now().After(deadline) {
+				t.Fatal("the stop never requeued the sandbox")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.mustReconcile("web")
+	}
+	pulls := len(h.imgs.pullLog())
+	h.drv.reset()
+	slowStop(func(sb *v1alpha1.Sandbox) { sb.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: "1"}} })
+	wantCalls(t, "first spec change", h.drv.mutations(), "Stop", "Delete(false)", "Create", "Start")
+	if n := len(h.imgs.pullLog()) - pulls; n != 1 {
+		t.Errorf("%d pulls for one spec change with a slow stop, want 1", n)
+	}
+	h.drv.reset()
+	slowStop(func(sb *v1alpha1.Sandbox) { sb.Spec.Env[0].Value = "2" })
+	wantCalls(t, "second spec change", h.drv.mutations(), "Stop", "Delete(false)", "Create", "Start")
+	if n := h.eventCount("web", ReasonKilling); n != 2 {
+		t.Errorf("%d Killing events for two stops, want 2", n)
+	}
+	wantCond(t, h.get("web"), v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
+
+	// Suspending: not Ready while it stops, Suspended after.
+	gate := make(chan struct{})
+	h.drv.mu.Lock()
+	h.drv.stopGate = gate
+	h.drv.mu.Unlock()
+	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeSuspended })
+	h.mustReconcile("web")
+	got := h.get("web")
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSuspended)
+	wantPhase(t, got, v1alpha1.PhaseRunning)
+	close(gate)
+	deadline := time.Now().Add(10 * time.Second)
+	for wantSuspended := false; !wantSuspended; {
+		h.mustReconcile("web")
+		wantSuspended = h.get("web").Status.Phase == v1alpha1.PhaseSuspended
+		if time.Now().After(deadline) {
+			t.Fatal("never Suspended after its stop ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
