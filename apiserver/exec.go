@@ -2,15 +2,18 @@ package apiserver
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +72,100 @@ func (p *agentPool) drop(path string, c *agent.Client) {
 	}
 	p.mu.Unlock()
 	c.Close()
+}
+
+// sendNewest puts ws on ch, dropping the oldest pending size if ch is full:
+// only the latest size matters.
+func sendNewest(ch chan agent.WindowSize, ws agent.WindowSize) {
+	for {
+		select {
+		case ch <- ws:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// stdinQueue holds the client's stdin between the frame reader and the
+// command: the reader never waits on the command, and the queue never holds
+// more than the client was granted.
+type stdinQueue struct {
+	mu      sync.Mutex
+	chunks  [][]byte
+	queued  int
+	closed  bool
+	pending chan struct{} // a chunk or the close arrived
+}
+
+func newStdinQueue() *stdinQueue { return &stdinQueue{pending: make(chan struct{}, 1)} }
+
+// push queues a copy of p; false if that would exceed the window.
+func (q *stdinQueue) push(p []byte) bool {
+	q.mu.Lock()
+	if q.closed || q.queued+len(p) > client.StdinWindow {
+		q.mu.Unlock()
+		return false
+	}
+	q.chunks = append(q.chunks, append([]byte(nil), p...))
+	q.queued += len(p)
+	q.mu.Unlock()
+	q.notify()
+	return true
+}
+
+// close marks the end of input.
+func (q *stdinQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.notify()
+}
+
+func (q *stdinQueue) notify() {
+	select {
+	case q.pending <- struct{}{}:
+	default:
+	}
+}
+
+// feed writes the queued input to w as the command takes it, granting the
+// client each byte again once written; it closes w at the end of input.
+func (q *stdinQueue) feed(ctx context.Context, w *io.PipeWriter, fw *client.FrameWriter) {
+	for {
+		q.mu.Lock()
+		chunks, closed := q.chunks, q.closed
+		q.chunks = nil
+		q.mu.Unlock()
+		for _, c := range chunks {
+			if _, err := w.Write(c); err != nil {
+				return // the command or the exec is gone
+			}
+			q.mu.Lock()
+			q.queued -= len(c)
+			q.mu.Unlock()
+			var grant [4]byte
+			binary.BigEndian.PutUint32(grant[:], uint32(len(c)))
+			if fw.WriteFrame(client.StreamCredit, grant[:]) != nil {
+				return
+			}
+		}
+		if closed && len(chunks) == 0 {
+			w.Close()
+			return
+		}
+		if len(chunks) > 0 {
+			continue // more may have come meanwhile
+		}
+		select {
+		case <-q.pending:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // maxSunPath is the longest path a sockaddr_un holds (108 with the NUL).
@@ -176,58 +273,60 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	fw := client.NewFrameWriter(conn)
 	req.Stdout = fw.Stream(client.StreamStdout)
 	req.Stderr = fw.Stream(client.StreamStderr)
-	var stdinW *io.PipeWriter
+	var in *stdinQueue
 	if wantStdin {
-		var pr *io.PipeReader
-		pr, stdinW = io.Pipe()
+		pr, pw := io.Pipe()
 		req.Stdin = pr
-		defer stdinW.Close() // unblocks the session's input copy
+		in = newStdinQueue()
+		defer pw.Close() // unblocks the feeder and the session's input copy
+		go in.feed(ctx, pw, fw)
+		var grant [4]byte
+		binary.BigEndian.PutUint32(grant[:], client.StdinWindow)
+		fw.WriteFrame(client.StreamCredit, grant[:])
 	}
 	resize := make(chan agent.WindowSize, 4)
 	signals := make(chan syscall.Signal, 4)
 	req.Resize, req.Signals = resize, signals
+	var protoErr atomic.Value // string: why the client's stream was refused
 	go func() {
+		// Never blocks but on the client: stdin is queued within its grant,
+		// so signals, resizes and a hang-up are always seen.
 		defer cancelExec()
 		var buf []byte
 		for {
 			stream, p, err := client.ReadFrame(brw.Reader, &buf)
 			if err != nil {
-				if stdinW != nil {
-					stdinW.CloseWithError(io.ErrUnexpectedEOF)
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					protoErr.Store(err.Error())
 				}
 				return
 			}
 			switch stream {
 			case client.StreamStdin:
-				if stdinW == nil {
+				if in == nil {
 					continue
 				}
 				if len(p) == 0 {
-					stdinW.Close()
-					continue
-				}
-				if _, err := stdinW.Write(p); err != nil {
-					// The command stopped reading: drop further input.
-					continue
+					in.close()
+				} else if !in.push(p) {
+					protoErr.Store(fmt.Sprintf("stdin beyond the %d bytes granted", client.StdinWindow))
+					return
 				}
 			case client.StreamResize:
 				var ws client.WindowSize
 				if json.Unmarshal(p, &ws) == nil {
-					select {
-					case resize <- agent.WindowSize{Rows: ws.Rows, Cols: ws.Cols}:
-					default: // a newer size follows
-					}
+					sendNewest(resize, agent.WindowSize{Rows: ws.Rows, Cols: ws.Cols})
 				}
 			case client.StreamSignal:
 				if n, err := strconv.Atoi(string(p)); err == nil && n > 0 && n < 65 {
 					select {
 					case signals <- syscall.Signal(n):
-					case <-ctx.Done():
-						return
+					default: // four pending already: the command is not reacting
 					}
 				}
 			default:
-				return // protocol error: end the exec
+				protoErr.Store(fmt.Sprintf("unknown stream %d", stream))
+				return
 			}
 		}
 	}()
@@ -242,7 +341,9 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	res := client.ExecResult{ExitCode: code}
-	if err != nil {
+	if msg, _ := protoErr.Load().(string); msg != "" {
+		res.Error = "exec stream: " + msg
+	} else if err != nil {
 		res.Error = err.Error()
 	}
 	b, _ := json.Marshal(res)

@@ -198,3 +198,70 @@ func TestExecAgent(t *testing.T) {
 		t.Fatal("exec outlived its context")
 	}
 }
+
+// TestExecStdinBackpressure: a command that does not read its input does not
+// stop msbd from hearing the client: a signal still arrives behind megabytes
+// of unread stdin, and a client that hangs up still ends the command.
+func TestExecStdinBackpressure(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	if _, err := e.client.Create(ctx, sandbox("default", "box", nil)); err != nil {
+		t.Fatal(err)
+	}
+	e.rt.setAgentSock(startAgent(t, e.dir))
+	flood := func() io.Reader { return io.LimitReader(zeroReader{}, 64<<20) }
+
+	signals := make(chan syscall.Signal, 1)
+	done := make(chan error, 1)
+	go func() {
+		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{
+			Command: []string{"sleep", "1000"}, Stdin: flood(), Signals: signals,
+		})
+		if err == nil && code != 128+int(syscall.SIGTERM) {
+			err = fmt.Errorf("exit code %d, want %d", code, 128+int(syscall.SIGTERM))
+		}
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // the window is full by now
+	signals <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("signal behind unread stdin: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a signal sent behind unread stdin never arrived")
+	}
+
+	// The client hangs up: the command ends.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, err := e.client.Exec(cctx, "default", "box", client.ExecOptions{
+			Command: []string{"sleep", "777"}, Stdin: flood(),
+		})
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	<-done
+	waitFor(t, func() bool { return !processWithArgs("sleep", "777") }, "the command of a client that hung up to end")
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// processWithArgs reports whether a process runs with exactly this argv.
+func processWithArgs(argv ...string) bool {
+	want := strings.Join(argv, "\x00") + "\x00"
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && string(b) == want {
+			return true
+		}
+	}
+	return false
+}

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,11 +98,31 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	fw := NewFrameWriter(conn)
 	done := make(chan struct{})
 	defer close(done)
+	stdinCredit := newCredit()
 	if opts.Stdin != nil {
 		go func() {
-			// Input ends with an empty frame; a read error ends it too.
-			io.Copy(fw.Stream(StreamStdin), opts.Stdin)
-			fw.WriteFrame(StreamStdin, nil)
+			// Input ends with an empty frame; a read error ends it too. It
+			// is sent only as far as msbd granted (see StreamCredit).
+			buf := make([]byte, 32<<10)
+			for {
+				n := stdinCredit.take(len(buf), done)
+				if n == 0 {
+					return
+				}
+				m, err := opts.Stdin.Read(buf[:n])
+				if m > 0 {
+					if fw.WriteFrame(StreamStdin, buf[:m]) != nil {
+						return
+					}
+				}
+				if m < n {
+					stdinCredit.grant(n - m)
+				}
+				if err != nil {
+					fw.WriteFrame(StreamStdin, nil)
+					return
+				}
+			}
 		}()
 	}
 	if opts.Resize != nil || opts.Signals != nil {
@@ -153,6 +174,10 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		case StreamStderr:
 			if _, err := stderr.Write(p); err != nil {
 				return -1, fmt.Errorf("exec: writing output: %w", err)
+			}
+		case StreamCredit:
+			if len(p) == 4 {
+				stdinCredit.grant(int(binary.BigEndian.Uint32(p)))
 			}
 		case StreamExit:
 			var res ExecResult

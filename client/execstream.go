@@ -14,6 +14,7 @@ import (
 // the client sends input) is answered with 101 Switching Protocols, after
 // which both sides exchange frames: one byte naming the stream, the payload
 // length as 4 bytes big-endian, the payload.
+// Stdin is flow-controlled: see StreamCredit.
 //
 // msbd speaks the agent's own protocol (SSH) to the sandbox and relays; the
 // CLI only frames bytes. It starts no cryptography of its own, which in a
@@ -29,7 +30,15 @@ const (
 	StreamExit   byte = 3 // msbd → client, last frame: JSON ExecResult
 	StreamResize byte = 4 // client → msbd: JSON WindowSize
 	StreamSignal byte = 5 // client → msbd: the signal number in decimal
+	StreamCredit byte = 6 // msbd → client: more stdin bytes it may send (uint32 BE)
 )
+
+// Stdin is flow-controlled so that msbd never has to stop reading the
+// client's frames (signals, resizes, a hang-up) while a command is slow to
+// read its input: msbd grants StdinWindow bytes when the exec starts and
+// grants each byte again once it went on to the command; a client sending
+// beyond its grant ends the exec.
+const StdinWindow = 256 << 10
 
 // MaxFramePayload bounds one frame; larger frames are a protocol error.
 const MaxFramePayload = 1 << 20
@@ -113,4 +122,43 @@ func ReadFrame(r io.Reader, buf *[]byte) (byte, []byte, error) {
 		return 0, nil, err
 	}
 	return hdr[0], p, nil
+}
+
+// credit counts the stdin bytes a sender may still send.
+type credit struct {
+	mu    sync.Mutex
+	avail int
+	wake  chan struct{}
+}
+
+func newCredit() *credit { return &credit{wake: make(chan struct{}, 1)} }
+
+// grant adds n bytes.
+func (c *credit) grant(n int) {
+	c.mu.Lock()
+	c.avail += n
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take reserves up to max bytes, waiting for a grant; 0 once done is closed.
+func (c *credit) take(max int, done <-chan struct{}) int {
+	for {
+		c.mu.Lock()
+		if c.avail > 0 {
+			n := min(c.avail, max)
+			c.avail -= n
+			c.mu.Unlock()
+			return n
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.wake:
+		case <-done:
+			return 0
+		}
+	}
 }

@@ -264,7 +264,7 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 					return true
 				}
 				c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady)
-				return c != nil && c.Status == v1alpha1.ConditionTrue
+				return c != nil && (c.Status == v1alpha1.ConditionTrue || stuckReasons[c.Reason])
 			})
 			done <- outcome{r.Name, last, err}
 		}()
@@ -273,8 +273,8 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 	code := exitOK
 	for range names {
 		o := <-done
-		if code != exitOK {
-			continue // already failed: only collect the others
+		if errors.Is(o.err, errTimeout) && errors.Is(ctx.Err(), context.Canceled) {
+			continue // given up on after another one failed
 		}
 		switch {
 		case errors.Is(o.err, errTimeout):
@@ -285,9 +285,10 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 				}
 			}
 			code = exitFail
+			continue // the others time out too: each is told
 		case o.err != nil:
 			code = fail(stderr, o.err)
-		case o.last.Status.Phase == v1alpha1.PhaseFailed:
+		case o.last.Status.Phase == v1alpha1.PhaseFailed || stuckReasons[readyReason(o.last)]:
 			msg := ""
 			if c := v1alpha1.FindCondition(o.last.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 				msg = ": " + c.Reason
@@ -309,4 +310,18 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 		}
 	}
 	return code
+}
+
+// stuckReasons are Ready=False reasons msbd does not retry until the spec (or
+// the daemon) changes: waiting for Ready past them is waiting for nothing.
+var stuckReasons = map[string]bool{
+	"InvalidImage": true, // a hostile or malformed image
+	"AgentMissing": true, // msbd cannot start sandboxes at all
+}
+
+func readyReason(sb *v1alpha1.Sandbox) string {
+	if c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Status == v1alpha1.ConditionFalse {
+		return c.Reason
+	}
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/term"
@@ -134,6 +135,10 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 	if o.stdin {
 		opts.Stdin = stdinReader
 	}
+	execCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var aborted atomic.Bool
+	abort := func() { aborted.Store(true); cancel() }
 
 	if o.tty {
 		opts.Term = os.Getenv("TERM")
@@ -183,7 +188,8 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 		}
 	} else {
 		// Without a terminal, ^C and SIGTERM go to the remote command, which
-		// decides how to end; its exit code comes back as ours.
+		// decides how to end; its exit code comes back as ours. A second
+		// ^C gives up on it: msbctl hangs up, which kills the command.
 		sigs := make(chan syscall.Signal, 4)
 		osSigs := make(chan os.Signal, 4)
 		signal.Notify(osSigs, os.Interrupt, syscall.SIGTERM)
@@ -191,11 +197,18 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 		done := make(chan struct{})
 		defer close(done)
 		go func() {
+			interrupts := 0
 			for {
 				select {
 				case <-done:
 					return
 				case s := <-osSigs:
+					if s == os.Interrupt {
+						if interrupts++; interrupts > 1 {
+							abort()
+							return
+						}
+					}
 					if ss, ok := s.(syscall.Signal); ok {
 						select {
 						case sigs <- ss:
@@ -209,7 +222,11 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 		opts.Signals = sigs
 	}
 
-	code, err := c.Exec(ctx, o.namespace, name, opts)
+	code, err := c.Exec(execCtx, o.namespace, name, opts)
+	if err != nil && aborted.Load() {
+		fmt.Fprintln(stderr, "msbctl: interrupted twice: hung up, which stops the command")
+		return 130
+	}
 	if err != nil {
 		if client.IsNotFound(err) {
 			err = fmt.Errorf("sandbox %q not found in namespace %q", name, o.namespace)

@@ -65,7 +65,15 @@ func TestHostileImagesRefused(t *testing.T) {
 		}
 		docs = append(docs, strings.Replace(sandboxYAML(caseName(i), "", "true"), "oci:"+imageDir+":latest", "oci:"+dir+":latest", 1))
 	}
-	d.apply(strings.Join(docs, "---\n"))
+	// apply --wait stops at the refusal instead of waiting out its timeout.
+	f := filepath.Join(t.TempDir(), "hostile.yaml")
+	os.WriteFile(f, []byte(strings.Join(docs, "---\n")), 0o644)
+	t0 := time.Now()
+	if _, stderr, code := d.ctl("apply", "-f", f, "--wait", "--timeout=60s"); code != 1 || !strings.Contains(stderr, "InvalidImage") {
+		t.Errorf("apply --wait of hostile images: exit %d, stderr %q; want exit 1 naming InvalidImage", code, stderr)
+	} else if took := time.Since(t0); took > 30*time.Second {
+		t.Errorf("apply --wait of hostile images took %v: it should stop at the first refusal", took)
+	}
 	for i, c := range cases {
 		name := caseName(i)
 		var reason, msg string
