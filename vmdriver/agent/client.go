@@ -114,9 +114,31 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 	if err != nil {
 		return -1, err
 	}
-	sess, err := c.c.NewSession()
-	if err != nil {
-		return -1, fmt.Errorf("exec: %w: %w", ErrNoSession, err)
+	// Opening a session waits for the agent; a frozen one must not hold the
+	// caller past ctx.
+	type opened struct {
+		sess *ssh.Session
+		err  error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := c.c.NewSession()
+		ch <- opened{s, err}
+	}()
+	var sess *ssh.Session
+	select {
+	case o := <-ch:
+		if o.err != nil {
+			return -1, fmt.Errorf("exec: %w: %w", ErrNoSession, o.err)
+		}
+		sess = o.sess
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.sess != nil {
+				o.sess.Close()
+			}
+		}()
+		return -1, ctx.Err()
 	}
 	defer sess.Close()
 	if req.TTY {
