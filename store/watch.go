@@ -55,6 +55,7 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan WatchEven
 		ch:     make(chan WatchEvent),
 		signal: make(chan struct{}, 1),
 		limit:  s.watchQueueLimit,
+		after:  fromRevision,
 	}
 	if fromRevision > 0 {
 		err := s.db.View(func(tx *bolt.Tx) error {
@@ -104,6 +105,7 @@ type watcher struct {
 	ch     chan WatchEvent
 	signal chan struct{} // capacity 1: "the queue has something"
 	limit  int
+	after  int64 // changes at or below this revision were seen by the caller
 
 	mu       sync.Mutex
 	queue    []change
@@ -111,6 +113,13 @@ type watcher struct {
 }
 
 func (w *watcher) push(changes []change) {
+	// A watch from a revision not yet reached starts after it.
+	for len(changes) > 0 && changes[0].rev <= w.after {
+		changes = changes[1:]
+	}
+	if len(changes) == 0 {
+		return
+	}
 	w.mu.Lock()
 	if !w.overflow {
 		if len(w.queue)+len(changes) > w.limit {

@@ -261,3 +261,25 @@ func TestWatchSeamUnderLoad(t *testing.T) {
 	}
 	quiet(t, ch)
 }
+
+// A watch from a revision not reached yet waits for it: the changes up to
+// it (which the caller claims to have seen) are not delivered.
+func TestWatchFromFutureRevision(t *testing.T) {
+	s, _ := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	from := s.Revision() + 2
+	ch, err := s.Watch(ctx, from)
+	must(t, err)
+	var made []int64
+	for i := range 4 {
+		sb := sandbox("", fmt.Sprint("f", i), "x")
+		must(t, s.Create(sb))
+		made = append(made, rv(t, sb))
+	}
+	evs := recv(t, ch, 2)
+	if evs[0].Revision != from+1 || evs[1].Revision != from+2 {
+		t.Fatalf("watch from %d delivered revisions %d, %d; want %d, %d (made %v)", from, evs[0].Revision, evs[1].Revision, from+1, from+2, made)
+	}
+	quiet(t, ch)
+}
