@@ -928,7 +928,13 @@ func (r *SandboxReconciler) watchExit(sb *v1alpha1.Sandbox, pid int) {
 	r.watching[id] = pid
 	r.mu.Unlock()
 	go func() {
-		waitPidExit(pid)
+		waitPidExit(pid, func() bool {
+			st, err := r.Driver.State(context.Background(), id)
+			if err != nil {
+				return !errors.Is(err, vmdriver.ErrNotFound) // unsure: keep waiting
+			}
+			return st.PID == pid
+		})
 		r.mu.Lock()
 		if r.watching[id] == pid {
 			delete(r.watching, id)

@@ -1139,3 +1139,25 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A pid read before the sandbox's init exited may belong to another process
+// by the time the exit watcher holds it: the watcher then does not wait on
+// that stranger but looks again at once.
+func TestSandboxExitWatcherReusedPID(t *testing.T) {
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Skipf("cannot run sleep: %v", err)
+	}
+	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
+	h := newHarness(t)
+	sb := h.create("web", nil)
+	h.mustReconcile("web") // runs with the test's own pid, which stays alive
+	h.r.watchExit(h.get("web"), stranger.Process.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.requeues(), key("web")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher waits on pid %d, which the sandbox (%s) does not run", stranger.Process.Pid, sb.Metadata.UID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
