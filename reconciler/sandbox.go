@@ -1004,6 +1004,11 @@ func (r *SandboxReconciler) RecordPanic(key string, recovered any) {
 		return
 	}
 	r.init()
+	if err := r.Store.Get(v1alpha1.KindSandbox, ns, name, &v1alpha1.Sandbox{}); r.NotFound != nil && r.NotFound(err) {
+		// Gone: an event would outlive it (events go with their object).
+		r.Log.Error("internal error while reconciling a deleted sandbox", "key", key, "panic", fmt.Sprint(recovered))
+		return
+	}
 	ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: ns, Name: name}
 	r.events <- pendingEvent{ref: ref, typ: v1alpha1.EventWarning, reason: ReasonPanic, message: fmt.Sprintf("internal error while reconciling: %v (will retry)", recovered)}
 }

@@ -1161,3 +1161,18 @@ func TestSandboxExitWatcherReusedPID(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A panic is told as an event on its sandbox, but not on one that is gone
+// (the event would outlive it).
+func TestSandboxRecordPanic(t *testing.T) {
+	h := newHarness(t)
+	h.create("web", nil)
+	h.r.RecordPanic(key("web"), "boom")
+	h.r.RecordPanic(key("gone"), "boom")
+	if n := h.eventCount("web", ReasonPanic); n != 1 {
+		t.Errorf("%d ReconcilePanic events on an existing sandbox, want 1", n)
+	}
+	if evs := h.events("gone"); len(evs) != 0 {
+		t.Errorf("events recorded for a sandbox that does not exist: %+v", evs)
+	}
+}
