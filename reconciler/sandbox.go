@@ -37,24 +37,25 @@ type Images interface {
 
 // Event reasons, stable for tools to match on.
 const (
-	ReasonPulling      = "Pulling"
-	ReasonPulled       = "Pulled"
-	ReasonPullFailed   = "PullFailed"
-	ReasonInvalidImage = "InvalidImage"
-	ReasonCreated      = "Created"
-	ReasonStarted      = "Started"
-	ReasonAdopted      = "Adopted"
-	ReasonKilling      = "Killing"
-	ReasonBackOff      = "BackOff"
-	ReasonFailed       = "Failed"
-	ReasonCompleted    = "Completed"
-	ReasonSuspended    = "Suspended"
-	ReasonExpired      = "Expired"
-	ReasonSecretError  = "SecretNotFound"
-	ReasonAgentMissing = "AgentMissing"
-	ReasonUpdating     = "Updating"
-	ReasonIsolation    = "IsolationUnavailable"
-	ReasonPanic        = "ReconcilePanic"
+	ReasonPulling       = "Pulling"
+	ReasonPulled        = "Pulled"
+	ReasonPullFailed    = "PullFailed"
+	ReasonInvalidImage  = "InvalidImage"
+	ReasonCreated       = "Created"
+	ReasonStarted       = "Started"
+	ReasonAdopted       = "Adopted"
+	ReasonKilling       = "Killing"
+	ReasonBackOff       = "BackOff"
+	ReasonFailed        = "Failed"
+	ReasonCompleted     = "Completed"
+	ReasonSuspended     = "Suspended"
+	ReasonExpired       = "Expired"
+	ReasonSecretError   = "SecretNotFound"
+	ReasonAgentMissing  = "AgentMissing"
+	ReasonUpdating      = "Updating"
+	ReasonVolumeExposed = "VolumeExposed"
+	ReasonIsolation     = "IsolationUnavailable"
+	ReasonPanic         = "ReconcilePanic"
 )
 
 // SandboxReconciler converges Sandbox objects.
@@ -356,6 +357,7 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	}
 	if !restart {
 		r.event(sb, v1alpha1.EventNormal, ReasonCreated, fmt.Sprintf("Created sandbox with %s isolation", r.Driver.Isolation()))
+		r.warnExposedVolumes(sb, spec)
 	}
 	r.mu.Lock()
 	r.started[id] = true
@@ -564,6 +566,24 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, 
 	delete(r.started, id)
 	r.mu.Unlock()
 	return nil
+}
+
+// warnExposedVolumes tells, in a Warning event, of each read-write volume
+// other host users can enter: what the sandbox writes there (a set-uid
+// program of the sandboxes' host uid, say) is theirs to run.
+func (r *SandboxReconciler) warnExposedVolumes(sb *v1alpha1.Sandbox, spec vmdriver.Spec) {
+	for _, m := range spec.Mounts {
+		if m.ReadOnly {
+			continue
+		}
+		fi, err := os.Stat(m.HostPath)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			continue
+		}
+		r.event(sb, v1alpha1.EventWarning, ReasonVolumeExposed, fmt.Sprintf(
+			"volume %s: other host users can enter %s (mode %#o); files the sandbox writes there, set-uid programs included, are theirs to use: make it 0700, owned by the sandboxes' host uid, or mount it readOnly",
+			m.Path, m.HostPath, fi.Mode().Perm()))
+	}
 }
 
 // pulledImage is an image resolved for a sandbox's next start.

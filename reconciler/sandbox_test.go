@@ -1176,3 +1176,30 @@ func TestSandboxRecordPanic(t *testing.T) {
 		t.Errorf("events recorded for a sandbox that does not exist: %+v", evs)
 	}
 }
+
+// A read-write volume other host users can enter is warned about once, at
+// creation; a closed or read-only one is not.
+func TestSandboxWarnsOfExposedVolumes(t *testing.T) {
+	h := newHarness(t)
+	open, closed, ro := t.TempDir(), t.TempDir(), t.TempDir()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(open, 0o755))
+	must(os.Chmod(closed, 0o700))
+	must(os.Chmod(ro, 0o755))
+	h.create("web", func(sb *v1alpha1.Sandbox) {
+		sb.Spec.Volumes = []v1alpha1.Volume{
+			{HostPath: open, MountPath: "/open"},
+			{HostPath: closed, MountPath: "/closed"},
+			{HostPath: ro, MountPath: "/ro", ReadOnly: true},
+		}
+	})
+	h.mustReconcile("web")
+	msgs := h.eventMessages("web", ReasonVolumeExposed)
+	if len(msgs) != 1 || !strings.Contains(msgs[0], open) {
+		t.Fatalf("VolumeExposed events %q, want one about %s", msgs, open)
+	}
+}
