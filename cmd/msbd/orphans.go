@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -38,14 +39,15 @@ type fence struct {
 
 // orphanCollector removes orphaned sandboxes, guarded by the fence.
 type orphanCollector struct {
-	mu    sync.Mutex // the fence file and saved
-	path  string
-	st    *store.Store
-	drv   vmdriver.Driver
-	log   *slog.Logger
-	stop  time.Duration
-	held  string // why orphans are kept, "" when the store matches the fence
-	saved int64  // revision last written to the fence
+	mu      sync.Mutex // the fence file and saved
+	running atomic.Bool
+	path    string
+	st      *store.Store
+	drv     vmdriver.Driver
+	log     *slog.Logger
+	stop    time.Duration
+	held    string // why orphans are kept, "" when the store matches the fence
+	saved   int64  // revision last written to the fence
 }
 
 // newOrphanCollector checks the store against the fence left by earlier runs.
@@ -75,11 +77,18 @@ func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, l
 
 // collect removes the runtime state of sandboxes whose object is gone, or
 // only reports them while the store does not match the fence; then it moves
-// the fence to the store's revision.
+// the fence to the store's revision. It runs in the background (each orphan
+// gets a stop grace period) and skips a round while the last one runs.
 func (c *orphanCollector) collect(ctx context.Context) {
-	if err := c.collectOnce(ctx); err != nil {
-		c.log.Warn("collecting orphaned sandboxes", "err", err)
+	if !c.running.CompareAndSwap(false, true) {
+		return
 	}
+	go func() {
+		defer c.running.Store(false)
+		if err := c.collectOnce(ctx); err != nil {
+			c.log.Warn("collecting orphaned sandboxes", "err", err)
+		}
+	}()
 }
 
 func (c *orphanCollector) collectOnce(ctx context.Context) error {
