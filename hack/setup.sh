@@ -23,7 +23,7 @@ if ! command -v go >/dev/null; then
 	if [ -x /usr/local/go/bin/go ]; then
 		export PATH=$PATH:/usr/local/go/bin
 	else
-		echo "setup: Go 1.25+ is required (https://go.dev/dl); not found in PATH" >&2
+		echo "setup: Go 1.26+ is required (https://go.dev/dl); not found in PATH" >&2
 		exit 1
 	fi
 fi
