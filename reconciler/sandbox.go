@@ -344,8 +344,9 @@ func (r *SandboxReconciler) start(ctx context.Context, sb *v1alpha1.Sandbox, st 
 	t0 := time.Now()
 	if r.BeforeCreate != nil {
 		if err := r.BeforeCreate(); err != nil {
-			msg := "creating sandbox: " + err.Error()
+			msg := "not starting: recording the store's progress for orphan collection failed: " + err.Error()
 			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+			r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
 			return errors.New(msg)
 		}
 	}

@@ -146,6 +146,32 @@ func (s *Store) Close() error {
 // Revision is the last committed revision (1 for an empty store).
 func (s *Store) Revision() int64 { return s.rev.Load() }
 
+// RotateInstanceID gives this database a new instance ID: from then on no
+// copy of it made before passes for it.
+func (s *Store) RotateInstanceID() error {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	id := hex.EncodeToString(b[:])
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := createMetaBucket(tx)
+		if err != nil {
+			return err
+		}
+		return meta.Put(metaKeyInstanceID, []byte(id))
+	})
+	if err == nil {
+		s.instanceID = id
+	}
+	return err
+}
+
 // InstanceID names this database: random, set when it was first opened, and
 // kept by copies of the file (a backup restored is the same instance, at an
 // older revision).

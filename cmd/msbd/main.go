@@ -174,7 +174,10 @@ func run(o options) error {
 		Logger:  log,
 	})}
 
-	orphans.collect(ctx)
+	// Before serving: once msbd answers, orphans are gone (or held).
+	if err := orphans.collectOnce(ctx); err != nil {
+		log.Warn("collecting orphaned sandboxes", "err", err)
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); ctrl.Run(ctx); sbr.Close() }()
 	go feed(ctx, st, queue, o.resync, orphans, log)

@@ -35,6 +35,9 @@ const fenceFile = "store-fence.json"
 type fence struct {
 	InstanceID string `json:"instanceID"`
 	Revision   int64  `json:"revision"`
+	// Held, once set, keeps orphans until an operator removes the file:
+	// a restored store catching up in revision is still another history.
+	Held string `json:"held,omitempty"`
 }
 
 // orphanCollector removes orphaned sandboxes, guarded by the fence.
@@ -57,16 +60,30 @@ func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, l
 	var f fence
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		// First start with this state directory (or with a version that
-		// kept no fence): the store is taken as it is.
+		// First start with this state directory, a version that kept no
+		// fence, or an operator accepting the store: it is taken as it is,
+		// under a new instance ID, so that no copy of it made before (a
+		// backup restored later) passes for it.
+		if err := st.RotateInstanceID(); err != nil {
+			c.held = fmt.Sprintf("cannot give the database a new instance ID: %v", err)
+		}
 	case err != nil:
 		c.held = fmt.Sprintf("cannot read %s: %v", c.path, err)
 	case json.Unmarshal(b, &f) != nil || f.InstanceID == "":
 		c.held = fmt.Sprintf("%s is not a fence this msbd wrote", c.path)
 	case f.InstanceID != st.InstanceID():
 		c.held = fmt.Sprintf("the database is not the one this state directory's sandboxes belong to (instance %s, expected %s)", st.InstanceID(), f.InstanceID)
+	case f.Held != "":
+		c.held = f.Held
 	case st.Revision() < f.Revision:
 		c.held = fmt.Sprintf("the database is older than this state directory's sandboxes (revision %d, but %d was seen): was it restored from a backup?", st.Revision(), f.Revision)
+	}
+	if c.held != "" && err == nil && f.InstanceID != "" && f.Held == "" {
+		// Remember it: later the store's revision may pass the fence's.
+		f.Held = c.held
+		if err := c.write(f); err != nil {
+			log.Error("recording that orphans are held", "err", err)
+		}
 	}
 	if c.held != "" {
 		log.Error("sandboxes the store does not know will be kept, not removed: "+c.held,
@@ -77,8 +94,9 @@ func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, l
 
 // collect removes the runtime state of sandboxes whose object is gone, or
 // only reports them while the store does not match the fence; then it moves
-// the fence to the store's revision. It runs in the background (each orphan
-// gets a stop grace period) and skips a round while the last one runs.
+// the fence to the store's revision. At resyncs it runs in the background
+// (each orphan gets a stop grace period) and skips a round while the last
+// one runs; at startup msbd calls collectOnce before it serves.
 func (c *orphanCollector) collect(ctx context.Context) {
 	if !c.running.CompareAndSwap(false, true) {
 		return
@@ -146,7 +164,17 @@ func (c *orphanCollector) save(rev int64) error {
 	if rev <= c.saved {
 		return nil
 	}
-	b, err := json.Marshal(fence{InstanceID: c.st.InstanceID(), Revision: rev})
+	if err := c.write(fence{InstanceID: c.st.InstanceID(), Revision: rev}); err != nil {
+		return err
+	}
+	c.saved = rev
+	return nil
+}
+
+// write replaces the fence file durably: the data, the rename and the
+// directory entry all reach the disk.
+func (c *orphanCollector) write(fc fence) error {
+	b, err := json.Marshal(fc)
 	if err != nil {
 		return err
 	}
@@ -165,10 +193,16 @@ func (c *orphanCollector) save(rev int64) error {
 	if err == nil {
 		err = os.Rename(tmp, c.path)
 	}
+	if err == nil {
+		var d *os.File
+		if d, err = os.Open(filepath.Dir(c.path)); err == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", c.path, err)
 	}
-	c.saved = rev
 	return nil
 }

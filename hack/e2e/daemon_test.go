@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,6 +187,22 @@ func TestRestoredStoreKeepsUnknownSandboxes(t *testing.T) {
 	}
 	if log := d.logBuf.String(); !strings.Contains(log, "restored from a backup") || !strings.Contains(log, "store-fence.json") {
 		t.Errorf("msbd did not say why it keeps the sandbox and how to accept the store:\n%s", log)
+	}
+
+	// Held for good: the restored store catching up in revision is still
+	// another history.
+	var secrets []string
+	for i := range 40 {
+		secrets = append(secrets, fmt.Sprintf("apiVersion: msb.dev/v1alpha1\nkind: Secret\nmetadata: {name: s%d}\nspec:\n  stringData: {k: v}\n  allowedHosts: [api.example.com]\n", i))
+	}
+	d.apply(strings.Join(secrets, "---\n"))
+	for i := range 40 {
+		d.must("delete", fmt.Sprintf("secret/s%d", i))
+	}
+	d.stop()
+	d.start()
+	if _, err := os.Stat(filepath.Join(d.stateDir, "sandboxes", newUID)); err != nil {
+		t.Fatalf("after the restored store's revision passed the fence, a restart removed the sandbox: %v", err)
 	}
 
 	// The operator accepts the restored store: the orphan goes.
