@@ -582,7 +582,7 @@ func (r *SandboxReconciler) warnExposedVolumes(sb *v1alpha1.Sandbox, spec vmdriv
 			continue
 		}
 		r.event(sb, v1alpha1.EventWarning, ReasonVolumeExposed, fmt.Sprintf(
-			"volume %s: other host users can enter %s (mode %#o); files the sandbox writes there, set-uid programs included, are theirs to use: make it 0700, owned by the sandboxes' host uid, or mount it readOnly",
+			"volume %s: other host users can enter %s (mode %#o); files the sandbox writes there, set-uid programs included, are theirs to use: put it inside a root-owned directory of mode 0710 and the sandboxes' group, or mount it readOnly",
 			m.Path, m.HostPath, fi.Mode().Perm()))
 	}
 }
