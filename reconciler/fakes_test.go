@@ -378,6 +378,30 @@ func (h *harness) requeue(key string) {
 	h.requeued = append(h.requeued, key)
 }
 
+// requeueCount is how often name was requeued so far.
+func (h *harness) requeueCount(name string) int {
+	n := 0
+	for _, k := range h.requeues() {
+		if k == key(name) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitRequeued waits until name was requeued more than before times; what
+// says what that requeue stands for when it never comes.
+func (h *harness) waitRequeued(name string, before int, what string) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.requeueCount(name) <= before {
+		if time.Now().After(deadline) {
+			h.t.Fatal(what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (h *harness) requeues() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()

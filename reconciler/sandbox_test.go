@@ -526,13 +526,7 @@ func TestSandboxSlowPullReportsPulling(t *testing.T) {
 	}
 
 	close(gate)
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(h.requeues(), key("web")) {
-		if time.Now().After(deadline) {
-			t.Fatal("the finished pull never requeued the sandbox")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.waitRequeued("web", 0, "the finished pull never requeued the sandbox")
 	h.mustReconcile("web")
 	got := h.get("web")
 	wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled)
@@ -784,13 +778,7 @@ func TestSandboxExitWatcherRequeues(t *testing.T) {
 	}
 	cmd.Process.Signal(os.Kill)
 	cmd.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(h.requeues(), key("web")) {
-		if time.Now().After(deadline) {
-			t.Fatal("the exit of the sandbox's init was not noticed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.waitRequeued("web", 0, "the exit of the sandbox's init was not noticed")
 }
 
 // The image config and the Sandbox spec merge as in Kubernetes.
@@ -994,13 +982,7 @@ func TestSandboxSpecChangeNotReadyUntilApplied(t *testing.T) {
 	h.imgs.mu.Lock()
 	h.imgs.gate = nil
 	h.imgs.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(h.requeues(), key("web")) {
-		if time.Now().After(deadline) {
-			t.Fatal("the pull never requeued the sandbox")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.waitRequeued("web", 0, "the pull never requeued the sandbox")
 	h.mustReconcile("web")
 	got = h.get("web")
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
@@ -1058,13 +1040,7 @@ func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
 		t.Errorf("%d Killing events over three reconciles of one stop, want 1", n)
 	}
 	close(gate)
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(h.requeues(), key("web")) {
-		if time.Now().After(deadline) {
-			t.Fatal("the finished stop never requeued the sandbox")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.waitRequeued("web", 0, "the finished stop never requeued the sandbox")
 	h.mustReconcile("web")
 	if err := h.st.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, &v1alpha1.Sandbox{}); !h.r.NotFound(err) {
 		t.Fatalf("sandbox still stored after its stop ended: %v", err)
@@ -1090,17 +1066,12 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 		h.drv.mu.Unlock()
 		h.update("web", change)
 		h.mustReconcile("web") // the stop takes its time
+		before := h.requeueCount("web")
 		close(gate)
 		h.drv.mu.Lock()
 		h.drv.stopGate = nil
 		h.drv.mu.Unlock()
-		deadline := time.Now().Add(10 * time.Second)
-		for n := len(h.requeues()); len(h.requeues()) == n; {
-			if time.Now().After(deadline) {
-				t.Fatal("the stop never requeued the sandbox")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		h.waitRequeued("web", before, "the stop never requeued the sandbox")
 		h.mustReconcile("web")
 	}
 	pulls := len(h.imgs.pullLog())
@@ -1150,16 +1121,10 @@ func TestSandboxExitWatcherReusedPID(t *testing.T) {
 	}
 	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
 	h := newHarness(t)
-	sb := h.create("web", nil)
+	h.create("web", nil)
 	h.mustReconcile("web") // runs with the test's own pid, which stays alive
 	h.r.watchExit(h.get("web"), stranger.Process.Pid)
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(h.requeues(), key("web")) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the watcher waits on pid %d, which the sandbox (%s) does not run", stranger.Process.Pid, sb.Metadata.UID)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.waitRequeued("web", 0, "the watcher waits on the stranger's pid, which the sandbox does not run")
 }
 
 // A panic is told as an event on its sandbox, but not on one that is gone

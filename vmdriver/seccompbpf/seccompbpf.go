@@ -489,33 +489,26 @@ func (c *compiler) cmp(cd cond, pass, fail label) {
 		as.bind(next)
 		as.load(lo)
 		as.jump(unix.BPF_JEQ, vl, fail, pass)
-	case specs.OpGreaterThan, specs.OpGreaterEqual:
-		eq := as.newLabel()
-		as.load(hi)
-		as.jump(unix.BPF_JGT, vh, pass, eq)
-		as.bind(eq)
-		as.jump(unix.BPF_JEQ, vh, next, fail)
-		as.bind(next)
-		as.load(lo)
-		op := uint16(unix.BPF_JGT)
-		if cd.op == specs.OpGreaterEqual {
-			op = unix.BPF_JGE
+	case specs.OpGreaterThan, specs.OpGreaterEqual, specs.OpLessThan, specs.OpLessEqual:
+		// One unsigned test a > v (or a >= v): high words first, low words
+		// when they are equal. a < v is !(a >= v) and a <= v is !(a > v),
+		// so those swap where the test's outcomes lead.
+		yes, no := pass, fail
+		if cd.op == specs.OpLessThan || cd.op == specs.OpLessEqual {
+			yes, no = fail, pass
 		}
-		as.jump(op, vl, pass, fail)
-	case specs.OpLessThan, specs.OpLessEqual:
-		// a < v is !(a >= v), a <= v is !(a > v).
-		eq := as.newLabel()
-		as.load(hi)
-		as.jump(unix.BPF_JGT, vh, fail, eq)
-		as.bind(eq)
-		as.jump(unix.BPF_JEQ, vh, next, pass)
-		as.bind(next)
-		as.load(lo)
 		op := uint16(unix.BPF_JGE)
-		if cd.op == specs.OpLessEqual {
+		if cd.op == specs.OpGreaterThan || cd.op == specs.OpLessEqual {
 			op = unix.BPF_JGT
 		}
-		as.jump(op, vl, fail, pass)
+		eq := as.newLabel()
+		as.load(hi)
+		as.jump(unix.BPF_JGT, vh, yes, eq)
+		as.bind(eq)
+		as.jump(unix.BPF_JEQ, vh, next, no)
+		as.bind(next)
+		as.load(lo)
+		as.jump(op, vl, yes, no)
 	case specs.OpMaskedEqual:
 		// (a & value) == valueTwo, as libseccomp defines it.
 		mh, ml := vh, vl
