@@ -378,6 +378,23 @@ func (h *harness) requeue(key string) {
 	h.requeued = append(h.requeued, key)
 }
 
+// reconcileReturns reconciles name and fails unless Reconcile returns nil
+// within 10s: background work (a slow pull or stop) must not hold it; what
+// names that work.
+func (h *harness) reconcileReturns(name, what string) {
+	h.t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := h.reconcile(name); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			h.t.Fatalf("Reconcile during %s: %v, want nil (the work requeues)", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("Reconcile waited for %s instead of returning", what)
+	}
+}
+
 // requeueCount is how often name was requeued so far.
 func (h *harness) requeueCount(name string) int {
 	n := 0

@@ -503,16 +503,7 @@ func TestSandboxSlowPullReportsPulling(t *testing.T) {
 	h.imgs.gate = gate
 	h.create("web", nil)
 
-	done := make(chan error, 1)
-	go func() { _, err := h.reconcile("web"); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Reconcile during a slow pull: %v, want nil (the pull requeues)", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Reconcile waited for the slow pull instead of returning")
-	}
+	h.reconcileReturns("web", "a slow pull")
 	sb := h.get("web")
 	wantCond(t, sb, v1alpha1.ConditionImageReady, v1alpha1.ConditionUnknown, ReasonPulling)
 	wantPhase(t, sb, v1alpha1.PhasePending)
@@ -1022,16 +1013,7 @@ func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		done := make(chan error, 1)
-		go func() { _, err := h.reconcile("web"); done <- err }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("Reconcile during a slow stop: %v, want nil (the stop requeues)", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Reconcile waited for the grace period")
-		}
+		h.reconcileReturns("web", "a slow stop")
 	}
 	if got := h.get("web"); !hasFinalizer(got) {
 		t.Fatal("finalizer removed before the sandbox stopped")
