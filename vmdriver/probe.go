@@ -50,3 +50,17 @@ func Probe() HostInfo {
 	}
 	return h
 }
+
+// MicroVMReason says why this host cannot run microVMs, for users; "" when
+// it has what a microVM needs (KVM and libkrun). A driver set built without
+// a microVM driver says so on its own.
+func (h HostInfo) MicroVMReason() string {
+	var why []string
+	if !h.KVM {
+		why = append(why, "no usable KVM device (/dev/kvm: "+h.KVMReason+")")
+	}
+	if h.LibkrunPath == "" {
+		why = append(why, "libkrun not found")
+	}
+	return strings.Join(why, "; ")
+}
