@@ -11,7 +11,7 @@
 //	DELETE /apis/msb.dev/v1alpha1/namespaces/{ns}/{plural}/{name}       delete
 //	POST   /apis/msb.dev/v1alpha1/apply                                 {"items":[...]} (?dryRun=All)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/log  (?follow=true)
-//	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec?command=...  Upgrade: msb-exec (see client.ExecProtocol)
+//	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec?command=...  Upgrade: msb-exec (see v1alpha1.ExecProtocol)
 //	GET    /apis/msb.dev/v1alpha1/images                                images held, with in-use counts
 //	POST   /apis/msb.dev/v1alpha1/images/pull                           {"ref","policy"}: NDJSON progress, then image or error
 //	DELETE /apis/msb.dev/v1alpha1/images?ref=REF                        forget an image no Sandbox uses
@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
-	"msb.dev/msb/client"
 	"msb.dev/msb/store"
 )
 
@@ -61,7 +60,7 @@ type Runtime interface {
 type Config struct {
 	Store   Store
 	Runtime Runtime
-	Version client.VersionInfo
+	Version v1alpha1.VersionInfo
 	Logger  *slog.Logger
 	// Images serves the image routes; without it they answer 503.
 	Images ImageService
@@ -76,7 +75,7 @@ const maxBodyBytes = 32 << 20
 type server struct {
 	store   Store
 	rt      Runtime
-	version client.VersionInfo
+	version v1alpha1.VersionInfo
 	log     *slog.Logger
 	images  ImageService
 	agents  agentPool

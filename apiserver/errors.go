@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"msb.dev/msb/apis/v1alpha1"
-	"msb.dev/msb/store"
 )
 
 // status is the body of every error response (and of a DELETE that removed
@@ -75,7 +74,7 @@ func storeError(err error, plural, namespace, name string) *apiError {
 		}
 	}
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, v1alpha1.ErrNotFound):
 		msg := what + " not found"
 		if plural != "" && name != "" {
 			msg = fmt.Sprintf("%s %q not found", plural, name)
@@ -84,17 +83,17 @@ func storeError(err error, plural, namespace, name string) *apiError {
 			}
 		}
 		return &apiError{code: http.StatusNotFound, reason: "NotFound", msg: msg, cause: err}
-	case errors.Is(err, store.ErrAlreadyExists):
+	case errors.Is(err, v1alpha1.ErrAlreadyExists):
 		return &apiError{code: http.StatusConflict, reason: "AlreadyExists",
 			msg: what + " already exists", details: []string{err.Error()}, cause: err}
-	case errors.Is(err, store.ErrConflict):
+	case errors.Is(err, v1alpha1.ErrConflict):
 		return &apiError{code: http.StatusConflict, reason: "Conflict",
 			msg:     what + " was modified since it was read (stale resourceVersion): get it again and retry",
 			details: []string{err.Error()}, cause: err}
-	case errors.Is(err, store.ErrGone):
+	case errors.Is(err, v1alpha1.ErrGone):
 		return &apiError{code: http.StatusGone, reason: "Gone",
 			msg: err.Error() + ": list again and watch from the list's resourceVersion", cause: err}
-	case errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, v1alpha1.ErrInvalid):
 		return &apiError{code: http.StatusUnprocessableEntity, reason: "Invalid", msg: err.Error(), cause: err}
 	}
 	return &apiError{code: http.StatusInternalServerError, reason: "InternalError",

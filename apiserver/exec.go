@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
-	"msb.dev/msb/client"
 	"msb.dev/msb/vmdriver/agent"
 )
 
@@ -106,7 +105,7 @@ func newStdinQueue() *stdinQueue { return &stdinQueue{pending: make(chan struct{
 // push queues a copy of p; false if that would exceed the window.
 func (q *stdinQueue) push(p []byte) bool {
 	q.mu.Lock()
-	if q.closed || q.queued+len(p) > client.StdinWindow {
+	if q.closed || q.queued+len(p) > v1alpha1.StdinWindow {
 		q.mu.Unlock()
 		return false
 	}
@@ -134,7 +133,7 @@ func (q *stdinQueue) notify() {
 
 // feed writes the queued input to w as the command takes it, granting the
 // client each byte again once written; it closes w at the end of input.
-func (q *stdinQueue) feed(ctx context.Context, w *io.PipeWriter, fw *client.FrameWriter) {
+func (q *stdinQueue) feed(ctx context.Context, w *io.PipeWriter, fw *v1alpha1.FrameWriter) {
 	for {
 		q.mu.Lock()
 		chunks, closed := q.chunks, q.closed
@@ -149,7 +148,7 @@ func (q *stdinQueue) feed(ctx context.Context, w *io.PipeWriter, fw *client.Fram
 			q.mu.Unlock()
 			var grant [4]byte
 			binary.BigEndian.PutUint32(grant[:], uint32(len(c)))
-			if fw.WriteFrame(client.StreamCredit, grant[:]) != nil {
+			if fw.WriteFrame(v1alpha1.StreamCredit, grant[:]) != nil {
 				return
 			}
 		}
@@ -172,7 +171,7 @@ func (q *stdinQueue) feed(ctx context.Context, w *io.PipeWriter, fw *client.Fram
 const maxSunPath = 107
 
 // execParams reads the command of an exec request from its query (see
-// client.ExecProtocol).
+// v1alpha1.ExecProtocol).
 func execParams(q url.Values) (agent.ExecRequest, bool, error) {
 	var req agent.ExecRequest
 	req.Argv = q["command"]
@@ -224,11 +223,11 @@ func execParams(q url.Values) (agent.ExecRequest, bool, error) {
 
 // exec runs a command in the sandbox: msbd speaks SSH to the sandbox's agent
 // and relays the command's streams, window size and signals to the client
-// as frames (client.ExecProtocol), ending with the exit code.
+// as frames (v1alpha1.ExecProtocol), ending with the exit code.
 func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), client.ExecProtocol) {
-		return badRequest("exec needs Connection: Upgrade and Upgrade: %s", client.ExecProtocol)
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), v1alpha1.ExecProtocol) {
+		return badRequest("exec needs Connection: Upgrade and Upgrade: %s", v1alpha1.ExecProtocol)
 	}
 	req, wantStdin, err := execParams(r.URL.Query())
 	if err != nil {
@@ -260,7 +259,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 		rec.status = http.StatusSwitchingProtocols
 	}
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + client.ExecProtocol + "\r\n\r\n"); err != nil {
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + v1alpha1.ExecProtocol + "\r\n\r\n"); err != nil {
 		return nil
 	}
 	if err := brw.Flush(); err != nil {
@@ -270,9 +269,9 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	// The client going away ends the command: ctx closes its session.
 	ctx, cancelExec := context.WithCancel(context.Background())
 	defer cancelExec()
-	fw := client.NewFrameWriter(conn)
-	req.Stdout = fw.Stream(client.StreamStdout)
-	req.Stderr = fw.Stream(client.StreamStderr)
+	fw := v1alpha1.NewFrameWriter(conn)
+	req.Stdout = fw.Stream(v1alpha1.StreamStdout)
+	req.Stderr = fw.Stream(v1alpha1.StreamStderr)
 	var in *stdinQueue
 	if wantStdin {
 		pr, pw := io.Pipe()
@@ -281,8 +280,8 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 		defer pw.Close() // unblocks the feeder and the session's input copy
 		go in.feed(ctx, pw, fw)
 		var grant [4]byte
-		binary.BigEndian.PutUint32(grant[:], client.StdinWindow)
-		fw.WriteFrame(client.StreamCredit, grant[:])
+		binary.BigEndian.PutUint32(grant[:], v1alpha1.StdinWindow)
+		fw.WriteFrame(v1alpha1.StreamCredit, grant[:])
 	}
 	resize := make(chan agent.WindowSize, 4)
 	signals := make(chan syscall.Signal, 4)
@@ -294,7 +293,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 		defer cancelExec()
 		var buf []byte
 		for {
-			stream, p, err := client.ReadFrame(brw.Reader, &buf)
+			stream, p, err := v1alpha1.ReadFrame(brw.Reader, &buf)
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 					protoErr.Store(err.Error())
@@ -302,22 +301,22 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 				return
 			}
 			switch stream {
-			case client.StreamStdin:
+			case v1alpha1.StreamStdin:
 				if in == nil {
 					continue
 				}
 				if len(p) == 0 {
 					in.close()
 				} else if !in.push(p) {
-					protoErr.Store(fmt.Sprintf("stdin beyond the %d bytes granted", client.StdinWindow))
+					protoErr.Store(fmt.Sprintf("stdin beyond the %d bytes granted", v1alpha1.StdinWindow))
 					return
 				}
-			case client.StreamResize:
-				var ws client.WindowSize
+			case v1alpha1.StreamResize:
+				var ws v1alpha1.WindowSize
 				if json.Unmarshal(p, &ws) == nil {
 					sendNewest(resize, agent.WindowSize{Rows: ws.Rows, Cols: ws.Cols})
 				}
-			case client.StreamSignal:
+			case v1alpha1.StreamSignal:
 				if n, err := strconv.Atoi(string(p)); err == nil && n > 0 && n < 65 {
 					select {
 					case signals <- syscall.Signal(n):
@@ -340,14 +339,14 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 			code, err = ac.Exec(ctx, req)
 		}
 	}
-	res := client.ExecResult{ExitCode: code}
+	res := v1alpha1.ExecResult{ExitCode: code}
 	if msg, _ := protoErr.Load().(string); msg != "" {
 		res.Error = "exec stream: " + msg
 	} else if err != nil {
 		res.Error = err.Error()
 	}
 	b, _ := json.Marshal(res)
-	fw.WriteFrame(client.StreamExit, b)
+	fw.WriteFrame(v1alpha1.StreamExit, b)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 	"msb.dev/msb/vmdriver/agent"
 )
@@ -143,7 +144,7 @@ func TestExecAgent(t *testing.T) {
 	// Resize and signals reach the process.
 	pr, pw := io.Pipe()
 	out := &syncBuffer{}
-	resize := make(chan client.WindowSize, 1)
+	resize := make(chan v1alpha1.WindowSize, 1)
 	done := make(chan error, 1)
 	go func() {
 		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{
@@ -156,7 +157,7 @@ func TestExecAgent(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, func() bool { return strings.Contains(out.String(), "10 20\r\n") }, "first size")
-	resize <- client.WindowSize{Rows: 44, Cols: 88}
+	resize <- v1alpha1.WindowSize{Rows: 44, Cols: 88}
 	time.Sleep(100 * time.Millisecond)
 	pw.Write([]byte("\n"))
 	waitFor(t, func() bool { return strings.Contains(out.String(), "44 88\r\n") }, "size after resize")

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
 
@@ -25,7 +26,7 @@ func upgrade(t *testing.T, socket, ns, name, q string) *http.Response {
 	t.Cleanup(func() { conn.Close() })
 	req, _ := http.NewRequest(http.MethodPost, "http://msbd/apis/msb.dev/v1alpha1/namespaces/"+ns+"/sandboxes/"+name+"/exec?"+q, nil)
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", client.ExecProtocol)
+	req.Header.Set("Upgrade", v1alpha1.ExecProtocol)
 	if err := req.Write(conn); err != nil {
 		t.Fatal(err)
 	}

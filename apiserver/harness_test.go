@@ -137,7 +137,7 @@ func newEnv(t *testing.T) *env {
 	ts := httptest.NewUnstartedServer(apiserver.New(apiserver.Config{
 		Store:   st,
 		Runtime: e.rt,
-		Version: client.VersionInfo{Version: "test", GoVersion: "go", Driver: "fake", Isolation: "none"},
+		Version: v1alpha1.VersionInfo{Version: "test", GoVersion: "go", Driver: "fake", Isolation: "none"},
 		Logger:  logger,
 	}))
 	ts.Listener = &tapListener{Listener: ln, out: e.written}

@@ -217,11 +217,11 @@ func TestImageAPI(t *testing.T) {
 	refB, digestB := e.push(t, "team/b:1", testImage(t, 1))
 	refC, digestC := e.push(t, "team/c:1", testImage(t, 2))
 
-	var infoA, infoC client.ImageInfo
+	var infoA, infoC v1alpha1.ImageInfo
 	t.Run("pull", func(t *testing.T) {
 		var mu sync.Mutex
-		var progress []client.PullProgress
-		info, err := e.client.PullImage(ctx, refA, "Always", func(p client.PullProgress) {
+		var progress []v1alpha1.PullProgress
+		info, err := e.client.PullImage(ctx, refA, "Always", func(p v1alpha1.PullProgress) {
 			mu.Lock()
 			progress = append(progress, p)
 			mu.Unlock()
@@ -263,11 +263,11 @@ func TestImageAPI(t *testing.T) {
 	t.Run("pull errors", func(t *testing.T) {
 		_, err := e.client.PullImage(ctx, e.regHost+"/team/missing:1", "Always", nil)
 		var ae *client.APIError
-		if !errors.As(err, &ae) || ae.Reason != client.ReasonPullFailed || !strings.Contains(ae.Message, "missing") {
+		if !errors.As(err, &ae) || ae.Reason != v1alpha1.ReasonPullFailed || !strings.Contains(ae.Message, "missing") {
 			t.Errorf("pull of a missing repository: %v, want PullFailed", err)
 		}
 		_, err = e.client.PullImage(ctx, e.regHost+"/team/missing:1", "Never", nil)
-		if !errors.As(err, &ae) || ae.Reason != client.ReasonNotPresent || !client.IsNotFound(err) || !strings.Contains(ae.Message, "Never") {
+		if !errors.As(err, &ae) || ae.Reason != v1alpha1.ReasonNotPresent || !client.IsNotFound(err) || !strings.Contains(ae.Message, "Never") {
 			t.Errorf("pull Never of a missing image: %v, want NotPresent (404)", err)
 		}
 		hostDir := t.TempDir()
@@ -278,7 +278,7 @@ func TestImageAPI(t *testing.T) {
 		}
 		refH, _ := e.push(t, "team/hostile:1", img)
 		_, err = e.client.PullImage(ctx, refH, "Always", nil)
-		if !errors.As(err, &ae) || ae.Reason != client.ReasonInvalidImage || !strings.Contains(ae.Message, hostile.Entry) {
+		if !errors.As(err, &ae) || ae.Reason != v1alpha1.ReasonInvalidImage || !strings.Contains(ae.Message, hostile.Entry) {
 			t.Errorf("pull of a hostile image: %v, want InvalidImage naming %q", err, hostile.Entry)
 		}
 		_, err = e.client.PullImage(ctx, refA, "Sometimes", nil)
@@ -439,9 +439,9 @@ func TestImagePullStream(t *testing.T) {
 	c := client.New(sock)
 
 	t.Run("throttled", func(t *testing.T) {
-		var lines []client.PullProgress
+		var lines []v1alpha1.PullProgress
 		start := time.Now()
-		info, err := c.PullImage(ctxT(t), "x:1", "Always", func(p client.PullProgress) { lines = append(lines, p) })
+		info, err := c.PullImage(ctxT(t), "x:1", "Always", func(p v1alpha1.PullProgress) { lines = append(lines, p) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,7 +461,7 @@ func TestImagePullStream(t *testing.T) {
 		fake.reports, fake.block, fake.cancelled = 1, true, make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		_, err := c.PullImage(ctx, "x:1", "Always", func(p client.PullProgress) {
+		_, err := c.PullImage(ctx, "x:1", "Always", func(p v1alpha1.PullProgress) {
 			if p.Complete {
 				cancel()
 			}

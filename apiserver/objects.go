@@ -137,13 +137,9 @@ func keepCleanupFinalizer(obj, cur v1alpha1.Object) {
 
 // clone deep-copies obj (through JSON, which is what it is made of).
 func clone(obj v1alpha1.Object) (v1alpha1.Object, error) {
-	ki, err := v1alpha1.LookupKind(obj.GetTypeMeta().Kind)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
-		// No kind on the object: find it by Go type.
-		ki, err = kindOfType(obj)
-		if err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	b, err := json.Marshal(obj)
 	if err != nil {
@@ -156,16 +152,6 @@ func clone(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	return c, nil
 }
 
-func kindOfType(obj v1alpha1.Object) (v1alpha1.KindInfo, error) {
-	t := reflect.TypeOf(obj)
-	for _, k := range v1alpha1.Kinds {
-		if reflect.TypeOf(k.New()) == t {
-			return k, nil
-		}
-	}
-	return v1alpha1.KindInfo{}, fmt.Errorf("object of unknown type %T", obj)
-}
-
 // out prepares obj to leave the server: a copy, with its type set and every
 // secret value redacted. The store's object is never modified (a watch may
 // share it with other watchers).
@@ -174,7 +160,7 @@ func out(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	ki, err := kindOfType(c)
+	ki, err := v1alpha1.KindOf(c)
 	if err != nil {
 		return nil, err
 	}

@@ -171,7 +171,7 @@ func (c *Client) Delete(ctx context.Context, kind, namespace, name string) error
 // Create creates obj (its kind comes from TypeMeta, or from its Go type) and
 // returns it as stored.
 func (c *Client) Create(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, error) {
-	ki, err := kindOf(obj)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func (c *Client) Create(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Obje
 // the object as stored. Unless metadata.resourceVersion is the current one it
 // fails with a 409 (IsConflict): get the object again and retry.
 func (c *Client) Update(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, error) {
-	ki, err := kindOf(obj)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,7 @@ func (c *Client) Update(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Obje
 
 // UpdateStatus replaces obj's status only and returns the object as stored.
 func (c *Client) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, error) {
-	ki, err := kindOf(obj)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -335,12 +335,6 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 	return err
 }
 
-// WindowSize is a terminal size.
-type WindowSize struct {
-	Rows uint16 `json:"rows"`
-	Cols uint16 `json:"cols"`
-}
-
 // ExecOptions describes a command to run in a sandbox.
 type ExecOptions struct {
 	Command    []string
@@ -352,7 +346,7 @@ type ExecOptions struct {
 	TTY        bool
 	Term       string
 	Rows, Cols uint16
-	Resize     <-chan WindowSize
+	Resize     <-chan v1alpha1.WindowSize
 	Signals    <-chan syscall.Signal
 }
 
@@ -361,17 +355,9 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, opts ExecOpti
 	return c.exec(ctx, namespace, name, opts)
 }
 
-// VersionInfo describes the server.
-type VersionInfo struct {
-	Version   string `json:"version"`
-	GoVersion string `json:"goVersion"`
-	Driver    string `json:"driver"`
-	Isolation string `json:"isolation"`
-}
-
 // Version returns the server's version.
-func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
-	var v VersionInfo
+func (c *Client) Version(ctx context.Context) (v1alpha1.VersionInfo, error) {
+	var v v1alpha1.VersionInfo
 	err := c.do(ctx, http.MethodGet, "/version", nil, nil, &v)
 	return v, err
 }

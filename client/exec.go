@@ -49,7 +49,7 @@ func execQuery(opts ExecOptions) url.Values {
 }
 
 // exec upgrades a fresh connection to the exec stream protocol (see
-// ExecProtocol) and relays the command's input, output, window size and
+// v1alpha1.ExecProtocol) and relays the command's input, output, window size and
 // signals until msbd sends its exit code.
 func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOptions) (int, error) {
 	if len(opts.Command) == 0 {
@@ -75,7 +75,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		return -1, err
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", ExecProtocol)
+	req.Header.Set("Upgrade", v1alpha1.ExecProtocol)
 	if err := req.Write(conn); err != nil {
 		return -1, c.ctxErr(ctx, fmt.Errorf("exec: send request: %w", err))
 	}
@@ -91,18 +91,18 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 		}
 		return -1, readAPIError(resp)
 	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), ExecProtocol) {
-		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), ExecProtocol)
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), v1alpha1.ExecProtocol) {
+		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), v1alpha1.ExecProtocol)
 	}
 
-	fw := NewFrameWriter(conn)
+	fw := v1alpha1.NewFrameWriter(conn)
 	done := make(chan struct{})
 	defer close(done)
 	stdinCredit := newCredit()
 	if opts.Stdin != nil {
 		go func() {
 			// Input ends with an empty frame; a read error ends it too. It
-			// is sent only as far as msbd granted (see StreamCredit).
+			// is sent only as far as msbd granted (see v1alpha1.StreamCredit).
 			buf := make([]byte, 32<<10)
 			for {
 				n := stdinCredit.take(len(buf), done)
@@ -111,7 +111,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 				}
 				m, err := opts.Stdin.Read(buf[:n])
 				if m > 0 {
-					if fw.WriteFrame(StreamStdin, buf[:m]) != nil {
+					if fw.WriteFrame(v1alpha1.StreamStdin, buf[:m]) != nil {
 						return
 					}
 				}
@@ -119,7 +119,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 					stdinCredit.grant(n - m)
 				}
 				if err != nil {
-					fw.WriteFrame(StreamStdin, nil)
+					fw.WriteFrame(v1alpha1.StreamStdin, nil)
 					return
 				}
 			}
@@ -136,13 +136,13 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 						continue
 					}
 					b, _ := json.Marshal(ws)
-					fw.WriteFrame(StreamResize, b)
+					fw.WriteFrame(v1alpha1.StreamResize, b)
 				case sig, ok := <-signals:
 					if !ok {
 						signals = nil
 						continue
 					}
-					fw.WriteFrame(StreamSignal, []byte(strconv.Itoa(int(sig))))
+					fw.WriteFrame(v1alpha1.StreamSignal, []byte(strconv.Itoa(int(sig))))
 				case <-done:
 					return
 				}
@@ -159,7 +159,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	r := &bufferedConn{Conn: conn, r: br}
 	var buf []byte
 	for {
-		stream, p, err := ReadFrame(r, &buf)
+		stream, p, err := v1alpha1.ReadFrame(r, &buf)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = errors.New("msbd closed the connection before the command's exit code")
@@ -167,20 +167,20 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 			return -1, c.ctxErr(ctx, fmt.Errorf("exec: %w", err))
 		}
 		switch stream {
-		case StreamStdout:
+		case v1alpha1.StreamStdout:
 			if _, err := stdout.Write(p); err != nil {
 				return -1, fmt.Errorf("exec: writing output: %w", err)
 			}
-		case StreamStderr:
+		case v1alpha1.StreamStderr:
 			if _, err := stderr.Write(p); err != nil {
 				return -1, fmt.Errorf("exec: writing output: %w", err)
 			}
-		case StreamCredit:
+		case v1alpha1.StreamCredit:
 			if len(p) == 4 {
 				stdinCredit.grant(int(binary.BigEndian.Uint32(p)))
 			}
-		case StreamExit:
-			var res ExecResult
+		case v1alpha1.StreamExit:
+			var res v1alpha1.ExecResult
 			if err := json.Unmarshal(p, &res); err != nil {
 				return -1, fmt.Errorf("exec: bad exit frame: %w", err)
 			}

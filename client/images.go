@@ -8,42 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"time"
-)
 
-// ImageInfo describes an image msbd holds.
-type ImageInfo struct {
-	Ref     string    `json:"ref" yaml:"ref"`         // the reference as written when pulled
-	Name    string    `json:"name" yaml:"name"`       // canonical name, e.g. index.docker.io/library/python:3.12
-	Digest  string    `json:"digest" yaml:"digest"`   // image manifest digest, "sha256:..."
-	Size    int64     `json:"size" yaml:"size"`       // unpacked bytes
-	Layers  []string  `json:"layers" yaml:"layers"`   // diffIDs, lowest first
-	Created time.Time `json:"created" yaml:"created"` // from the image config
-	Pulled  time.Time `json:"pulled" yaml:"pulled"`   // when msbd recorded the reference with this content
-	InUse   int       `json:"inUse" yaml:"inUse"`     // sandboxes using the image
-}
-
-// PullProgress reports a layer download of PullImage. Done grows; Complete is set
-// once the layer is in msbd's store (at once, with Done = Total, for a layer it held).
-type PullProgress struct {
-	Layer    string `json:"layer"` // digest of the compressed layer, "sha256:..."
-	Total    int64  `json:"total"`
-	Done     int64  `json:"done"`
-	Complete bool   `json:"complete"`
-}
-
-// Pull failure reasons, in APIError.Reason of PullImage's error.
-const (
-	ReasonPullFailed   = "PullFailed"   // the registry or the transfer failed (Status 502)
-	ReasonInvalidImage = "InvalidImage" // msb refuses the image's content (Status 422)
-	ReasonNotPresent   = "NotPresent"   // policy Never and msbd does not hold the image (Status 404)
+	"msb.dev/msb/apis/v1alpha1"
 )
 
 // Images lists the images msbd holds, sorted by reference, with the number of
 // sandboxes using each.
-func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
+func (c *Client) Images(ctx context.Context) ([]v1alpha1.ImageInfo, error) {
 	var list struct {
-		Items []ImageInfo `json:"items"`
+		Items []v1alpha1.ImageInfo `json:"items"`
 	}
 	if err := c.do(ctx, http.MethodGet, apiPrefix+"/images", nil, nil, &list); err != nil {
 		return nil, err
@@ -53,23 +26,23 @@ func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
 
 // PullImage makes msbd pull ref with policy (Always, IfNotPresent or Never; ""
 // means IfNotPresent) and returns the image. progress, if not nil, is called as
-// layers download. A failed pull is an *APIError whose Reason is ReasonPullFailed,
-// ReasonInvalidImage or ReasonNotPresent. Cancelling ctx cancels the pull.
-func (c *Client) PullImage(ctx context.Context, ref, policy string, progress func(PullProgress)) (ImageInfo, error) {
+// layers download. A failed pull is an *APIError whose Reason is v1alpha1.ReasonPullFailed,
+// v1alpha1.ReasonInvalidImage or v1alpha1.ReasonNotPresent. Cancelling ctx cancels the pull.
+func (c *Client) PullImage(ctx context.Context, ref, policy string, progress func(v1alpha1.PullProgress)) (v1alpha1.ImageInfo, error) {
 	body := struct {
 		Ref    string `json:"ref"`
 		Policy string `json:"policy,omitempty"`
 	}{ref, policy}
 	resp, err := c.send(ctx, http.MethodPost, apiPrefix+"/images/pull", nil, body)
 	if err != nil {
-		return ImageInfo{}, err
+		return v1alpha1.ImageInfo{}, err
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var line struct {
-			Progress *PullProgress `json:"progress"`
-			Image    *ImageInfo    `json:"image"`
+			Progress *v1alpha1.PullProgress `json:"progress"`
+			Image    *v1alpha1.ImageInfo    `json:"image"`
 			Error    *struct {
 				Reason  string `json:"reason"`
 				Message string `json:"message"`
@@ -77,16 +50,16 @@ func (c *Client) PullImage(ctx context.Context, ref, policy string, progress fun
 		}
 		if err := dec.Decode(&line); err != nil {
 			if ctx.Err() != nil {
-				return ImageInfo{}, ctx.Err()
+				return v1alpha1.ImageInfo{}, ctx.Err()
 			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return ImageInfo{}, fmt.Errorf("pulling %q: msbd's answer ended before the pull did: %w", ref, err)
+			return v1alpha1.ImageInfo{}, fmt.Errorf("pulling %q: msbd's answer ended before the pull did: %w", ref, err)
 		}
 		switch {
 		case line.Error != nil:
-			return ImageInfo{}, &APIError{Status: pullErrorStatus(line.Error.Reason),
+			return v1alpha1.ImageInfo{}, &APIError{Status: pullErrorStatus(line.Error.Reason),
 				Reason: line.Error.Reason, Message: line.Error.Message}
 		case line.Image != nil:
 			return *line.Image, nil
@@ -98,9 +71,9 @@ func (c *Client) PullImage(ctx context.Context, ref, policy string, progress fun
 
 func pullErrorStatus(reason string) int {
 	switch reason {
-	case ReasonNotPresent:
+	case v1alpha1.ReasonNotPresent:
 		return http.StatusNotFound
-	case ReasonInvalidImage:
+	case v1alpha1.ReasonInvalidImage:
 		return http.StatusUnprocessableEntity
 	}
 	return http.StatusBadGateway

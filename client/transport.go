@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"reflect"
 	"strings"
 	"syscall"
 
@@ -175,26 +174,9 @@ func decodeObject(ki v1alpha1.KindInfo, raw []byte) (v1alpha1.Object, error) {
 	return obj, nil
 }
 
-// kindOf finds obj's kind from its TypeMeta or, when that is empty, its Go type.
-func kindOf(obj v1alpha1.Object) (v1alpha1.KindInfo, error) {
-	if obj == nil {
-		return v1alpha1.KindInfo{}, errors.New("nil object")
-	}
-	if k := obj.GetTypeMeta().Kind; k != "" {
-		return v1alpha1.LookupKind(k)
-	}
-	t := reflect.TypeOf(obj)
-	for _, k := range v1alpha1.Kinds {
-		if reflect.TypeOf(k.New()) == t {
-			return k, nil
-		}
-	}
-	return v1alpha1.KindInfo{}, fmt.Errorf("object of unknown type %T", obj)
-}
-
 // marshalWithType encodes obj with apiVersion and kind set, without changing obj.
 func marshalWithType(obj v1alpha1.Object) ([]byte, error) {
-	ki, err := kindOf(obj)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}

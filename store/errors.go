@@ -1,19 +1,14 @@
 package store
 
-import "errors"
+import "msb.dev/msb/apis/v1alpha1"
 
-// Sentinel errors. Every error the store returns for these cases wraps one of
-// them with context (the object and what was wrong); test with errors.Is.
+// The store's errors are the shared classes of v1alpha1 (see there): every
+// error the store returns for these cases wraps one of them with context;
+// test with errors.Is against either name.
 var (
-	// ErrNotFound: the object does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: the resourceVersion is stale, or the object is being deleted.
-	ErrConflict = errors.New("conflict")
-	// ErrAlreadyExists: Create of an object that exists.
-	ErrAlreadyExists = errors.New("already exists")
-	// ErrGone: a watch asked to resume from a revision the changelog no longer
-	// holds; list again and watch from the list's revision.
-	ErrGone = errors.New("revision is gone")
-	// ErrInvalid: the request itself is malformed (unknown kind, empty name, ...).
-	ErrInvalid = errors.New("invalid")
+	ErrNotFound      = v1alpha1.ErrNotFound
+	ErrConflict      = v1alpha1.ErrConflict
+	ErrAlreadyExists = v1alpha1.ErrAlreadyExists
+	ErrGone          = v1alpha1.ErrGone
+	ErrInvalid       = v1alpha1.ErrInvalid
 )

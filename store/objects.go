@@ -67,7 +67,7 @@ func (t *txn) create(r *record) (v1alpha1.Object, error) {
 
 // prepare checks obj and turns it into a record with its namespace defaulted.
 func prepare(obj v1alpha1.Object, verb string) (*record, error) {
-	info, err := kindOf(obj)
+	info, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}

@@ -26,24 +26,6 @@ func kindInfo(kind string) (v1alpha1.KindInfo, error) {
 	return k, nil
 }
 
-// kindOf finds obj's kind from its Go type, checking TypeMeta.Kind agrees.
-func kindOf(obj v1alpha1.Object) (v1alpha1.KindInfo, error) {
-	if obj == nil || reflect.ValueOf(obj).IsNil() {
-		return v1alpha1.KindInfo{}, fmt.Errorf("nil object: %w", ErrInvalid)
-	}
-	t := reflect.TypeOf(obj)
-	for _, k := range v1alpha1.Kinds {
-		if reflect.TypeOf(k.New()) != t {
-			continue
-		}
-		if tk := obj.GetTypeMeta().Kind; tk != "" && tk != k.Kind {
-			return k, fmt.Errorf("object of type %s says kind %q: %w", t, tk, ErrInvalid)
-		}
-		return k, nil
-	}
-	return v1alpha1.KindInfo{}, fmt.Errorf("type %s is not a known kind: %w", t, ErrInvalid)
-}
-
 // checkName rejects names the key layout cannot hold.
 func checkName(info v1alpha1.KindInfo, ns, name string) error {
 	for _, f := range []struct{ what, v string }{{"name", name}, {"namespace", ns}} {

@@ -26,8 +26,8 @@ func SetDefaults(obj Object) {
 	}
 	tm := obj.GetTypeMeta()
 	tm.APIVersion = APIVersion
-	if k := kindOf(obj); k != "" {
-		tm.Kind = k
+	if ki, _ := KindOf(obj); ki.Kind != "" {
+		tm.Kind = ki.Kind
 	}
 	if m := obj.GetMetadata(); m.Namespace == "" {
 		m.Namespace = DefaultNamespace
@@ -91,19 +91,4 @@ func DefaultPullPolicy(image string) PullPolicy {
 		return PullAlways
 	}
 	return PullIfNotPresent
-}
-
-// kindOf names the kind of obj's Go type.
-func kindOf(obj Object) string {
-	switch obj.(type) {
-	case *Sandbox:
-		return KindSandbox
-	case *NetworkPolicy:
-		return KindNetworkPolicy
-	case *Secret:
-		return KindSecret
-	case *Event:
-		return KindEvent
-	}
-	return ""
 }

@@ -75,7 +75,7 @@ func runDelete(ctx context.Context, c *client.Client, args []string, stdout, std
 		}
 		// Delete in reverse apply order: sandboxes before what they use.
 		for i := len(objs) - 1; i >= 0; i-- {
-			ki, err := kindOf(objs[i])
+			ki, err := v1alpha1.KindOf(objs[i])
 			if err != nil {
 				return fail(stderr, err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"reflect"
 	"strings"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -108,7 +107,7 @@ func runDiff(ctx context.Context, c *client.Client, args []string, stdout, stder
 
 // cloneObject deep-copies obj and makes sure its kind is set.
 func cloneObject(obj v1alpha1.Object) (v1alpha1.Object, error) {
-	ki, err := kindOf(obj)
+	ki, err := v1alpha1.KindOf(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -119,19 +118,6 @@ func cloneObject(obj v1alpha1.Object) (v1alpha1.Object, error) {
 		tm.APIVersion = v1alpha1.APIVersion
 	}
 	return c, nil
-}
-
-func kindOf(obj v1alpha1.Object) (v1alpha1.KindInfo, error) {
-	if k := obj.GetTypeMeta().Kind; k != "" {
-		return v1alpha1.LookupKind(k)
-	}
-	t := reflect.TypeOf(obj)
-	for _, k := range v1alpha1.Kinds {
-		if reflect.TypeOf(k.New()) == t {
-			return k, nil
-		}
-	}
-	return v1alpha1.KindInfo{}, fmt.Errorf("object of unknown type %T", obj)
 }
 
 // comparable returns the part of obj apply manages, as YAML: kind, name,
@@ -186,7 +172,7 @@ func diffObject(w io.Writer, live, want v1alpha1.Object) (bool, error) {
 	}
 	name := refName(want)
 	if want.GetTypeMeta().Kind == "" {
-		ki, _ := kindOf(want)
+		ki, _ := v1alpha1.KindOf(want)
 		name = ki.Singular + "/" + want.GetMetadata().Name
 	}
 	fmt.Fprintf(w, "diff %s\n", name)

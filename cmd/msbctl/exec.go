@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/term"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
 
@@ -163,7 +164,7 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 			if cols, rows, err := term.GetSize(sizeFd); err == nil {
 				opts.Rows, opts.Cols = uint16(rows), uint16(cols)
 			}
-			resize := make(chan client.WindowSize, 1)
+			resize := make(chan v1alpha1.WindowSize, 1)
 			winch := make(chan os.Signal, 1)
 			signal.Notify(winch, syscall.SIGWINCH)
 			defer signal.Stop(winch)
@@ -177,7 +178,7 @@ func runExec(ctx context.Context, c *client.Client, args []string, stdout, stder
 					case <-winch:
 						if cols, rows, err := term.GetSize(sizeFd); err == nil {
 							select {
-							case resize <- client.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}:
+							case resize <- v1alpha1.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}:
 							default: // a resize is pending; the next one catches up
 							}
 						}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
 
@@ -163,7 +164,7 @@ func imagePull(ctx context.Context, c *client.Client, ref, policy string, stdout
 
 // pullDisplay shows the progress of a pull.
 type pullDisplay interface {
-	update(p client.PullProgress)
+	update(p v1alpha1.PullProgress)
 	finish()
 }
 
@@ -176,7 +177,7 @@ type lineDisplay struct {
 
 const lineInterval = 2 * time.Second
 
-func (d *lineDisplay) update(p client.PullProgress) {
+func (d *lineDisplay) update(p v1alpha1.PullProgress) {
 	l := shortLayer(p.Layer)
 	t := time.Now()
 	last, seen := d.last[p.Layer]
@@ -207,7 +208,7 @@ type barDisplay struct {
 }
 
 type barState struct {
-	p      client.PullProgress
+	p      v1alpha1.PullProgress
 	cached bool // complete at first sight: the store held it
 }
 
@@ -217,7 +218,7 @@ const barInterval = 100 * time.Millisecond
 
 const barWidth = 30
 
-func (d *barDisplay) update(p client.PullProgress) {
+func (d *barDisplay) update(p v1alpha1.PullProgress) {
 	if d.state == nil {
 		d.state = map[string]barState{}
 	}
@@ -334,12 +335,12 @@ func imageList(ctx context.Context, c *client.Client, output string, stdout, std
 
 // printImages writes images in format: a table, {"items": [...]} as JSON or YAML,
 // or one reference per line.
-func printImages(w io.Writer, format string, list []client.ImageInfo) error {
+func printImages(w io.Writer, format string, list []v1alpha1.ImageInfo) error {
 	if list == nil {
-		list = []client.ImageInfo{}
+		list = []v1alpha1.ImageInfo{}
 	}
 	doc := struct {
-		Items []client.ImageInfo `json:"items" yaml:"items"`
+		Items []v1alpha1.ImageInfo `json:"items" yaml:"items"`
 	}{list}
 	switch format {
 	case outJSON:

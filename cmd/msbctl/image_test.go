@@ -28,8 +28,8 @@ import (
 	"msb.dev/msb/store"
 )
 
-func fixtureImages() []client.ImageInfo {
-	return []client.ImageInfo{
+func fixtureImages() []v1alpha1.ImageInfo {
+	return []v1alpha1.ImageInfo{
 		{
 			Ref: "127.0.0.1:5000/team/tool@sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567", Name: "127.0.0.1:5000/team/tool@sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567",
 			Digest: "sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567", Size: 812,
@@ -98,10 +98,10 @@ func TestProgressBars(t *testing.T) {
 		s    barState
 		want string
 	}{
-		{barState{p: client.PullProgress{Layer: layer, Total: 40 << 20}}, "sha256:abcd1234abcd  [                              ]  0B/40.0MiB"},
-		{barState{p: client.PullProgress{Layer: layer, Done: 10 << 20, Total: 40 << 20}}, "sha256:abcd1234abcd  [======>                       ]  10.0MiB/40.0MiB"},
-		{barState{p: client.PullProgress{Layer: layer, Done: 40 << 20, Total: 40 << 20, Complete: true}}, "sha256:abcd1234abcd  [==============================]  40.0MiB/40.0MiB  done"},
-		{barState{p: client.PullProgress{Layer: layer, Done: 5, Total: 5, Complete: true}, cached: true}, "sha256:abcd1234abcd  already present"},
+		{barState{p: v1alpha1.PullProgress{Layer: layer, Total: 40 << 20}}, "sha256:abcd1234abcd  [                              ]  0B/40.0MiB"},
+		{barState{p: v1alpha1.PullProgress{Layer: layer, Done: 10 << 20, Total: 40 << 20}}, "sha256:abcd1234abcd  [======>                       ]  10.0MiB/40.0MiB"},
+		{barState{p: v1alpha1.PullProgress{Layer: layer, Done: 40 << 20, Total: 40 << 20, Complete: true}}, "sha256:abcd1234abcd  [==============================]  40.0MiB/40.0MiB  done"},
+		{barState{p: v1alpha1.PullProgress{Layer: layer, Done: 5, Total: 5, Complete: true}, cached: true}, "sha256:abcd1234abcd  already present"},
 	}
 	for _, tt := range tests {
 		if got := barLine(layer, tt.s); got != tt.want {
@@ -112,9 +112,9 @@ func TestProgressBars(t *testing.T) {
 	// Bars are redrawn in place: the cursor goes back up over the lines drawn.
 	var b bytes.Buffer
 	d := &barDisplay{w: &b}
-	d.update(client.PullProgress{Layer: "sha256:aaaa", Total: 100})
-	d.update(client.PullProgress{Layer: "sha256:bbbb", Total: 100})
-	d.update(client.PullProgress{Layer: "sha256:aaaa", Done: 100, Total: 100, Complete: true})
+	d.update(v1alpha1.PullProgress{Layer: "sha256:aaaa", Total: 100})
+	d.update(v1alpha1.PullProgress{Layer: "sha256:bbbb", Total: 100})
+	d.update(v1alpha1.PullProgress{Layer: "sha256:aaaa", Done: 100, Total: 100, Complete: true})
 	d.finish()
 	out := b.String()
 	if strings.Count(out, "\x1b[1A") != 1 || strings.Count(out, "\x1b[2A") != 2 || !strings.HasSuffix(out, "sha256:bbbb  [                              ]  0B/100B\n") {
@@ -267,7 +267,7 @@ func TestImageCommands(t *testing.T) {
 			t.Errorf("image ls row of B: %q", lines[2])
 		}
 		code, out, _ = cli(t, sock, "images", "-o", "json")
-		var doc struct{ Items []client.ImageInfo }
+		var doc struct{ Items []v1alpha1.ImageInfo }
 		if err := json.Unmarshal([]byte(out), &doc); code != exitOK || err != nil || len(doc.Items) != 2 || doc.Items[0].InUse != 1 || len(doc.Items[0].Layers) != 2 {
 			t.Errorf("images -o json: exit %d, %v\n%s", code, err, out)
 		}

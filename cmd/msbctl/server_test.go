@@ -36,7 +36,7 @@ func newServer(t *testing.T) (string, *client.Client) {
 		st.Close()
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: apiserver.New(apiserver.Config{Store: st, Runtime: notRunning{}, Version: client.VersionInfo{Version: "test", Driver: "fake"}})}
+	srv := &http.Server{Handler: apiserver.New(apiserver.Config{Store: st, Runtime: notRunning{}, Version: v1alpha1.VersionInfo{Version: "test", Driver: "fake"}})}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		srv.Close()
