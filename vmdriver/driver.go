@@ -160,8 +160,10 @@ type Driver interface {
 	// List returns the IDs of every sandbox this driver has state for, so
 	// msbd can adopt them on start and remove orphans.
 	List(ctx context.Context) ([]string, error)
-	// Endpoint says where the sandbox's agent and log are; it does not
-	// check that the agent answers. ErrNotFound when id is unknown.
+	// Endpoint says where the sandbox's agent and log are, or will be once
+	// it runs: it checks neither that they exist nor that the agent
+	// answers (a log follower may wait for a sandbox still being pulled).
+	// An error means no endpoint can exist for id (a malformed id).
 	Endpoint(id string) (Endpoint, error)
 }
 
