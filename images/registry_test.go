@@ -5,134 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"msb.dev/msb/images"
 	"msb.dev/msb/images/imagetest"
 )
 
-// testRegistry is go-containerregistry's registry on loopback, counting requests and
-// letting a test intercept them.
-type testRegistry struct {
-	t    testing.TB
-	srv  *httptest.Server
-	Host string // 127.0.0.1:port
-
-	mu        sync.Mutex
-	counts    map[string]int // "METHOD /path"
-	intercept func(w http.ResponseWriter, r *http.Request) bool
-}
-
-func newRegistry(t testing.TB) *testRegistry {
-	t.Helper()
-	tr := &testRegistry{t: t, counts: map[string]int{}}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tr.mu.Lock()
-		tr.counts[r.Method+" "+r.URL.Path]++
-		icpt := tr.intercept
-		tr.mu.Unlock()
-		if icpt != nil && icpt(w, r) {
-			return
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(tr.srv.Close)
-	tr.Host = strings.TrimPrefix(tr.srv.URL, "http://")
-	if !strings.HasPrefix(tr.Host, "127.") {
-		t.Fatalf("test registry is not on loopback: %s", tr.Host)
-	}
-	return tr
-}
-
-func (tr *testRegistry) setIntercept(f func(w http.ResponseWriter, r *http.Request) bool) {
-	tr.mu.Lock()
-	tr.intercept = f
-	tr.mu.Unlock()
-}
-
-// push writes img (a v1.Image or v1.ImageIndex) as repo:tag and returns "host/repo:tag".
-// Counters are reset afterwards.
-func (tr *testRegistry) push(repoTag string, img any) string {
-	tr.t.Helper()
-	ref, err := name.ParseReference(tr.Host + "/" + repoTag)
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	switch x := img.(type) {
-	case v1.Image:
-		err = remote.Write(ref, x)
-	case v1.ImageIndex:
-		err = remote.WriteIndex(ref, x)
-	}
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	tr.reset()
-	return ref.String()
-}
-
-func (tr *testRegistry) reset() {
-	tr.mu.Lock()
-	tr.counts = map[string]int{}
-	tr.mu.Unlock()
-}
-
-// count returns the requests whose "METHOD /path" contains all of parts.
-func (tr *testRegistry) count(parts ...string) int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	n := 0
-next:
-	for k, v := range tr.counts {
-		for _, p := range parts {
-			if !strings.Contains(k, p) {
-				continue next
-			}
-		}
-		n += v
-	}
-	return n
-}
-
-// blobGets is the number of GETs of blob d (any digest if d is zero).
-func (tr *testRegistry) blobGets(d v1.Hash) int {
+// blobGets is the number of GETs of blob d from reg (of any blob if d is zero).
+func blobGets(reg *imagetest.Registry, d v1.Hash) int {
 	if d == (v1.Hash{}) {
-		return tr.count("GET ", "/blobs/")
+		return reg.Requests("GET ", "/blobs/")
 	}
-	return tr.count("GET ", "/blobs/"+d.String())
-}
-
-func (tr *testRegistry) manifestReqs() int { return tr.count("/manifests/") }
-
-func (tr *testRegistry) dump() string {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	var ks []string
-	for k, v := range tr.counts {
-		ks = append(ks, fmt.Sprintf("%s ×%d", k, v))
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, "\n")
+	return reg.Requests("GET ", "/blobs/"+d.String())
 }
 
 // randomLayer is a layer with one file of n pseudo-random (incompressible) bytes.
@@ -182,10 +80,10 @@ func blobsOf(t testing.TB, img v1.Image) (config v1.Hash, layers []v1.Hash) {
 }
 
 func TestPullAndCache(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	want := imageOf(t, randomLayer(t, 1, 64<<10), randomLayer(t, 2, 32<<10), randomLayer(t, 3, 1<<10))
-	ref := tr.push("team/app:v1", want)
+	ref, _ := tr.Push(t, "team/app:v1", want)
 	ctx := context.Background()
 
 	var mu sync.Mutex
@@ -214,7 +112,7 @@ func TestPullAndCache(t *testing.T) {
 	}
 	cfg, layers := blobsOf(t, want)
 	for _, d := range append(layers, cfg) {
-		if n := tr.blobGets(d); n != 1 {
+		if n := blobGets(tr, d); n != 1 {
 			t.Errorf("blob %s fetched %d times, want 1", d, n)
 		}
 	}
@@ -223,8 +121,8 @@ func TestPullAndCache(t *testing.T) {
 			t.Errorf("layer %s: %d completion reports", d, complete[d.String()])
 		}
 	}
-	if n := tr.blobGets(v1.Hash{}); n != 4 {
-		t.Errorf("%d blob GETs, want 4:\n%s", n, tr.dump())
+	if n := blobGets(tr, v1.Hash{}); n != 4 {
+		t.Errorf("%d blob GETs, want 4:\n%s", n, tr.Summary())
 	}
 	// One copy of each layer on disk: the compressed blobs go once unpacked;
 	// the config stays.
@@ -240,7 +138,7 @@ func TestPullAndCache(t *testing.T) {
 
 	// A second Get, and a Get from a store reopened on the same directory, contact
 	// the registry not at all and unpack nothing.
-	tr.reset()
+	tr.Reset()
 	again, err := s.Get(ctx, ref)
 	if err != nil || again.Digest != img.Digest || strings.Join(again.Layers, ":") != strings.Join(img.Layers, ":") {
 		t.Fatalf("second Get: %+v, %v", again, err)
@@ -252,8 +150,8 @@ func TestPullAndCache(t *testing.T) {
 	if again, err := s2.Get(ctx, ref); err != nil || again.Digest != img.Digest || again.Size != img.Size {
 		t.Fatalf("reopened store: %+v, %v", again, err)
 	}
-	if n := tr.count(""); n != 0 || s.Unpacks() != 3 || s2.Unpacks() != 0 {
-		t.Errorf("cache hit made %d requests, unpacked %d+%d:\n%s", n, s.Unpacks(), s2.Unpacks(), tr.dump())
+	if n := tr.Requests(""); n != 0 || s.Unpacks() != 3 || s2.Unpacks() != 0 {
+		t.Errorf("cache hit made %d requests, unpacked %d+%d:\n%s", n, s.Unpacks(), s2.Unpacks(), tr.Summary())
 	}
 
 	infos, err := s2.List()
@@ -283,13 +181,14 @@ func TestDockerHubNames(t *testing.T) {
 }
 
 func TestSharedLayersDownloadOnce(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	base1, base2 := randomLayer(t, 10, 16<<10), randomLayer(t, 11, 16<<10)
 	a := imageOf(t, base1, base2, randomLayer(t, 12, 100))
 	b := imageOf(t, base1, base2, randomLayer(t, 13, 100))
-	refA, refB := tr.push("a:1", a), tr.push("b:1", b)
-	tr.reset()
+	refA, _ := tr.Push(t, "a:1", a)
+	refB, _ := tr.Push(t, "b:1", b)
+	tr.Reset()
 	ctx := context.Background()
 	imgA, err := s.Get(ctx, refA)
 	if err != nil {
@@ -300,7 +199,7 @@ func TestSharedLayersDownloadOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range []v1.Layer{base1, base2} {
-		if n := tr.blobGets(digestOf(t, l)); n != 1 {
+		if n := blobGets(tr, digestOf(t, l)); n != 1 {
 			t.Errorf("shared layer fetched %d times", n)
 		}
 	}
@@ -313,11 +212,11 @@ func TestSharedLayersDownloadOnce(t *testing.T) {
 }
 
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	img := imageOf(t, randomLayer(t, 20, 256<<10), randomLayer(t, 21, 256<<10), randomLayer(t, 22, 256<<10))
-	ref := tr.push("c:1", img)
-	other := tr.push("c:2", imageOf(t, randomLayer(t, 20, 256<<10), randomLayer(t, 23, 10)))
+	ref, _ := tr.Push(t, "c:1", img)
+	other, _ := tr.Push(t, "c:2", imageOf(t, randomLayer(t, 20, 256<<10), randomLayer(t, 23, 10)))
 	var wg sync.WaitGroup
 	errs := make(chan error, 10)
 	for i := range 10 {
@@ -338,36 +237,34 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	tr.mu.Lock()
-	for k, v := range tr.counts {
+	for k, v := range tr.Counts() {
 		if strings.HasPrefix(k, "GET ") && strings.Contains(k, "/blobs/") && v != 1 {
 			t.Errorf("%s ×%d, want once", k, v)
 		}
 	}
-	tr.mu.Unlock()
-	if n := tr.count("GET ", "/v2/c/manifests/1"); n != 1 {
+	if n := tr.Requests("GET ", "/v2/c/manifests/1"); n != 1 {
 		t.Errorf("manifest of c:1 fetched %d times", n)
 	}
-	if n := tr.blobGets(v1.Hash{}); n != 6 { // 3 layers + config, 1 layer + config
-		t.Errorf("%d blob GETs, want 6:\n%s", n, tr.dump())
+	if n := blobGets(tr, v1.Hash{}); n != 6 { // 3 layers + config, 1 layer + config
+		t.Errorf("%d blob GETs, want 6:\n%s", n, tr.Summary())
 	}
 }
 
 func TestPullPolicies(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	ctx := context.Background()
 	base := randomLayer(t, 30, 8<<10)
 	v1img := imageOf(t, base)
-	ref := tr.push("p:latest", v1img)
+	ref, _ := tr.Push(t, "p:latest", v1img)
 
 	// Never, before anything was pulled: no request at all.
 	_, err := s.Pull(ctx, ref, images.PullNever, nil)
 	if !errors.Is(err, images.ErrImageNotPresent) || err.Error() != fmt.Sprintf("image %q is not present and imagePullPolicy is Never", ref) {
 		t.Errorf("Never: %v", err)
 	}
-	if n := tr.count(""); n != 0 {
-		t.Errorf("Never contacted the registry:\n%s", tr.dump())
+	if n := tr.Requests(""); n != 0 {
+		t.Errorf("Never contacted the registry:\n%s", tr.Summary())
 	}
 
 	first, err := s.Pull(ctx, ref, images.PullAlways, nil)
@@ -379,26 +276,26 @@ func TestPullPolicies(t *testing.T) {
 	}
 
 	// Always with an unchanged tag: a HEAD of the manifest and nothing else.
-	tr.reset()
+	tr.Reset()
 	if img, err := s.Pull(ctx, ref, images.PullAlways, nil); err != nil || img.Digest != first.Digest {
 		t.Fatalf("Always: %+v, %v", img, err)
 	}
-	if tr.blobGets(v1.Hash{}) != 0 || tr.count("GET ", "/manifests/") != 0 || tr.count("HEAD ", "/manifests/") != 1 {
-		t.Errorf("Always, unchanged:\n%s", tr.dump())
+	if blobGets(tr, v1.Hash{}) != 0 || tr.Requests("GET ", "/manifests/") != 0 || tr.Requests("HEAD ", "/manifests/") != 1 {
+		t.Errorf("Always, unchanged:\n%s", tr.Summary())
 	}
 
 	// The tag moves to an image with one more layer.
 	extra := randomLayer(t, 31, 8<<10)
 	v2img := imageOf(t, base, extra)
-	tr.push("p:latest", v2img)
+	tr.Push(t, "p:latest", v2img)
 
 	// IfNotPresent keeps what it has; Always picks up the new digest, downloading only
 	// the new layer (and the new config).
 	if img, err := s.Get(ctx, ref); err != nil || img.Digest != first.Digest {
 		t.Errorf("IfNotPresent after the tag moved: %+v, %v", img, err)
 	}
-	if n := tr.count(""); n != 0 {
-		t.Errorf("IfNotPresent contacted the registry:\n%s", tr.dump())
+	if n := tr.Requests(""); n != 0 {
+		t.Errorf("IfNotPresent contacted the registry:\n%s", tr.Summary())
 	}
 	second, err := s.Pull(ctx, ref, images.PullAlways, nil)
 	if err != nil {
@@ -408,8 +305,8 @@ func TestPullPolicies(t *testing.T) {
 		t.Errorf("Always got %s, want %s", second.Digest, digestOf(t, v2img))
 	}
 	cfg2, _ := blobsOf(t, v2img)
-	if tr.blobGets(digestOf(t, base)) != 0 || tr.blobGets(digestOf(t, extra)) != 1 || tr.blobGets(cfg2) != 1 || tr.blobGets(v1.Hash{}) != 2 {
-		t.Errorf("Always, moved tag:\n%s", tr.dump())
+	if blobGets(tr, digestOf(t, base)) != 0 || blobGets(tr, digestOf(t, extra)) != 1 || blobGets(tr, cfg2) != 1 || blobGets(tr, v1.Hash{}) != 2 {
+		t.Errorf("Always, moved tag:\n%s", tr.Summary())
 	}
 	// Now IfNotPresent follows the record Always made.
 	if img, err := s.Get(ctx, ref); err != nil || img.Digest != second.Digest {
@@ -418,16 +315,16 @@ func TestPullPolicies(t *testing.T) {
 }
 
 func TestDigestPinning(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	ctx := context.Background()
 	old := imageOf(t, randomLayer(t, 40, 4<<10))
-	tag := tr.push("pin:v", old)
+	tag, _ := tr.Push(t, "pin:v", old)
 	oldD := digestOf(t, old)
 	if _, err := s.Get(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	tr.push("pin:v", imageOf(t, randomLayer(t, 41, 4<<10)))
+	tr.Push(t, "pin:v", imageOf(t, randomLayer(t, 41, 4<<10)))
 
 	// Pinned to the old manifest after the tag moved: served from the store, with no
 	// request at all, in both spellings.
@@ -437,8 +334,8 @@ func TestDigestPinning(t *testing.T) {
 			t.Errorf("%s: %+v, %v", ref, img, err)
 		}
 	}
-	if n := tr.count(""); n != 0 {
-		t.Errorf("pinned pull contacted the registry:\n%s", tr.dump())
+	if n := tr.Requests(""); n != 0 {
+		t.Errorf("pinned pull contacted the registry:\n%s", tr.Summary())
 	}
 
 	// A fresh store fetches exactly that manifest by digest, and not the tag.
@@ -447,15 +344,15 @@ func TestDigestPinning(t *testing.T) {
 	if err != nil || img.Digest != oldD.String() {
 		t.Fatalf("fresh store: %+v, %v", img, err)
 	}
-	if tr.count("/manifests/v") != 0 || tr.count("GET ", "/manifests/"+oldD.String()) != 1 {
-		t.Errorf("fresh store requests:\n%s", tr.dump())
+	if tr.Requests("/manifests/v") != 0 || tr.Requests("GET ", "/manifests/"+oldD.String()) != 1 {
+		t.Errorf("fresh store requests:\n%s", tr.Summary())
 	}
-	tr.reset()
+	tr.Reset()
 	if _, err := s2.Pull(ctx, tr.Host+"/pin@"+oldD.String(), images.PullAlways, nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := tr.blobGets(v1.Hash{}) + tr.manifestReqs(); n != 0 {
-		t.Errorf("Always with a cached digest made requests:\n%s", tr.dump())
+	if n := blobGets(tr, v1.Hash{}) + tr.Requests("/manifests/"); n != 0 {
+		t.Errorf("Always with a cached digest made requests:\n%s", tr.Summary())
 	}
 
 	// A digest the registry does not have.
@@ -466,7 +363,7 @@ func TestDigestPinning(t *testing.T) {
 }
 
 func TestMultiPlatformIndex(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	hostImg := imageOf(t, randomLayer(t, 50, 1<<10))
 	foreignLayer := randomLayer(t, 51, 1<<10)
@@ -480,7 +377,7 @@ func TestMultiPlatformIndex(t *testing.T) {
 		mutate.IndexAddendum{Add: foreign, Descriptor: v1.Descriptor{Platform: &other}},
 		mutate.IndexAddendum{Add: hostImg, Descriptor: v1.Descriptor{Platform: &host}},
 	)
-	ref := tr.push("multi:1", idx)
+	ref, _ := tr.PushIndex(t, "multi:1", idx)
 	img, err := s.Get(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
@@ -488,29 +385,30 @@ func TestMultiPlatformIndex(t *testing.T) {
 	if img.Digest != digestOf(t, hostImg).String() {
 		t.Errorf("got %s, want the host image %s", img.Digest, digestOf(t, hostImg))
 	}
-	if n := tr.blobGets(digestOf(t, foreignLayer)); n != 0 {
+	if n := blobGets(tr, digestOf(t, foreignLayer)); n != 0 {
 		t.Errorf("foreign layer fetched")
 	}
 	// Pinned to the index digest: resolved from the store.
-	tr.reset()
+	tr.Reset()
 	if img, err := s.Get(context.Background(), tr.Host+"/multi@"+digestOf(t, idx).String()); err != nil || img.Digest != digestOf(t, hostImg).String() {
 		t.Errorf("index digest: %+v, %v", img, err)
 	}
-	if n := tr.count(""); n != 0 {
-		t.Errorf("requests:\n%s", tr.dump())
+	if n := tr.Requests(""); n != 0 {
+		t.Errorf("requests:\n%s", tr.Summary())
 	}
 	// Only a foreign platform: a clear error.
 	only := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: foreign, Descriptor: v1.Descriptor{Platform: &other}})
-	if _, err := s.Get(context.Background(), tr.push("foreign:1", only)); err == nil || !strings.Contains(err.Error(), "no manifest for linux/"+runtime.GOARCH) {
+	foreignRef, _ := tr.PushIndex(t, "foreign:1", only)
+	if _, err := s.Get(context.Background(), foreignRef); err == nil || !strings.Contains(err.Error(), "no manifest for linux/"+runtime.GOARCH) {
 		t.Errorf("foreign only: %v", err)
 	}
 }
 
 func TestRegistryErrors(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
-	tr.push("exists:1", imageOf(t, randomLayer(t, 60, 10)))
-	tr.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+	tr.Push(t, "exists:1", imageOf(t, randomLayer(t, 60, 10)))
+	tr.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasPrefix(r.URL.Path, "/v2/private/") {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
@@ -540,14 +438,14 @@ func TestRegistryErrors(t *testing.T) {
 }
 
 func TestInterruptedPullResumes(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	layers := []v1.Layer{randomLayer(t, 70, 64<<10), randomLayer(t, 71, 64<<10), randomLayer(t, 72, 512<<10)}
 	img := imageOf(t, layers...)
-	ref := tr.push("int:1", img)
+	ref, _ := tr.Push(t, "int:1", img)
 	victim := digestOf(t, layers[2])
 	var failed sync.Once
-	tr.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+	tr.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+victim.String()) {
 			return false
 		}
@@ -596,11 +494,11 @@ func TestInterruptedPullResumes(t *testing.T) {
 	if got.Digest != digestOf(t, img).String() {
 		t.Errorf("digest %s", got.Digest)
 	}
-	if n := tr.blobGets(victim); n != 2 {
+	if n := blobGets(tr, victim); n != 2 {
 		t.Errorf("interrupted blob fetched %d times, want 2", n)
 	}
 	for d := range cached {
-		if n := tr.blobGets(d); n != 1 {
+		if n := blobGets(tr, d); n != 1 {
 			t.Errorf("blob %s was in the store but fetched %d times", d, n)
 		}
 	}
@@ -608,11 +506,11 @@ func TestInterruptedPullResumes(t *testing.T) {
 }
 
 func TestCorruptBlobFromRegistry(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	layer := randomLayer(t, 80, 32<<10)
 	img := imageOf(t, randomLayer(t, 81, 100), layer)
-	ref := tr.push("corrupt:1", img)
+	ref, _ := tr.Push(t, "corrupt:1", img)
 	d := digestOf(t, layer)
 	rc, err := layer.Compressed()
 	if err != nil {
@@ -621,7 +519,7 @@ func TestCorruptBlobFromRegistry(t *testing.T) {
 	good, _ := io.ReadAll(rc)
 	bad := append([]byte(nil), good...)
 	bad[len(bad)/2] ^= 0xff
-	tr.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+	tr.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
 			w.Header().Set("Content-Length", fmt.Sprint(len(bad)))
 			w.Write(bad)
@@ -653,7 +551,7 @@ func TestCorruptBlobFromRegistry(t *testing.T) {
 }
 
 func TestHostileFromRegistry(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	host := t.TempDir()
 	if err := os.WriteFile(filepath.Join(host, "victim"), []byte("original"), 0o644); err != nil {
@@ -667,7 +565,7 @@ func TestHostileFromRegistry(t *testing.T) {
 			}
 			cf, _ := img.ConfigFile()
 			diffID := cf.RootFS.DiffIDs[0]
-			ref := tr.push(fmt.Sprintf("hostile/%d:x", i), img)
+			ref, _ := tr.Push(t, fmt.Sprintf("hostile/%d:x", i), img)
 			_, err = s.Get(context.Background(), ref)
 			var inv *images.InvalidImageError
 			if !errors.As(err, &inv) || inv.Layer != diffID.String() || inv.Entry != c.Entry {
@@ -683,9 +581,9 @@ func TestHostileFromRegistry(t *testing.T) {
 }
 
 func TestRegistrySizeLimit(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t, images.WithMaxUnpackedSize(50<<10))
-	ref := tr.push("big:1", imageOf(t, randomLayer(t, 90, 30<<10), randomLayer(t, 91, 30<<10)))
+	ref, _ := tr.Push(t, "big:1", imageOf(t, randomLayer(t, 90, 30<<10), randomLayer(t, 91, 30<<10)))
 	_, err := s.Get(context.Background(), ref)
 	var inv *images.InvalidImageError
 	if !errors.As(err, &inv) || !strings.Contains(inv.Reason, "limit of 51200 bytes") {
@@ -694,13 +592,14 @@ func TestRegistrySizeLimit(t *testing.T) {
 }
 
 func TestRemoveAndPrune(t *testing.T) {
-	tr := newRegistry(t)
+	tr := imagetest.NewRegistry(t)
 	s := newStore(t)
 	ctx := context.Background()
 	base := randomLayer(t, 100, 8<<10)
 	onlyA, onlyB := randomLayer(t, 101, 8<<10), randomLayer(t, 102, 8<<10)
 	a, b := imageOf(t, base, onlyA), imageOf(t, base, onlyB)
-	refA, refB := tr.push("a:1", a), tr.push("b:1", b)
+	refA, _ := tr.Push(t, "a:1", a)
+	refB, _ := tr.Push(t, "b:1", b)
 	imgA, err := s.Get(ctx, refA)
 	if err != nil {
 		t.Fatal(err)
@@ -761,7 +660,7 @@ func TestRemoveAndPrune(t *testing.T) {
 		t.Error("shared layer removed")
 	}
 	// B still works without the registry; A needs it again (and gets only its own layer).
-	tr.reset()
+	tr.Reset()
 	if _, err := s.Pull(ctx, refB, images.PullNever, nil); err != nil {
 		t.Errorf("B after prune: %v", err)
 	}
@@ -771,8 +670,8 @@ func TestRemoveAndPrune(t *testing.T) {
 	if _, err := s.Get(ctx, refA); err != nil {
 		t.Fatal(err)
 	}
-	if tr.blobGets(digestOf(t, base)) != 0 || tr.blobGets(digestOf(t, onlyA)) != 1 {
-		t.Errorf("re-pull of A:\n%s", tr.dump())
+	if blobGets(tr, digestOf(t, base)) != 0 || blobGets(tr, digestOf(t, onlyA)) != 1 {
+		t.Errorf("re-pull of A:\n%s", tr.Summary())
 	}
 	// Remove by canonical name, then by digest.
 	if err := s.Remove("docker://" + refB); err != nil {
@@ -878,12 +777,12 @@ func TestNoPlainHTTPFallback(t *testing.T) {
 // BenchmarkPullVsCached compares the first pull of a 5-layer image (1 MiB per layer)
 // from a registry on loopback with a Get of the same image once it is in the store.
 func BenchmarkPullVsCached(b *testing.B) {
-	tr := newRegistry(b)
+	tr := imagetest.NewRegistry(b)
 	var layers []v1.Layer
 	for i := range 5 {
 		layers = append(layers, randomLayer(b, uint64(200+i), 1<<20))
 	}
-	ref := tr.push("bench:1", imageOf(b, layers...))
+	ref, _ := tr.Push(b, "bench:1", imageOf(b, layers...))
 	ctx := context.Background()
 	var first, cached float64
 	b.ResetTimer()
