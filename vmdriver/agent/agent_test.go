@@ -15,30 +15,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
 
-// agentBin is the real msb-agent, built static once for all tests.
-var agentBin string
-
 func TestMain(m *testing.M) {
-	tmp, err := os.MkdirTemp("", "msb-agent-test")
-	if err != nil {
-		panic(err)
-	}
-	agentBin = filepath.Join(tmp, "msb-agent")
-	build := exec.Command("go", "build", "-o", agentBin, "msb.dev/msb/cmd/msb-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if os.Getenv("MSB_AGENT_RACE") != "" {
-		// Race-check the agent itself (needs cgo, so not the shipped static build).
-		build.Args = append(build.Args[:2], append([]string{"-race"}, build.Args[2:]...)...)
-		build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	}
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build msb-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(tmp)
+	agenttest.Cleanup()
 	os.Exit(code)
 }
 
@@ -61,7 +44,7 @@ func startAgent(t testing.TB, dir string, cfg Config) *testAgent {
 		t.Fatal(err)
 	}
 	a := &testAgent{dir: dir, done: make(chan struct{})}
-	a.cmd = exec.Command(agentBin, "init", "--dir", dir)
+	a.cmd = exec.Command(agenttest.Build(t), "init", "--dir", dir)
 	a.cmd.Stderr = os.Stderr
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -593,11 +576,12 @@ func BenchmarkDial(b *testing.B) {
 func BenchmarkStartReady(b *testing.B) {
 	dir := b.TempDir()
 	ctx := context.Background()
+	bin := agenttest.Build(b)
 	for b.Loop() {
 		if err := WriteConfig(dir, Config{Args: []string{"sleep", "1000"}}); err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command(agentBin, "init", "--dir", dir)
+		cmd := exec.Command(bin, "init", "--dir", dir)
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

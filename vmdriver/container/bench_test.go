@@ -44,7 +44,7 @@ func BenchmarkStart(b *testing.B) {
 		t0 := time.Now()
 		must(b, f.d.Create(ctx, spec))
 		must(b, f.d.Start(ctx, spec.ID))
-		waitExists(b, filepath.Join(f.d.AgentDir(spec.ID), "ran"))
+		waitExists(b, filepath.Join(f.d.agentDir(spec.ID), "ran"))
 		msb += time.Since(t0)
 		must(b, f.d.Delete(ctx, spec.ID, true))
 

@@ -2,22 +2,17 @@ package container
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/seccompbpf"
@@ -122,116 +117,6 @@ func New(opts Options) (*Driver, error) {
 	return d, nil
 }
 
-// Permissions. A sandbox's files must be out of reach of every host user but
-// root and the sandbox's own root (host HostUID:HostGID): its agent socket
-// (host root access to the sandbox), its writable layer, and its mounted
-// rootfs, where the image's setuid files keep their bits (see mountOverlay)
-// and would be setuid-<mapped uid> programs for anyone who could reach them.
-//
-// runc bind-mounts the bundle rootfs from inside the user namespace, as the
-// sandbox's root, which has no capability over host-owned files: it needs
-// search permission on every directory down to sandboxes/<id>/rootfs. So:
-//
-//	StateDir/              owner kept, group HostGID, mode u=(kept),g=x,o= (0710)
-//	StateDir/sandboxes/    root:HostGID 0710
-//	StateDir/sandboxes/<id>/  root:HostGID 0710
-//	StateDir/runc/         root 0700 (runc init gets its fifo as a descriptor)
-//
-// Search through the group HostGID lets the sandboxes' root in and no host
-// user: CheckIDRange makes sure none holds that gid. The directories above
-// StateDir belong to others; they must already be searchable (o+x) and New
-// fails if one is not. The image layers (lower dirs) need no search
-// permission at all: the overlay is mounted by host root and reads its lower
-// dirs with the mounter's credentials.
-const (
-	stateDirGroupMode = 0o010 // added to the owner's bits of StateDir
-	sandboxDirMode    = 0o710
-)
-
-// lockDown creates the driver's directories with the modes above, or brings
-// those of an existing state dir (older versions made them 0711 and gave
-// StateDir o+x) and of its sandboxes to them.
-func (d *Driver) lockDown() error {
-	state, sandboxes := d.opts.StateDir, filepath.Join(d.opts.StateDir, "sandboxes")
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		return err
-	}
-	fi, err := os.Stat(state)
-	if err != nil {
-		return err
-	}
-	if err := os.Chown(state, -1, int(d.opts.HostGID)); err != nil {
-		return err
-	}
-	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirGroupMode); err != nil {
-		return err
-	}
-	if err := os.Mkdir(d.runcRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if err := os.Chmod(d.runcRoot, 0o700); err != nil {
-		return err
-	}
-	if err := d.sandboxDirPerms(sandboxes); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(sandboxes)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.IsDir() && validID(e.Name()) == nil {
-			if err := d.sandboxDirPerms(filepath.Join(sandboxes, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	for dir := filepath.Dir(state); ; dir = filepath.Dir(dir) {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return err
-		}
-		if !d.searchable(fi) {
-			return fmt.Errorf("state dir %s: %s (mode %o) is not searchable by sandbox users: chmod o+x %s or choose another --state-dir", state, dir, fi.Mode().Perm(), dir)
-		}
-		if dir == "/" {
-			return nil
-		}
-	}
-}
-
-// sandboxDirPerms makes dir (created if missing) root:HostGID 0710.
-func (d *Driver) sandboxDirPerms(dir string) error {
-	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if err := os.Lchown(dir, 0, int(d.opts.HostGID)); err != nil {
-		return err
-	}
-	return os.Chmod(dir, sandboxDirMode)
-}
-
-// searchable reports whether the sandbox's root (host HostUID:HostGID, no
-// supplementary groups) may search the directory fi.
-func (d *Driver) searchable(fi os.FileInfo) bool {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fi.Mode().Perm()&0o001 != 0
-	}
-	switch {
-	case st.Uid == d.opts.HostUID:
-		return st.Mode&0o100 != 0
-	case st.Gid == d.opts.HostGID:
-		return st.Mode&0o010 != 0
-	}
-	return st.Mode&0o001 != 0
-}
-
-func hash8(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])[:8]
-}
-
 // Name implements vmdriver.Driver.
 func (d *Driver) Name() string { return "container" }
 
@@ -243,8 +128,9 @@ func (d *Driver) SandboxDir(id string) string {
 	return filepath.Join(d.opts.StateDir, "sandboxes", id)
 }
 
-// AgentDir implements vmdriver.Driver: the host directory mounted at /.msb.
-func (d *Driver) AgentDir(id string) string { return filepath.Join(d.SandboxDir(id), "agent") }
+// agentDir is the host directory mounted at /.msb: the agent's config,
+// socket, log and exit code (see Endpoint).
+func (d *Driver) agentDir(id string) string { return filepath.Join(d.SandboxDir(id), "agent") }
 
 func (d *Driver) rootfsDir(id string) string { return filepath.Join(d.SandboxDir(id), "rootfs") }
 func (d *Driver) bundleDir(id string) string { return filepath.Join(d.SandboxDir(id), "bundle") }
@@ -259,15 +145,6 @@ func CgroupPrefix(stateDir string) string { return "msb-" + hash8(stateDir) + "-
 // cgroupsPath is deterministic, so Delete can find what runc left behind.
 // It is relative to each hierarchy's root (v1) or the unified root (v2).
 func (d *Driver) cgroupsPath(id string) string { return "/" + d.cgroupPrefix + id }
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
-func validID(id string) error {
-	if !idPattern.MatchString(id) || strings.Contains(id, "..") {
-		return fmt.Errorf("sandbox id %q: want 1-128 of [A-Za-z0-9_.-], starting with a letter or digit", id)
-	}
-	return nil
-}
 
 // lock serialises operations on one id within this process.
 func (d *Driver) lock(id string) func() {
@@ -288,76 +165,6 @@ func (d *Driver) lock(id string) func() {
 		}
 		d.mu.Unlock()
 	}
-}
-
-func validateSpec(spec vmdriver.Spec) error {
-	if err := validID(spec.ID); err != nil {
-		return err
-	}
-	if len(spec.Layers) == 0 {
-		return fmt.Errorf("sandbox %s: no image layers", spec.ID)
-	}
-	for _, l := range spec.Layers {
-		if !filepath.IsAbs(l) {
-			return fmt.Errorf("sandbox %s: layer %q is not an absolute path", spec.ID, l)
-		}
-	}
-	if !filepath.IsAbs(spec.AgentPath) {
-		return fmt.Errorf("sandbox %s: agent path %q is not an absolute path", spec.ID, spec.AgentPath)
-	}
-	if fi, err := os.Stat(spec.AgentPath); err != nil {
-		return fmt.Errorf("sandbox %s: agent binary: %w", spec.ID, err)
-	} else if !fi.Mode().IsRegular() || fi.Mode()&0o001 == 0 {
-		return fmt.Errorf("sandbox %s: agent binary %s must be a regular file executable by others (mode o+x)", spec.ID, spec.AgentPath)
-	}
-	if len(spec.Args) == 0 {
-		return fmt.Errorf("sandbox %s: no command to run (args is empty)", spec.ID)
-	}
-	for i, m := range spec.Mounts {
-		p := filepath.Clean(m.Path)
-		if !filepath.IsAbs(m.Path) || p == "/" {
-			return fmt.Errorf("sandbox %s: mounts[%d].path %q must be an absolute path other than /", spec.ID, i, m.Path)
-		}
-		for _, reserved := range []string{agentMountDir, "/proc", "/sys", "/dev"} {
-			if p == reserved || strings.HasPrefix(p, reserved+"/") {
-				return fmt.Errorf("sandbox %s: mounts[%d].path %q is reserved (%s)", spec.ID, i, m.Path, reserved)
-			}
-		}
-		if !filepath.IsAbs(m.HostPath) {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath %q is not an absolute path", spec.ID, i, m.HostPath)
-		}
-		if _, err := os.Stat(m.HostPath); err != nil {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath: %w", spec.ID, i, err)
-		}
-	}
-	return nil
-}
-
-// checkVolumeSources refuses host paths that are, contain or lie inside
-// msbd's state directory: every sandbox's root is the same host uid, so a
-// sandbox given that directory could reach the other sandboxes' writable
-// layers and agent sockets, and the image layers they all share.
-func (d *Driver) checkVolumeSources(spec vmdriver.Spec) error {
-	state := d.opts.StateDir
-	if real, err := filepath.EvalSymlinks(state); err == nil {
-		state = real
-	}
-	for i, m := range spec.Mounts {
-		src, err := filepath.EvalSymlinks(m.HostPath)
-		if err != nil {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath: %w", spec.ID, i, err)
-		}
-		if within(src, state) || within(state, src) {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath %q would give the sandbox msbd's state directory %s (other sandboxes' files); mount a directory outside it", spec.ID, i, m.HostPath, d.opts.StateDir)
-		}
-	}
-	return nil
-}
-
-// within reports whether path is dir or below it (both clean and absolute).
-func within(path, dir string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // Create implements vmdriver.Driver. It makes the sandbox directory, mounts
@@ -415,8 +222,11 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
-	if err := d.prepareAgentDir(d.AgentDir(spec.ID), spec); err != nil {
+	if err := d.prepareAgentDir(d.agentDir(spec.ID), spec); err != nil {
 		return fmt.Errorf("sandbox %s: agent dir: %w", spec.ID, err)
+	}
+	if err := d.placeFiles(spec); err != nil {
+		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	oci, err := d.ociSpec(spec, rootfs)
 	if err != nil {
@@ -455,23 +265,37 @@ func (d *Driver) loadSpec(id string) (vmdriver.Spec, error) {
 }
 
 // Start implements vmdriver.Driver. It rebuilds what a Delete(purge=false) or
-// a host reboot removed (overlay mount, bundle) from the saved spec, then
-// runs the agent. Starting a running sandbox does nothing.
+// a host reboot removed (overlay mount, bundle, placed files) from the saved
+// spec, then runs the agent. Starting a running sandbox does nothing.
 func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
 	defer d.lock(id)()
 	st, err := d.state(ctx, id)
-	switch {
-	case errors.Is(err, errNoContainer):
-	case err != nil:
+	exists := err == nil
+	if err != nil && !errors.Is(err, errNoContainer) {
 		return err
-	case st.Status == "running" || st.Status == "paused":
+	}
+	if exists && st.Status.Alive() {
 		return nil
-	case st.Status == "created":
+	}
+	spec, err := d.loadSpec(id)
+	if err != nil {
+		return err
+	}
+	if spec.NetNSPath != "" {
+		// Gone after a reboot until its creator makes it again: say so
+		// rather than pass runc's error on.
+		if err := checkNetNS(spec.NetNSPath); err != nil {
+			return fmt.Errorf("sandbox %s: %w", id, err)
+		}
+	}
+	switch {
+	case !exists:
+	case st.Status == vmdriver.StatusCreated:
 		// Left between create and start (msbd died): finish the start.
-		return d.finishStart(ctx, id, st.PID)
+		return d.finishStart(ctx, id, st.PID, spec.NetNSPath == "")
 	default: // stopped: remove the old runtime object, keep the rootfs
 		if _, err := d.runc(ctx, "", "delete", "--force", id); err != nil && !errors.Is(err, errNoContainer) {
 			return err
@@ -480,15 +304,11 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	// Right after Create everything is in place; after a Delete(purge=false)
 	// or a reboot the bundle or the overlay is gone and is rebuilt.
 	if !d.prepared(id) {
-		spec, err := d.loadSpec(id)
-		if err != nil {
-			return err
-		}
 		if err := d.prepare(spec); err != nil {
 			return err
 		}
 	}
-	if err := clearRunState(d.AgentDir(id)); err != nil {
+	if err := clearRunState(d.agentDir(id)); err != nil {
 		return err
 	}
 	// One `runc run -d` rather than create + start: every runc exec costs
@@ -498,6 +318,9 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := d.launch(ctx, id, "run"); err != nil {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if spec.NetNSPath != "" {
+		return nil // its creator set it up
 	}
 	// The pid file saves a `runc state` (one more runc exec, 30-60ms here).
 	b, err := os.ReadFile(pidFile)
@@ -556,147 +379,16 @@ func (d *Driver) bundleTakesFilter(id string) bool {
 	return json.Unmarshal(b, &cfg) == nil && slices.Contains(cfg.Process.Args, "--seccomp-fd")
 }
 
-// finishStart brings up lo in the sandbox's network namespace and lets the
-// created container run.
-func (d *Driver) finishStart(ctx context.Context, id string, pid int) error {
-	if err := loopbackUp(pid); err != nil {
-		return fmt.Errorf("sandbox %s: %w", id, err)
+// finishStart brings up lo in the sandbox's network namespace when the
+// driver made that namespace (ownNetNS), and lets the created container run.
+func (d *Driver) finishStart(ctx context.Context, id string, pid int, ownNetNS bool) error {
+	if ownNetNS {
+		if err := loopbackUp(pid); err != nil {
+			return fmt.Errorf("sandbox %s: %w", id, err)
+		}
 	}
 	if _, err := d.runc(ctx, d.runcLog(id), "start", id); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)
-	}
-	return nil
-}
-
-// Stop implements vmdriver.Driver: SIGTERM, then SIGKILL after grace. Stopping
-// a stopped or unknown sandbox does nothing.
-func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error {
-	if err := validID(id); err != nil {
-		return err
-	}
-	defer d.lock(id)()
-	st, err := d.state(ctx, id)
-	if errors.Is(err, errNoContainer) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if st.Status == "stopped" {
-		return nil
-	}
-	if st.Status == "paused" {
-		d.runc(ctx, "", "resume", id) // a frozen process cannot handle SIGTERM
-	}
-	if st.Status != "created" && grace > 0 {
-		if _, err := d.runc(ctx, "", "kill", id, "TERM"); err != nil && !notRunning(err) {
-			return err
-		}
-		if stopped, err := d.waitStopped(ctx, id, grace); err != nil || stopped {
-			return err
-		}
-	}
-	if _, err := d.runc(ctx, "", "kill", "--all", id, "KILL"); err != nil && !notRunning(err) {
-		return err
-	}
-	if stopped, err := d.waitStopped(ctx, id, 10*time.Second); err != nil || stopped {
-		return err
-	}
-	return fmt.Errorf("sandbox %s: still running 10s after SIGKILL", id)
-}
-
-func notRunning(err error) bool {
-	return errors.Is(err, errNoContainer) || strings.Contains(err.Error(), "not running") ||
-		strings.Contains(err.Error(), "process already finished")
-}
-
-// waitStopped polls runc until id is stopped, gone, or timeout passes.
-func (d *Driver) waitStopped(ctx context.Context, id string, timeout time.Duration) (bool, error) {
-	deadline := time.Now().Add(timeout)
-	for wait := 2 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
-		st, err := d.state(ctx, id)
-		if errors.Is(err, errNoContainer) || (err == nil && st.Status == "stopped") {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if time.Now().After(deadline) {
-			return false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-// State implements vmdriver.Driver. A sandbox whose directory exists but that
-// runc does not know (after Delete(purge=false), or before the first Start)
-// is "stopped". The exit code is the one the agent wrote.
-func (d *Driver) State(ctx context.Context, id string) (vmdriver.State, error) {
-	if err := validID(id); err != nil {
-		return vmdriver.State{}, err
-	}
-	st, err := d.state(ctx, id)
-	if errors.Is(err, errNoContainer) {
-		if _, err := os.Stat(d.SandboxDir(id)); errors.Is(err, os.ErrNotExist) {
-			return vmdriver.State{}, fmt.Errorf("sandbox %s: %w", id, vmdriver.ErrNotFound)
-		}
-		out := vmdriver.State{Status: "stopped"}
-		out.ExitCode, out.Exited = readExitCode(d.AgentDir(id))
-		return out, nil
-	}
-	if err != nil {
-		return vmdriver.State{}, err
-	}
-	out := vmdriver.State{Status: st.Status, StartedAt: st.Created}
-	switch st.Status {
-	case "running", "paused", "created":
-		out.PID = st.PID
-	case "stopped":
-		out.ExitCode, out.Exited = readExitCode(d.AgentDir(id))
-	}
-	return out, nil
-}
-
-// Delete implements vmdriver.Driver. It kills and deletes the runc container,
-// unmounts everything under the sandbox directory, removes leftover cgroups
-// and the bundle; purge also removes the writable layer and the directory.
-// Deleting an unknown sandbox does nothing.
-func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
-	if err := validID(id); err != nil {
-		return err
-	}
-	defer d.lock(id)()
-	if _, err := d.runc(ctx, "", "delete", "--force", id); err != nil && !errors.Is(err, errNoContainer) {
-		// runc could not load its state (corrupt or half-written): if no
-		// process is left in the cgroups, remove the state by hand below.
-		if procs := d.cgroupProcs(id); procs > 0 {
-			return fmt.Errorf("sandbox %s: %w", id, err)
-		}
-	}
-	if err := os.RemoveAll(filepath.Join(d.runcRoot, id)); err != nil {
-		return err
-	}
-	if err := d.removeCgroups(id); err != nil {
-		return fmt.Errorf("sandbox %s: %w", id, err)
-	}
-	dir := d.SandboxDir(id)
-	if err := unmountAll(dir); err != nil {
-		return fmt.Errorf("sandbox %s: %w", id, err)
-	}
-	if purge {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("sandbox %s: %w", id, err)
-		}
-		return nil
-	}
-	for _, p := range []string{d.bundleDir(id), filepath.Join(dir, "pid")} {
-		if err := os.RemoveAll(p); err != nil {
-			return fmt.Errorf("sandbox %s: %w", id, err)
-		}
 	}
 	return nil
 }

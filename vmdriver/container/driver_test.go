@@ -76,13 +76,13 @@ exec sleep 1000`)
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Create(ctx, spec)) // idempotent
 	must(t, f.d.Start(ctx, spec.ID))
-	agent := f.d.AgentDir(spec.ID)
+	agent := f.d.agentDir(spec.ID)
 	waitFor(t, filepath.Join(agent, "ready-1"), 10*time.Second)
 	must(t, f.d.Start(ctx, spec.ID)) // running: nothing to do
 
 	st, err := f.d.State(ctx, spec.ID)
 	must(t, err)
-	if st.Status != "running" || st.PID <= 0 || st.StartedAt.IsZero() {
+	if st.Status != vmdriver.StatusRunning || st.PID <= 0 || st.StartedAt.IsZero() {
 		t.Fatalf("State = %+v, want running with a PID and a start time", st)
 	}
 
@@ -161,7 +161,7 @@ exec sleep 1000`)
 
 	must(t, f.d.Stop(ctx, spec.ID, 2*time.Second))
 	must(t, f.d.Stop(ctx, spec.ID, 2*time.Second)) // stopped: nothing to do
-	if st, err := f.d.State(ctx, spec.ID); err != nil || st.Status != "stopped" || st.PID != 0 {
+	if st, err := f.d.State(ctx, spec.ID); err != nil || st.Status != vmdriver.StatusStopped || st.PID != 0 {
 		t.Fatalf("after Stop: %+v, %v", st, err)
 	}
 	must(t, f.d.Delete(ctx, spec.ID, false))
@@ -169,7 +169,7 @@ exec sleep 1000`)
 	if mps, _ := mountPoints(f.d.SandboxDir(spec.ID)); len(mps) != 0 {
 		t.Fatalf("mounted after Delete(purge=false): %v", mps)
 	}
-	if st, err := f.d.State(ctx, spec.ID); err != nil || st.Status != "stopped" {
+	if st, err := f.d.State(ctx, spec.ID); err != nil || st.Status != vmdriver.StatusStopped {
 		t.Fatalf("after Delete(purge=false): %+v, %v; want stopped (the writable layer is kept)", st, err)
 	}
 
@@ -177,7 +177,7 @@ exec sleep 1000`)
 	spec.Args = []string{"sh", "-c", "cat /etc/written-by-root > /.msb/persisted; exit 3"}
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	st = waitStatus(t, f.d, spec.ID, "stopped", 10*time.Second)
+	st = waitStatus(t, f.d, spec.ID, vmdriver.StatusStopped, 10*time.Second)
 	if !st.Exited || st.ExitCode != 3 {
 		t.Errorf("State after exit 3 = %+v", st)
 	}
@@ -187,7 +187,7 @@ exec sleep 1000`)
 
 	// Start again after exit: a fresh run, stale exit code gone until it exits.
 	must(t, f.d.Start(ctx, spec.ID))
-	st = waitStatus(t, f.d, spec.ID, "stopped", 10*time.Second)
+	st = waitStatus(t, f.d, spec.ID, vmdriver.StatusStopped, 10*time.Second)
 	if !st.Exited || st.ExitCode != 3 {
 		t.Errorf("State after the second exit = %+v", st)
 	}
@@ -285,13 +285,13 @@ func TestAdoption(t *testing.T) {
 	spec := f.spec("exec sleep 1000")
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	before := waitStatus(t, f.d, spec.ID, "running", 5*time.Second)
+	before := waitStatus(t, f.d, spec.ID, vmdriver.StatusRunning, 5*time.Second)
 
 	d2, err := New(Options{StateDir: f.state})
 	must(t, err)
 	after, err := d2.State(ctx, spec.ID)
 	must(t, err)
-	if after.Status != "running" || after.PID != before.PID {
+	if after.Status != vmdriver.StatusRunning || after.PID != before.PID {
 		t.Fatalf("after restart: %+v, before: %+v", after, before)
 	}
 	ids, err := d2.List(ctx)
@@ -316,9 +316,9 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	spec := f.spec("trap '' TERM; touch /.msb/up; while true; do sleep 1; done")
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	waitFor(t, filepath.Join(f.d.AgentDir(spec.ID), "up"), 5*time.Second)
+	waitFor(t, filepath.Join(f.d.agentDir(spec.ID), "up"), 5*time.Second)
 	must(t, f.d.Stop(ctx, spec.ID, 300*time.Millisecond))
-	if st, _ := f.d.State(ctx, spec.ID); st.Status != "stopped" {
+	if st, _ := f.d.State(ctx, spec.ID); st.Status != vmdriver.StatusStopped {
 		t.Fatalf("after Stop: %+v", st)
 	}
 }
@@ -342,7 +342,7 @@ touch /.msb/done`)
 	spec.Mounts = []vmdriver.Mount{{HostPath: ro, Path: "/data", ReadOnly: true}, {HostPath: rw, Path: "/out"}}
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	agent := f.d.AgentDir(spec.ID)
+	agent := f.d.agentDir(spec.ID)
 	waitFor(t, filepath.Join(agent, "done"), 10*time.Second)
 	for file, want := range map[string]string{"ro-write": "refused\n", "ro-append": "refused\n", "ro-read": "host data\n"} {
 		if got, _ := os.ReadFile(filepath.Join(agent, file)); string(got) != want {
@@ -376,8 +376,8 @@ func TestManyLayers(t *testing.T) {
 	spec.Layers = layers
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	waitStatus(t, f.d, spec.ID, "stopped", 10*time.Second)
-	if got, _ := os.ReadFile(filepath.Join(f.d.AgentDir(spec.ID), "top")); string(got) != "59\n" {
+	waitStatus(t, f.d, spec.ID, vmdriver.StatusStopped, 10*time.Second)
+	if got, _ := os.ReadFile(filepath.Join(f.d.agentDir(spec.ID), "top")); string(got) != "59\n" {
 		t.Errorf("/layer = %q, want the highest layer's 59", got)
 	}
 }
@@ -391,7 +391,7 @@ func TestAgentDirSymlinks(t *testing.T) {
 	must(t, os.WriteFile(victim, []byte("7\n"), 0o600))
 	spec := f.spec("true")
 	must(t, f.d.Create(ctx, spec))
-	agent := f.d.AgentDir(spec.ID)
+	agent := f.d.agentDir(spec.ID)
 	// What a malicious sandbox could leave behind before the next start.
 	must(t, os.Remove(filepath.Join(agent, "config.json")))
 	must(t, os.Symlink(victim, filepath.Join(agent, "config.json")))
@@ -409,7 +409,7 @@ func TestAgentDirSymlinks(t *testing.T) {
 		t.Errorf("config.json not replaced by a regular file: %v %v", fi, err)
 	}
 	must(t, f.d.Start(ctx, spec.ID))
-	st := waitStatus(t, f.d, spec.ID, "stopped", 10*time.Second)
+	st := waitStatus(t, f.d, spec.ID, vmdriver.StatusStopped, 10*time.Second)
 	if !st.Exited || st.ExitCode != 0 {
 		t.Errorf("State = %+v", st)
 	}
@@ -435,7 +435,7 @@ ls -l /proc/1/fd > /.msb/fds
 touch /.msb/done
 exec sleep 1000`
 	check := func(t *testing.T, id string, wantArgs bool) {
-		agent := f.d.AgentDir(id)
+		agent := f.d.agentDir(id)
 		waitFor(t, filepath.Join(agent, "done"), 10*time.Second)
 		status := waitFor(t, filepath.Join(agent, "status-copy"), time.Second)
 		if v := statusField(status, "Seccomp"); v != "2" {

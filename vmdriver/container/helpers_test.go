@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
 
 // mappedID is the default host id of the sandboxes' root: every real-runc
@@ -27,7 +28,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	code := testMain(m)
+	agenttest.Cleanup()
+	os.Exit(code)
 }
 
 func testMain(m *testing.M) int {
@@ -215,7 +218,7 @@ func waitFor(t testing.TB, path string, timeout time.Duration) string {
 	}
 }
 
-func waitStatus(t testing.TB, d *Driver, id, status string, timeout time.Duration) vmdriver.State {
+func waitStatus(t testing.TB, d *Driver, id string, status vmdriver.Status, timeout time.Duration) vmdriver.State {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -16,20 +16,10 @@ import (
 
 	"msb.dev/msb/images"
 	"msb.dev/msb/images/imagetest"
+	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/agent"
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
-
-// realAgent builds cmd/msb-agent into dir.
-func realAgent(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "msb-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "msb.dev/msb/cmd/msb-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("cmd/msb-agent does not build yet: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestRealAgent runs cmd/msb-agent (built here) as the sandbox's init: the
 // contract of config.json, log and exit-code end to end.
@@ -37,11 +27,11 @@ func TestRealAgent(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	spec := f.spec("echo hello from $(id -u) on $(hostname); exit 5")
-	spec.AgentPath = realAgent(t, f.base)
+	spec.AgentPath = agenttest.Build(t)
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	st := waitStatus(t, f.d, spec.ID, "stopped", 15*time.Second)
-	logs, _ := os.ReadFile(filepath.Join(f.d.AgentDir(spec.ID), "log"))
+	st := waitStatus(t, f.d, spec.ID, vmdriver.StatusStopped, 15*time.Second)
+	logs, _ := os.ReadFile(filepath.Join(f.d.agentDir(spec.ID), "log"))
 	if !st.Exited || st.ExitCode != 5 {
 		t.Errorf("State = %+v, want exit code 5; log %q", st, logs)
 	}
@@ -64,10 +54,10 @@ func TestHostUsersLockedOut(t *testing.T) {
 	must(t, unix.Chmod(suid, 0o4755))
 
 	spec := f.spec("exec sleep 1000")
-	spec.AgentPath = realAgent(t, f.base)
+	spec.AgentPath = agenttest.Build(t)
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	agentDir := f.d.AgentDir(spec.ID)
+	agentDir := f.d.agentDir(spec.ID)
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := agent.WaitReady(wctx, agentDir); err != nil {
@@ -226,8 +216,8 @@ func TestImageStoreLayers(t *testing.T) {
 	spec := f.spec("id -u > /.msb/uid; stat -c '%u %a' /bin/busybox /root > /.msb/stat; echo x > /root/new")
 	must(t, d.Create(ctx, spec))
 	must(t, d.Start(ctx, spec.ID))
-	st := waitStatus(t, d, spec.ID, "stopped", 10*time.Second)
-	agentDir := d.AgentDir(spec.ID)
+	st := waitStatus(t, d, spec.ID, vmdriver.StatusStopped, 10*time.Second)
+	agentDir := d.agentDir(spec.ID)
 	if !st.Exited || st.ExitCode != 0 {
 		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
 		t.Fatalf("State = %+v; log %q", st, logs)

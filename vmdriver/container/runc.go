@@ -13,18 +13,37 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"msb.dev/msb/vmdriver"
 )
 
 // errNoContainer is returned by runc calls about a container runc does not know.
 var errNoContainer = errors.New("runc: container does not exist")
 
-// runcState is the part of `runc state` output the driver uses.
+// runcState is the part of `runc state` output the driver uses, with runc's
+// status word already mapped to a vmdriver.Status (see runcStatus).
 type runcState struct {
-	ID      string    `json:"id"`
-	PID     int       `json:"pid"`
-	Status  string    `json:"status"`
-	Bundle  string    `json:"bundle"`
-	Created time.Time `json:"created"`
+	ID      string
+	PID     int
+	Status  vmdriver.Status
+	Created time.Time
+}
+
+// runcStatus maps runc's status words to vmdriver's; it is the only place
+// that knows them. "pausing" (the freezer has not finished) is paused: its
+// processes are still there.
+func runcStatus(s string) (vmdriver.Status, error) {
+	switch s {
+	case "created":
+		return vmdriver.StatusCreated, nil
+	case "running":
+		return vmdriver.StatusRunning, nil
+	case "pausing", "paused":
+		return vmdriver.StatusPaused, nil
+	case "stopped":
+		return vmdriver.StatusStopped, nil
+	}
+	return "", fmt.Errorf("runc reports an unknown status %q", s)
 }
 
 // runc runs one runc command against the driver's --root. logPath, when not
@@ -128,10 +147,25 @@ func (d *Driver) state(ctx context.Context, id string) (runcState, error) {
 	if err != nil {
 		return st, err
 	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		return st, fmt.Errorf("runc state %s: %w", id, err)
+	return parseRuncState(id, out)
+}
+
+// parseRuncState decodes the output of `runc state`.
+func parseRuncState(id string, out []byte) (runcState, error) {
+	var raw struct {
+		ID      string    `json:"id"`
+		PID     int       `json:"pid"`
+		Status  string    `json:"status"`
+		Created time.Time `json:"created"`
 	}
-	return st, nil
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return runcState{}, fmt.Errorf("runc state %s: %w", id, err)
+	}
+	status, err := runcStatus(raw.Status)
+	if err != nil {
+		return runcState{}, fmt.Errorf("runc state %s: %w", id, err)
+	}
+	return runcState{ID: raw.ID, PID: raw.PID, Status: status, Created: raw.Created}, nil
 }
 
 // list returns the IDs runc knows under the driver's root.
@@ -176,7 +210,7 @@ func (d *Driver) fastState(id string) (runcState, bool) {
 	if err := json.Unmarshal(data, &ls); err != nil || ls.InitPID <= 0 || ls.InitStart == 0 {
 		return runcState{}, false
 	}
-	st := runcState{ID: id, Created: ls.Created, Status: "stopped"}
+	st := runcState{ID: id, Created: ls.Created, Status: vmdriver.StatusStopped}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ls.InitPID))
 	if err == nil {
 		// Fields after the command name (which may hold spaces) start at ") ".
@@ -193,10 +227,10 @@ func (d *Driver) fastState(id string) (runcState, bool) {
 			if f[0] == "T" || frozen(d, id) {
 				return runcState{}, false // paused or stopped by a signal: ask runc
 			}
-			st.Status = "running"
+			st.Status = vmdriver.StatusRunning
 			st.PID = ls.InitPID
 			if _, err := os.Stat(filepath.Join(dir, "exec.fifo")); err == nil {
-				st.Status = "created"
+				st.Status = vmdriver.StatusCreated
 			}
 		}
 	}

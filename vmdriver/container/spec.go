@@ -97,7 +97,7 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error)
 			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: d.opts.HostGID, Size: d.opts.IDMapSize}},
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
-				{Type: specs.NetworkNamespace},
+				{Type: specs.NetworkNamespace, Path: spec.NetNSPath},
 				{Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace},
@@ -207,9 +207,11 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		}
 		m = append(m, specs.Mount{Destination: filepath.Clean(v.Path), Type: "bind", Source: v.HostPath, Options: opts})
 	}
+	// After the volumes (validateFiles keeps them apart anyway), before the agent.
+	m = append(m, d.fileMounts(spec)...)
 	// Last, so a volume can never cover the agent.
 	m = append(m,
-		specs.Mount{Destination: agentMountDir, Type: "bind", Source: d.AgentDir(spec.ID), Options: []string{"bind", "nosuid", "nodev", "noexec"}},
+		specs.Mount{Destination: agentMountDir, Type: "bind", Source: d.agentDir(spec.ID), Options: []string{"bind", "nosuid", "nodev", "noexec"}},
 		specs.Mount{Destination: agentBinary, Type: "bind", Source: spec.AgentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	)
 	return m

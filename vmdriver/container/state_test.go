@@ -2,12 +2,13 @@ package container
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"msb.dev/msb/vmdriver"
 )
 
 // TestFastStateAgreesWithRunc checks that reading runc's state.json and /proc
@@ -17,7 +18,7 @@ func TestFastStateAgreesWithRunc(t *testing.T) {
 	ctx := context.Background()
 	spec := f.spec("exec sleep 1000")
 	must(t, f.d.Create(ctx, spec))
-	check := func(want string) {
+	check := func(want vmdriver.Status) {
 		t.Helper()
 		fast, ok := f.d.fastState(spec.ID)
 		if !ok {
@@ -25,12 +26,12 @@ func TestFastStateAgreesWithRunc(t *testing.T) {
 		}
 		out, err := f.d.runc(ctx, "", "state", spec.ID)
 		must(t, err)
-		var slow runcState
-		must(t, json.Unmarshal(out, &slow))
+		slow, err := parseRuncState(spec.ID, out)
+		must(t, err)
 		if fast.Status != slow.Status || fast.Status != want {
 			t.Fatalf("fast status %q, runc status %q, want %q", fast.Status, slow.Status, want)
 		}
-		if want != "stopped" && fast.PID != slow.PID {
+		if want != vmdriver.StatusStopped && fast.PID != slow.PID {
 			t.Fatalf("fast pid %d, runc pid %d", fast.PID, slow.PID)
 		}
 	}
@@ -39,12 +40,12 @@ func TestFastStateAgreesWithRunc(t *testing.T) {
 	must(t, f.d.prepare(spec))
 	must(t, f.d.launch(ctx, id, "create"))
 	pidFile := f.d.pidFile(id)
-	check("created")
+	check(vmdriver.StatusCreated)
 	b, err := os.ReadFile(pidFile)
 	must(t, err)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	must(t, f.d.finishStart(ctx, id, pid))
-	check("running")
+	must(t, f.d.finishStart(ctx, id, pid, true))
+	check(vmdriver.StatusRunning)
 	must(t, f.d.Stop(ctx, spec.ID, 2*time.Second))
-	check("stopped")
+	check(vmdriver.StatusStopped)
 }
