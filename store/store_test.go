@@ -9,11 +9,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"msb.dev/msb/apis/v1alpha1"
 )
 
+// newStore is storetest.Open for this package's own tests, which cannot import
+// storetest (it imports store); it also returns the database path, for reopening.
 func newStore(t testing.TB, opts ...Option) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -578,14 +580,16 @@ func TestReopen(t *testing.T) {
 
 func TestSecondOpenFails(t *testing.T) {
 	_, path := newStore(t)
-	start := time.Now()
 	s2, err := Open(path)
 	if err == nil {
 		s2.Close()
 		t.Fatal("second Open of a database in use succeeded")
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("second Open took %v", d)
+	// It gave up on bbolt's lock timeout rather than waiting for the lock for
+	// ever (bbolt returns ErrTimeout only when a timeout was set). How long that
+	// takes is not checked: timings belong in benchmarks.
+	if !errors.Is(err, bolt.ErrTimeout) {
+		t.Fatalf("err = %v, want it to wrap bbolt's ErrTimeout", err)
 	}
 	if want := "another msbd is using " + path; !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %q, want it to say %q", err, want)

@@ -29,16 +29,20 @@ func recv(t *testing.T, ch <-chan WatchEvent, n int) []WatchEvent {
 	return out
 }
 
-// quiet checks nothing more arrives for a moment.
-func quiet(t *testing.T, ch <-chan WatchEvent) {
+// quiet checks that ch has nothing more to deliver, without waiting "a moment": it
+// writes a marker Sandbox and requires the marker's ADDED to be the very next event.
+// A watcher delivers in revision order from one queue, so an extra or repeated event
+// would arrive before the marker. The marker is returned so a caller that tracks
+// every revision can record it.
+func quiet(t *testing.T, s *Store, ch <-chan WatchEvent) *v1alpha1.Sandbox {
 	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if ok {
-			t.Fatalf("unexpected event %s %s rev %d", ev.Type, v1alpha1.KeyOf(ev.Object), ev.Revision)
-		}
-	case <-time.After(50 * time.Millisecond):
+	m := sandbox("", fmt.Sprint("quiet-", s.Revision()), "x")
+	must(t, s.Create(m))
+	if ev := recv(t, ch, 1)[0]; ev.Revision != rv(t, m) || ev.Type != Added || v1alpha1.KeyOf(ev.Object) != v1alpha1.KeyOf(m) {
+		t.Fatalf("unexpected event %s %s rev %d; the next should have been the marker ADDED %s rev %d",
+			ev.Type, v1alpha1.KeyOf(ev.Object), ev.Revision, v1alpha1.KeyOf(m), rv(t, m))
 	}
+	return m
 }
 
 type step struct{ typ, key string }
@@ -110,15 +114,16 @@ func TestWatchResume(t *testing.T) {
 	}
 	t.Run("from 0 sees only later changes", func(t *testing.T) {
 		check(t, recv(t, live, int(end-start)), start)
-		quiet(t, live)
+		m := quiet(t, s, live)
+		want[rv(t, m)] = step{Added, v1alpha1.KeyOf(m)}
 	})
 	for _, from := range []int64{start, start + 1, start + 3, end - 1, end} {
 		t.Run(fmt.Sprint("from ", from), func(t *testing.T) {
 			ch, err := s.Watch(ctx, from)
 			must(t, err)
 			check(t, recv(t, ch, int(s.Revision()-from)), from) // includes earlier subtests' live changes
-			quiet(t, ch)
-			// And then live changes, still in order.
+			// And then live changes, still in order: the next event on both
+			// watchers is this create and nothing else (so ch is quiet too).
 			c := sandbox("", fmt.Sprint("c", from), "x")
 			must(t, s.Create(c))
 			want[rv(t, c)] = step{Added, v1alpha1.KeyOf(c)}
@@ -163,7 +168,7 @@ func TestWatchConcurrentWriters(t *testing.T) {
 			t.Fatalf("event %d has revision %d, want %d", i, ev.Revision, from+1+int64(i))
 		}
 	}
-	quiet(t, ch)
+	quiet(t, s, ch)
 }
 
 func TestWatchGone(t *testing.T) {
@@ -238,17 +243,23 @@ func TestWatchSeamUnderLoad(t *testing.T) {
 	from := s.Revision()
 	const total = 200
 	done := make(chan error, 1)
+	busy := make(chan struct{}) // closed once a quarter of the writes are committed
 	go func() {
 		for i := range total {
 			if err := s.Create(sandbox("", fmt.Sprint("s", i), "x")); err != nil {
 				done <- err
 				return
 			}
+			if i == total/4 {
+				close(busy)
+			}
 		}
 		done <- nil
 	}()
-	for s.Revision() < from+total/4 {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-busy:
+	case err := <-done: // failed before a quarter
+		must(t, err)
 	}
 	ch, err := s.Watch(ctx, from)
 	must(t, err)
@@ -259,7 +270,7 @@ func TestWatchSeamUnderLoad(t *testing.T) {
 			t.Fatalf("event %d has revision %d, want %d", i, ev.Revision, from+1+int64(i))
 		}
 	}
-	quiet(t, ch)
+	quiet(t, s, ch)
 }
 
 // A watch from a revision not reached yet waits for it: the changes up to
@@ -281,5 +292,5 @@ func TestWatchFromFutureRevision(t *testing.T) {
 	if evs[0].Revision != from+1 || evs[1].Revision != from+2 {
 		t.Fatalf("watch from %d delivered revisions %d, %d; want %d, %d (made %v)", from, evs[0].Revision, evs[1].Revision, from+1, from+2, made)
 	}
-	quiet(t, ch)
+	quiet(t, s, ch)
 }
