@@ -100,26 +100,13 @@ func (d *Driver) State(ctx context.Context, id string) (vmdriver.State, error) {
 	return out, nil
 }
 
-// exists reports whether anything is kept for id: runc state or a sandbox
-// directory (what State does not answer ErrNotFound for).
-func (d *Driver) exists(id string) bool {
-	for _, p := range []string{filepath.Join(d.runcRoot, id), d.SandboxDir(id)} {
-		if _, err := os.Lstat(p); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // Endpoint implements vmdriver.Driver: the agent directory, bind-mounted at
 // /.msb in the sandbox, holds both the agent's socket and the main
-// command's log. It does not check that the agent listens.
+// command's log. Only a malformed id is an error: the paths are where they
+// will be, whether or not the sandbox exists yet.
 func (d *Driver) Endpoint(id string) (vmdriver.Endpoint, error) {
 	if err := validID(id); err != nil {
 		return vmdriver.Endpoint{}, err
-	}
-	if !d.exists(id) {
-		return vmdriver.Endpoint{}, fmt.Errorf("sandbox %s: %w", id, vmdriver.ErrNotFound)
 	}
 	dir := d.agentDir(id)
 	return vmdriver.Endpoint{AgentSocket: filepath.Join(dir, agent.SocketFile), LogDir: dir}, nil
