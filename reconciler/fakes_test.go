@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -17,222 +16,8 @@ import (
 	"msb.dev/msb/images"
 	"msb.dev/msb/store"
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/drivertest"
 )
-
-// fakeDriver is an in-memory vmdriver.Driver that behaves like the container
-// driver where the reconciler can tell: every method is idempotent, State of
-// an unknown id is ErrNotFound, a created-but-not-started or
-// deleted-but-not-purged sandbox is "stopped" without an exit code, and
-// Delete(purge=true) forgets the sandbox. It records every call in order.
-type fakeDriver struct {
-	mu        sync.Mutex
-	isolation string
-	pid       int // pid a Start gives the sandbox's init
-	boxes     map[string]*fakeBox
-	calls     []string         // "Create", "Start", "Stop", "State", "Delete(false)", ...
-	created   []vmdriver.Spec  // the spec of every Create that prepared a sandbox
-	errs      map[string]error // method name → error it returns
-	onStart   func(id string)  // called after a successful Start, without the lock
-	stopGate  chan struct{}    // when set, Stop waits for it to be closed
-}
-
-type fakeBox struct {
-	spec      vmdriver.Spec
-	status    string // "running" or "stopped"
-	pid       int
-	exitCode  int
-	exited    bool
-	startedAt time.Time
-}
-
-var _ vmdriver.Driver = (*fakeDriver)(nil)
-
-func newFakeDriver() *fakeDriver {
-	// A running sandbox's pid is this test process: the reconciler's exit
-	// watcher then blocks instead of requeueing at once, so Requeue calls
-	// are only the ones the reconciler makes on purpose.
-	return &fakeDriver{isolation: "container", pid: os.Getpid(), boxes: map[string]*fakeBox{}, errs: map[string]error{}}
-}
-
-func (d *fakeDriver) Name() string      { return "fake" }
-func (d *fakeDriver) Isolation() string { return d.isolation }
-
-func (d *fakeDriver) record(method, call string) error {
-	d.calls = append(d.calls, call)
-	return d.errs[method]
-}
-
-func (d *fakeDriver) Create(_ context.Context, spec vmdriver.Spec) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.record("Create", "Create"); err != nil {
-		return err
-	}
-	b := d.boxes[spec.ID]
-	if b != nil && b.status == "running" {
-		return nil // already running: left alone
-	}
-	if b == nil {
-		b = &fakeBox{}
-		d.boxes[spec.ID] = b
-	}
-	*b = fakeBox{spec: spec, status: "stopped"}
-	d.created = append(d.created, spec)
-	return nil
-}
-
-func (d *fakeDriver) Start(_ context.Context, id string) error {
-	d.mu.Lock()
-	if err := d.record("Start", "Start"); err != nil {
-		d.mu.Unlock()
-		return err
-	}
-	b := d.boxes[id]
-	if b == nil {
-		d.mu.Unlock()
-		return fmt.Errorf("sandbox %s: %w (Create it first)", id, vmdriver.ErrNotFound)
-	}
-	if b.status == "running" {
-		d.mu.Unlock()
-		return nil
-	}
-	b.status, b.pid, b.exited, b.exitCode, b.startedAt = "running", d.pid, false, 0, time.Now()
-	hook := d.onStart
-	d.mu.Unlock()
-	if hook != nil {
-		hook(id)
-	}
-	return nil
-}
-
-func (d *fakeDriver) Stop(ctx context.Context, id string, _ time.Duration) error {
-	d.mu.Lock()
-	gate := d.stopGate
-	d.mu.Unlock()
-	if gate != nil { // a sandbox taking its grace period
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.record("Stop", "Stop"); err != nil {
-		return err
-	}
-	if b := d.boxes[id]; b != nil && b.status == "running" {
-		b.status, b.pid, b.exited = "stopped", 0, false // killed: no exit code written
-	}
-	return nil
-}
-
-func (d *fakeDriver) State(_ context.Context, id string) (vmdriver.State, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.record("State", "State"); err != nil {
-		return vmdriver.State{}, err
-	}
-	b := d.boxes[id]
-	if b == nil {
-		return vmdriver.State{}, fmt.Errorf("sandbox %s: %w", id, vmdriver.ErrNotFound)
-	}
-	return vmdriver.State{Status: b.status, PID: b.pid, ExitCode: b.exitCode, Exited: b.exited, StartedAt: b.startedAt}, nil
-}
-
-func (d *fakeDriver) Delete(_ context.Context, id string, purge bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.record("Delete", fmt.Sprintf("Delete(%t)", purge)); err != nil {
-		return err
-	}
-	b := d.boxes[id]
-	switch {
-	case b == nil:
-	case purge:
-		delete(d.boxes, id)
-	default: // the writable layer stays: "stopped", no exit code
-		b.status, b.pid, b.exited, b.exitCode = "stopped", 0, false, 0
-	}
-	return nil
-}
-
-func (d *fakeDriver) List(context.Context) ([]string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, "List")
-	var ids []string
-	for id := range d.boxes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids, nil
-}
-
-func (d *fakeDriver) AgentDir(id string) string {
-	return filepath.Join("/nonexistent/msb", id, "agent")
-}
-
-// exit makes the running sandbox's main command end with code.
-func (d *fakeDriver) exit(t *testing.T, id string, code int) {
-	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.boxes[id]
-	if b == nil || b.status != "running" {
-		t.Fatalf("exit %s: sandbox is not running (%+v)", id, b)
-	}
-	b.status, b.pid, b.exited, b.exitCode = "stopped", 0, true, code
-}
-
-// setPID changes the pid a running sandbox reports.
-func (d *fakeDriver) setPID(id string, pid int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.boxes[id].pid = pid
-}
-
-func (d *fakeDriver) box(id string) (fakeBox, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b, ok := d.boxes[id]
-	if !ok {
-		return fakeBox{}, false
-	}
-	return *b, true
-}
-
-// mutations are the calls that change something (all but State and List),
-// since the last reset.
-func (d *fakeDriver) mutations() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []string
-	for _, c := range d.calls {
-		if c != "State" && c != "List" {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (d *fakeDriver) allCalls() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.calls)
-}
-
-func (d *fakeDriver) createdSpecs() []vmdriver.Spec {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.created)
-}
-
-func (d *fakeDriver) reset() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls, d.created = nil, nil
-}
 
 // fakeImages resolves references from a map. An error set for a reference
 // is returned as is (a plain error is a failed pull; an
@@ -312,9 +97,10 @@ type harness struct {
 	t     *testing.T
 	dir   string
 	st    *store.Store
-	drv   *fakeDriver
+	drv   *drivertest.Fake
 	imgs  *fakeImages
 	r     *SandboxReconciler
+	ev    *Recorder
 	layer string // the test image's only layer directory
 
 	mu       sync.Mutex
@@ -328,7 +114,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, dir: dir, st: st, drv: newFakeDriver(), imgs: newFakeImages()}
+	h := &harness{t: t, dir: dir, st: st, drv: drivertest.NewFake("fake", "container"), imgs: newFakeImages()}
 	h.layer = h.mkLayer("base", nil)
 	h.imgs.set(&images.Image{
 		Ref:    testImage,
@@ -341,9 +127,11 @@ func newHarness(t *testing.T) *harness {
 		},
 		Layers: []string{h.layer},
 	})
+	h.ev = NewRecorder(st, slog.New(slog.DiscardHandler))
 	h.r = h.newReconciler()
 	t.Cleanup(func() {
 		h.r.Close()
+		h.ev.Close()
 		st.Close()
 	})
 	return h
@@ -352,15 +140,14 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) newReconciler() *SandboxReconciler {
 	return &SandboxReconciler{
 		Store:             h.st,
-		NotFound:          func(err error) bool { return errors.Is(err, store.ErrNotFound) },
-		Conflict:          func(err error) bool { return errors.Is(err, store.ErrConflict) },
 		Images:            h.imgs,
-		Driver:            h.drv,
+		Drivers:           vmdriver.NewSet("no usable KVM device (/dev/kvm: no such file or directory); libkrun not found", h.drv),
 		AgentPath:         testAgent,
 		RestartBackoff:    50 * time.Millisecond,
 		RestartBackoffMax: 200 * time.Millisecond,
 		StopGrace:         time.Second,
 		Requeue:           h.requeue,
+		Events:            h.ev,
 		Log:               slog.New(slog.DiscardHandler),
 	}
 }
@@ -503,7 +290,7 @@ func (h *harness) mustReconcile(name string) Result {
 func (h *harness) events(name string) []v1alpha1.Event {
 	h.t.Helper()
 	h.r.init()
-	h.r.flushEvents()
+	h.r.Events.Flush()
 	evs, err := h.st.Events(v1alpha1.DefaultNamespace, &v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: v1alpha1.DefaultNamespace, Name: name})
 	if err != nil {
 		h.t.Fatal(err)
@@ -588,4 +375,18 @@ func ptrString(p *int32) string {
 func isTerminal(err error) bool {
 	var te *TerminalError
 	return errors.As(err, &te)
+}
+
+// exit makes the running sandbox's main command end with code.
+func (h *harness) exit(id string, code int) {
+	h.t.Helper()
+	if err := h.drv.Exit(id, code); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// boxStatus is what the driver holds for id ("" when nothing).
+func (h *harness) boxStatus(id string) vmdriver.Status {
+	b, _ := h.drv.Box(id)
+	return b.Status
 }

@@ -23,33 +23,33 @@ func TestSandboxSpecChangeDuringStartIsNotLost(t *testing.T) {
 		sb.Spec.Env = []v1alpha1.EnvVar{{Name: "MODE", Value: "one"}}
 	})
 	updated := false
-	h.drv.onStart = func(string) {
+	h.drv.OnStart(func(string) {
 		if updated {
 			return
 		}
 		updated = true
 		// msbctl apply of an edited manifest, while runc starts the sandbox.
 		h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Env[0].Value = "two" })
-	}
+	})
 	// The status write of this reconcile races the update; whether it
 	// retries on the fresh object or fails with a conflict, the next
 	// reconciles must bring the sandbox to MODE=two.
 	if _, err := h.reconcile("web"); err != nil && !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("first Reconcile: %v", err)
 	}
-	h.drv.onStart = nil
+	h.drv.OnStart(nil)
 
 	for range 3 {
 		h.mustReconcile("web")
 	}
-	specs := h.drv.createdSpecs()
+	specs := h.drv.Created()
 	running := specs[len(specs)-1]
 	got := h.get("web")
 	if !slices.Contains(running.Env, "MODE=two") {
 		t.Errorf("the sandbox still runs env %q although the Sandbox (generation %d) says MODE=two; "+
 			"status claims specHash %s, observedGeneration %d, Ready %s; driver calls %q",
 			running.Env, got.Metadata.Generation, got.Status.SpecHash, got.Status.ObservedGeneration,
-			v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady).Status, h.drv.mutations())
+			v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady).Status, h.drv.Mutations())
 	}
 }
 
@@ -94,11 +94,11 @@ func testMovedTag(t *testing.T, moveTag func(*harness)) {
 		h := newHarness(t)
 		h.create("web", nil) // imagePullPolicy IfNotPresent: a running sandbox only looks in the cache
 		h.mustReconcile("web")
-		h.drv.reset()
+		h.drv.Reset()
 
 		moveTag(h) // the cache now maps the tag to a newer image
 		h.mustReconcile("web")
-		if m := h.drv.mutations(); len(m) != 0 {
+		if m := h.drv.Mutations(); len(m) != 0 {
 			t.Errorf("a running sandbox was restarted because its image tag moved: driver calls %q, events %q",
 				m, h.reasons("web"))
 		}
@@ -114,15 +114,15 @@ func testMovedTag(t *testing.T, moveTag func(*harness)) {
 			sb.Spec.ImagePullPolicy = v1alpha1.PullAlways
 		})
 		h.mustReconcile("job")
-		h.drv.exit(t, sb.Metadata.UID, 0)
+		h.exit(sb.Metadata.UID, 0)
 		h.mustReconcile("job")
 		wantPhase(t, h.get("job"), v1alpha1.PhaseSucceeded)
-		h.drv.reset()
+		h.drv.Reset()
 
 		moveTag(h) // a new image is pushed under the tag; a resync reconciles
 		h.mustReconcile("job")
 		got := h.get("job")
-		if m := h.drv.mutations(); slices.Contains(m, "Start") || got.Status.Phase != v1alpha1.PhaseSucceeded {
+		if m := h.drv.Mutations(); slices.Contains(m, "Start") || got.Status.Phase != v1alpha1.PhaseSucceeded {
 			t.Errorf("a Succeeded sandbox with restartPolicy Never ran again after its tag moved: phase %s, driver calls %q",
 				got.Status.Phase, m)
 		}
@@ -143,7 +143,7 @@ func TestSandboxAgentMissingStillWatchesRunningSandboxes(t *testing.T) {
 
 	h.restartMsbd()
 	h.r.AgentErr = errors.New("msb-agent not found")
-	h.drv.reset()
+	h.drv.Reset()
 	_, err := h.reconcile("web")
 	got := h.get("web")
 	if err != nil || v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady).Status != v1alpha1.ConditionTrue {
@@ -151,12 +151,12 @@ func TestSandboxAgentMissingStillWatchesRunningSandboxes(t *testing.T) {
 			err, v1alpha1.FindCondition(got.Status.Conditions, v1alpha1.ConditionReady))
 	}
 
-	h.drv.exit(t, sb.Metadata.UID, 3)
+	h.exit(sb.Metadata.UID, 3)
 	h.reconcile("web")
 	got = h.get("web")
 	if got.Status.Phase != v1alpha1.PhaseFailed || got.Status.ExitCode == nil {
 		t.Errorf("command exited 3 (restartPolicy Never) with the agent missing: phase %s, exitCode %s; want Failed, 3",
 			got.Status.Phase, ptrString(got.Status.ExitCode))
 	}
-	wantCalls(t, "agent missing", h.drv.mutations())
+	wantCalls(t, "agent missing", h.drv.Mutations())
 }

@@ -3,8 +3,7 @@ package reconciler
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -12,7 +11,9 @@ import (
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/images"
+	"msb.dev/msb/secretinject"
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/drivertest"
 )
 
 func TestSandboxFreshStart(t *testing.T) {
@@ -26,7 +27,7 @@ func TestSandboxFreshStart(t *testing.T) {
 	if res.RequeueAfter != 0 {
 		t.Errorf("RequeueAfter = %v, want 0 (no timer pending)", res.RequeueAfter)
 	}
-	wantCalls(t, "first reconcile", h.drv.mutations(), "Create", "Start")
+	wantCalls(t, "first reconcile", h.drv.Mutations(), "Create", "Start")
 
 	sb := h.get("web")
 	wantPhase(t, sb, v1alpha1.PhaseRunning)
@@ -38,8 +39,8 @@ func TestSandboxFreshStart(t *testing.T) {
 	if !slices.Contains(sb.Metadata.Finalizers, v1alpha1.FinalizerSandbox) {
 		t.Errorf("finalizers = %q, want %q", sb.Metadata.Finalizers, v1alpha1.FinalizerSandbox)
 	}
-	if sb.Status.SpecHash == "" || sb.Status.StartedAt == nil || sb.Status.PID != h.drv.pid {
-		t.Errorf("status = %+v, want specHash, startedAt and pid %d", sb.Status, h.drv.pid)
+	if sb.Status.SpecHash == "" || sb.Status.StartedAt == nil || sb.Status.PID == 0 {
+		t.Errorf("status = %+v, want specHash, startedAt and pid", sb.Status)
 	}
 	if sb.Status.Driver != "fake" || sb.Status.Isolation != v1alpha1.IsolationContainer {
 		t.Errorf("driver/isolation = %q/%q, want fake/container", sb.Status.Driver, sb.Status.Isolation)
@@ -51,7 +52,7 @@ func TestSandboxFreshStart(t *testing.T) {
 		t.Errorf("exitCode/restartCount = %s/%d, want nil/0", ptrString(sb.Status.ExitCode), sb.Status.RestartCount)
 	}
 
-	specs := h.drv.createdSpecs()
+	specs := h.drv.Created()
 	if len(specs) != 1 {
 		t.Fatalf("created %d specs, want 1", len(specs))
 	}
@@ -75,14 +76,14 @@ func TestSandboxReconcileIsIdempotent(t *testing.T) {
 	h.mustReconcile("web")
 	before := h.get("web")
 	eventsBefore := h.events("web")
-	h.drv.reset()
+	h.drv.Reset()
 
 	for range 3 {
 		if res := h.mustReconcile("web"); res.RequeueAfter != 0 {
 			t.Errorf("RequeueAfter = %v, want 0", res.RequeueAfter)
 		}
 	}
-	wantCalls(t, "steady state", h.drv.mutations())
+	wantCalls(t, "steady state", h.drv.Mutations())
 	// A running sandbox on its own spec needs no image lookup (the resync path).
 	if pulls := h.imgs.pullLog(); len(pulls) != 1 {
 		t.Errorf("pulls = %q: steady-state reconciles resolved the image again", pulls)
@@ -131,8 +132,8 @@ func TestSandboxFinishedWithoutRestart(t *testing.T) {
 			h := newHarness(t)
 			sb := h.create("job", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = tc.policy })
 			h.mustReconcile("job")
-			h.drv.exit(t, sb.Metadata.UID, tc.code)
-			h.drv.reset()
+			h.exit(sb.Metadata.UID, tc.code)
+			h.drv.Reset()
 
 			if res := h.mustReconcile("job"); res.RequeueAfter != 0 {
 				t.Errorf("RequeueAfter = %v, want 0: nothing to wait for", res.RequeueAfter)
@@ -152,7 +153,7 @@ func TestSandboxFinishedWithoutRestart(t *testing.T) {
 			for range 3 {
 				h.mustReconcile("job")
 			}
-			wantCalls(t, "after the command ended", h.drv.mutations())
+			wantCalls(t, "after the command ended", h.drv.Mutations())
 			again := h.get("job")
 			wantPhase(t, again, tc.phase)
 			if again.Metadata.ResourceVersion != rv {
@@ -189,12 +190,12 @@ func TestSandboxRestartBackoff(t *testing.T) {
 			// delay before restart n+1, as the condition message prints it.
 			delays := []string{"50ms", "100ms", "200ms", "200ms"}
 			for i, delay := range delays {
-				h.drv.exit(t, id, tc.code)
-				h.drv.reset()
+				h.exit(id, tc.code)
+				h.drv.Reset()
 
 				seen := time.Now()
 				res := h.mustReconcile("svc")
-				wantCalls(t, "exit seen", h.drv.mutations())
+				wantCalls(t, "exit seen", h.drv.Mutations())
 				d, _ := time.ParseDuration(delay)
 				if res.RequeueAfter <= 0 || res.RequeueAfter > d {
 					t.Fatalf("restart %d: RequeueAfter = %v, want in (0, %v]", i+1, res.RequeueAfter, d)
@@ -217,7 +218,7 @@ func TestSandboxRestartBackoff(t *testing.T) {
 				if time.Since(seen) < d/2 {
 					h.mustReconcile("svc")
 					if time.Since(seen) < d {
-						wantCalls(t, "during back-off", h.drv.mutations())
+						wantCalls(t, "during back-off", h.drv.Mutations())
 					}
 				}
 				msgs := h.eventMessages("svc", ReasonBackOff)
@@ -227,7 +228,7 @@ func TestSandboxRestartBackoff(t *testing.T) {
 
 				time.Sleep(res.RequeueAfter)
 				h.mustReconcile("svc")
-				wantCalls(t, "back-off over", h.drv.mutations(), "Delete(false)", "Create", "Start")
+				wantCalls(t, "back-off over", h.drv.Mutations(), "Delete(false)", "Create", "Start")
 				got = h.get("svc")
 				wantPhase(t, got, v1alpha1.PhaseRunning)
 				wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
@@ -235,8 +236,8 @@ func TestSandboxRestartBackoff(t *testing.T) {
 					t.Fatalf("after restart %d: restartCount %d exitCode %s finishedAt %v, want %d, nil, nil",
 						i+1, got.Status.RestartCount, ptrString(got.Status.ExitCode), got.Status.FinishedAt, i+1)
 				}
-				if b, _ := h.drv.box(id); b.status != "running" {
-					t.Fatalf("sandbox is %q after the restart", b.status)
+				if got := h.boxStatus(id); got != vmdriver.StatusRunning {
+					t.Fatalf("sandbox is %q after the restart", got)
 				}
 			}
 			started := h.eventMessages("svc", ReasonStarted)
@@ -256,19 +257,19 @@ func TestSandboxSuspendAndResume(t *testing.T) {
 	sb := h.create("dev", nil)
 	id := sb.Metadata.UID
 	h.mustReconcile("dev")
-	h.drv.reset()
+	h.drv.Reset()
 
 	h.update("dev", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeSuspended })
 	h.mustReconcile("dev")
-	wantCalls(t, "suspend", h.drv.mutations(), "Stop", "Delete(false)")
+	wantCalls(t, "suspend", h.drv.Mutations(), "Stop", "Delete(false)")
 	got := h.get("dev")
 	wantPhase(t, got, v1alpha1.PhaseSuspended)
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSuspended)
 	if got.Status.PID != 0 {
 		t.Errorf("pid = %d while suspended", got.Status.PID)
 	}
-	if b, ok := h.drv.box(id); !ok || b.status != "stopped" {
-		t.Fatalf("suspended sandbox in the driver: %+v (present %v), want kept and stopped", b, ok)
+	if got := h.boxStatus(id); got != vmdriver.StatusStopped {
+		t.Fatalf("suspended sandbox in the driver: %q, want kept and stopped", got)
 	}
 	if got := h.reasons("dev"); !slices.Equal(got[len(got)-2:], []string{ReasonKilling, ReasonSuspended}) {
 		t.Errorf("events %q, want Killing, Suspended last", got)
@@ -277,14 +278,14 @@ func TestSandboxSuspendAndResume(t *testing.T) {
 	if h.eventCount("dev", ReasonSuspended) != 1 || h.eventCount("dev", ReasonKilling) != 1 {
 		t.Errorf("events %q: Killing and Suspended must be told once", h.reasons("dev"))
 	}
-	if b, _ := h.drv.box(id); b.status != "stopped" {
-		t.Fatalf("sandbox %q while suspended", b.status)
+	if got := h.boxStatus(id); got != vmdriver.StatusStopped {
+		t.Fatalf("sandbox %q while suspended", got)
 	}
 
-	h.drv.reset()
+	h.drv.Reset()
 	h.update("dev", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeRunning })
 	h.mustReconcile("dev")
-	muts := h.drv.mutations()
+	muts := h.drv.Mutations()
 	if n := len(muts); n < 2 || !slices.Equal(muts[n-2:], []string{"Create", "Start"}) || slices.Contains(muts, "Delete(true)") {
 		t.Fatalf("resume: driver calls %q, want Create, Start last and no purge", muts)
 	}
@@ -301,7 +302,7 @@ func TestSandboxCreatedSuspendedIsNeverStarted(t *testing.T) {
 	h.create("cold", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeSuspended })
 	h.mustReconcile("cold")
 	h.mustReconcile("cold")
-	wantCalls(t, "created suspended", h.drv.mutations())
+	wantCalls(t, "created suspended", h.drv.Mutations())
 	got := h.get("cold")
 	wantPhase(t, got, v1alpha1.PhaseSuspended)
 	wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled)
@@ -317,12 +318,12 @@ func TestSandboxSpecChangeRestarts(t *testing.T) {
 	})
 	h.mustReconcile("web")
 	oldHash := h.get("web").Status.SpecHash
-	h.drv.reset()
+	h.drv.Reset()
 
 	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Env[0].Value = "two" })
 	h.mustReconcile("web")
-	wantCalls(t, "env changed", h.drv.mutations(), "Stop", "Delete(false)", "Create", "Start")
-	specs := h.drv.createdSpecs()
+	wantCalls(t, "env changed", h.drv.Mutations(), "Stop", "Delete(false)", "Create", "Start")
+	specs := h.drv.Created()
 	if len(specs) != 1 || !slices.Contains(specs[0].Env, "MODE=two") || slices.Contains(specs[0].Env, "MODE=one") {
 		t.Fatalf("re-created with %+v, want env MODE=two", specs)
 	}
@@ -338,10 +339,10 @@ func TestSandboxSpecChangeRestarts(t *testing.T) {
 
 	// A change the running sandbox does not see (restartPolicy, lifecycle)
 	// does not restart it.
-	h.drv.reset()
+	h.drv.Reset()
 	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = v1alpha1.RestartAlways })
 	h.mustReconcile("web")
-	wantCalls(t, "restartPolicy changed", h.drv.mutations())
+	wantCalls(t, "restartPolicy changed", h.drv.Mutations())
 	if got := h.get("web"); got.Status.ObservedGeneration != 3 {
 		t.Errorf("observedGeneration = %d, want 3", got.Status.ObservedGeneration)
 	}
@@ -363,7 +364,7 @@ func TestSandboxLifecycleExpiry(t *testing.T) {
 	if want := sb.Metadata.CreationTimestamp.Add(time.Hour); got.Status.ExpiresAt == nil || !got.Status.ExpiresAt.Equal(want) {
 		t.Errorf("expiresAt = %v, want %v", got.Status.ExpiresAt, want)
 	}
-	h.drv.reset()
+	h.drv.Reset()
 
 	// The ttl now ends before the present: the sandbox is stopped and purged.
 	short := v1alpha1.Duration("1ns")
@@ -371,8 +372,8 @@ func TestSandboxLifecycleExpiry(t *testing.T) {
 	if res := h.mustReconcile("tmp"); res.RequeueAfter != 0 {
 		t.Errorf("RequeueAfter = %v after expiry, want 0", res.RequeueAfter)
 	}
-	wantCalls(t, "expired", h.drv.mutations(), "Stop", "Delete(true)")
-	if _, ok := h.drv.box(id); ok {
+	wantCalls(t, "expired", h.drv.Mutations(), "Stop", "Delete(true)")
+	if _, ok := h.drv.Box(id); ok {
 		t.Errorf("expired sandbox still in the driver")
 	}
 	got = h.get("tmp")
@@ -391,8 +392,8 @@ func TestSandboxLifecycleExpiry(t *testing.T) {
 	if got := h.get("tmp"); got.Metadata.ResourceVersion != rv || got.Status.Phase != v1alpha1.PhaseFailed {
 		t.Errorf("status changed after expiry: %+v", got.Status)
 	}
-	if slices.Contains(h.drv.mutations(), "Create") || slices.Contains(h.drv.mutations(), "Start") {
-		t.Errorf("an expired sandbox was started again: %q", h.drv.mutations())
+	if slices.Contains(h.drv.Mutations(), "Create") || slices.Contains(h.drv.Mutations(), "Start") {
+		t.Errorf("an expired sandbox was started again: %q", h.drv.Mutations())
 	}
 }
 
@@ -404,7 +405,7 @@ func TestSandboxShutdownTimeInFutureRequeues(t *testing.T) {
 	if remaining := time.Until(at); res.RequeueAfter < remaining-time.Minute || res.RequeueAfter > remaining+time.Second {
 		t.Errorf("RequeueAfter = %v, want about %v", res.RequeueAfter, remaining)
 	}
-	wantCalls(t, "shutdownTime ahead", h.drv.mutations(), "Create", "Start")
+	wantCalls(t, "shutdownTime ahead", h.drv.Mutations(), "Create", "Start")
 }
 
 func TestSandboxDeletion(t *testing.T) {
@@ -412,7 +413,7 @@ func TestSandboxDeletion(t *testing.T) {
 	sb := h.create("web", nil)
 	id := sb.Metadata.UID
 	h.mustReconcile("web")
-	h.drv.reset()
+	h.drv.Reset()
 
 	if err := h.st.Delete(v1alpha1.KindSandbox, v1alpha1.DefaultNamespace, "web"); err != nil {
 		t.Fatal(err)
@@ -422,23 +423,23 @@ func TestSandboxDeletion(t *testing.T) {
 		t.Fatalf("deleted Sandbox has no deletionTimestamp")
 	}
 	h.mustReconcile("web")
-	wantCalls(t, "deletion", h.drv.mutations(), "Stop", "Delete(true)")
-	if _, ok := h.drv.box(id); ok {
+	wantCalls(t, "deletion", h.drv.Mutations(), "Stop", "Delete(true)")
+	if _, ok := h.drv.Box(id); ok {
 		t.Errorf("sandbox still in the driver after deletion")
 	}
 	err := h.st.Get(v1alpha1.KindSandbox, v1alpha1.DefaultNamespace, "web", &v1alpha1.Sandbox{})
-	if !h.r.NotFound(err) {
+	if !errors.Is(err, v1alpha1.ErrNotFound) {
 		t.Fatalf("Get after deletion: %v, want not found", err)
 	}
 	if evs := h.events("web"); len(evs) != 0 {
 		t.Errorf("events outlived the Sandbox: %q", reasonsOf(evs))
 	}
 
-	h.drv.reset()
+	h.drv.Reset()
 	if res, err := h.reconcile("web"); err != nil || res.RequeueAfter != 0 {
 		t.Errorf("reconcile of a gone Sandbox = %v, %v", res, err)
 	}
-	wantCalls(t, "gone", h.drv.mutations())
+	wantCalls(t, "gone", h.drv.Mutations())
 }
 
 func TestSandboxImageErrors(t *testing.T) {
@@ -469,7 +470,7 @@ func TestSandboxImageErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("error %q does not carry %q", err, tc.msg)
 			}
-			wantCalls(t, "image failed", h.drv.mutations())
+			wantCalls(t, "image failed", h.drv.Mutations())
 			got := h.get("web")
 			c := wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionFalse, tc.reason)
 			if !strings.Contains(c.Message, tc.msg) {
@@ -486,7 +487,7 @@ func TestSandboxImageErrors(t *testing.T) {
 			// Once the image is fixed the sandbox starts.
 			h.imgs.fail(testImage, nil)
 			h.mustReconcile("web")
-			wantCalls(t, "image fixed", h.drv.mutations(), "Create", "Start")
+			wantCalls(t, "image fixed", h.drv.Mutations(), "Create", "Start")
 			got = h.get("web")
 			wantCond(t, got, v1alpha1.ConditionImageReady, v1alpha1.ConditionTrue, ReasonPulled)
 			wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
@@ -550,27 +551,90 @@ func TestSandboxDeleteDuringPull(t *testing.T) {
 	}
 }
 
-func TestSandboxIsolationUnavailable(t *testing.T) {
+// A Sandbox asking for a microVM on a host that cannot run one waits,
+// Pending with the reason, and is never run with weaker isolation.
+func TestSandboxMicroVMUnavailable(t *testing.T) {
 	h := newHarness(t)
 	h.create("vm", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationMicroVM })
-	_, err := h.reconcile("vm")
-	if !isTerminal(err) {
-		t.Fatalf("Reconcile = %v, want a TerminalError", err)
+	for range 2 {
+		_, err := h.reconcile("vm")
+		if !isTerminal(err) {
+			t.Fatalf("Reconcile = %v, want a TerminalError", err)
+		}
 	}
-	if calls := h.drv.allCalls(); len(calls) != 0 {
+	if calls := h.drv.Calls(); len(calls) != 0 {
 		t.Errorf("driver calls %q, want none", calls)
 	}
 	if pulls := h.imgs.pullLog(); len(pulls) != 0 {
 		t.Errorf("pulled %q for a sandbox that cannot run", pulls)
 	}
 	got := h.get("vm")
-	c := wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonIsolation)
+	c := wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonMicroVMUnavailable)
 	if !strings.Contains(c.Message, "KVM") {
 		t.Errorf("Ready message %q does not say what is missing", c.Message)
 	}
-	wantPhase(t, got, v1alpha1.PhaseFailed)
-	if h.eventCount("vm", ReasonIsolation) != 1 {
-		t.Errorf("events %q", h.reasons("vm"))
+	wantPhase(t, got, v1alpha1.PhasePending)
+	if got.Status.Driver != "" {
+		t.Errorf("status.driver = %q for a sandbox that runs nowhere", got.Status.Driver)
+	}
+	if h.eventCount("vm", ReasonMicroVMUnavailable) != 1 {
+		t.Errorf("events %q, want one MicroVMUnavailable", h.reasons("vm"))
+	}
+}
+
+// A running sandbox whose spec moves it to an isolation this host lacks is
+// stopped and removed from its driver (it must not keep running with less
+// isolation than asked for); moved back, it starts afresh.
+func TestSandboxIsolationChange(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create("box", nil)
+	h.mustReconcile("box")
+	if d := h.get("box").Status.Driver; d != "fake" {
+		t.Fatalf("status.driver = %q, want fake", d)
+	}
+	h.drv.Reset()
+	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationMicroVM })
+	if _, err := h.reconcile("box"); !isTerminal(err) {
+		t.Fatalf("Reconcile = %v, want a TerminalError", err)
+	}
+	wantCalls(t, "moved to microvm", h.drv.Mutations(), "Stop", "Delete(true)")
+	if _, ok := h.drv.Box(sb.Metadata.UID); ok {
+		t.Error("the driver still holds the sandbox")
+	}
+	got := h.get("box")
+	wantPhase(t, got, v1alpha1.PhasePending)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonMicroVMUnavailable)
+
+	h.drv.Reset()
+	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationContainer })
+	h.mustReconcile("box")
+	wantCalls(t, "moved back to container", h.drv.Mutations(), "Create", "Start")
+	got = h.get("box")
+	wantPhase(t, got, v1alpha1.PhaseRunning)
+	if got.Status.Driver != "fake" || got.Status.Isolation != v1alpha1.IsolationContainer {
+		t.Errorf("driver/isolation = %q/%q", got.Status.Driver, got.Status.Isolation)
+	}
+}
+
+// spec.ports reach no driver yet: the sandbox runs, and says so.
+func TestSandboxPortsNotPublished(t *testing.T) {
+	h := newHarness(t)
+	h.create("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Ports = []v1alpha1.Port{{ContainerPort: 8000, HostPort: 18000}} })
+	h.mustReconcile("web")
+	h.mustReconcile("web")
+	got := h.get("web")
+	wantPhase(t, got, v1alpha1.PhaseRunning)
+	wantCond(t, got, ConditionPortsPublished, v1alpha1.ConditionFalse, ReasonPortsNotPublished)
+	if n := h.eventCount("web", ReasonPortsNotPublished); n != 1 {
+		t.Errorf("%d PortsNotPublished events, want 1", n)
+	}
+	if specs := h.drv.Created(); len(specs) != 1 || len(specs[0].Ports) != 1 || specs[0].Ports[0].ContainerPort != 8000 {
+		t.Errorf("driver specs %+v, want the port passed on", specs)
+	}
+	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Ports = nil })
+	h.mustReconcile("web")
+	if c := v1alpha1.FindCondition(h.get("web").Status.Conditions, ConditionPortsPublished); c != nil {
+		t.Errorf("condition %+v kept after the ports were removed", c)
 	}
 }
 
@@ -582,7 +646,7 @@ func TestSandboxAgentMissing(t *testing.T) {
 	if !isTerminal(err) {
 		t.Fatalf("Reconcile = %v, want a TerminalError", err)
 	}
-	wantCalls(t, "agent missing", h.drv.mutations())
+	wantCalls(t, "agent missing", h.drv.Mutations())
 	got := h.get("web")
 	c := wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonAgentMissing)
 	if !strings.Contains(c.Message, "msb-agent not found") {
@@ -607,7 +671,7 @@ func TestSandboxSecretEnv(t *testing.T) {
 	if err == nil || isTerminal(err) {
 		t.Fatalf("Reconcile without the Secret = %v, want a retried error", err)
 	}
-	wantCalls(t, "secret missing", h.drv.mutations())
+	wantCalls(t, "secret missing", h.drv.Mutations())
 	c := wantCond(t, h.get("api"), v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSecretError)
 	if !strings.Contains(c.Message, `secret "api" not found`) || !strings.Contains(c.Message, "API_TOKEN") {
 		t.Errorf("Ready message %q, want the env name and the secret", c.Message)
@@ -627,7 +691,7 @@ func TestSandboxSecretEnv(t *testing.T) {
 	if !strings.Contains(c.Message, `has no key "token"`) {
 		t.Errorf("Ready message %q, want the missing key", c.Message)
 	}
-	wantCalls(t, "key missing", h.drv.mutations())
+	wantCalls(t, "key missing", h.drv.Mutations())
 
 	sec = &v1alpha1.Secret{}
 	if err := h.st.Get(v1alpha1.KindSecret, v1alpha1.DefaultNamespace, "api", sec); err != nil {
@@ -638,9 +702,9 @@ func TestSandboxSecretEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.mustReconcile("api")
-	wantCalls(t, "secret present", h.drv.mutations(), "Create", "Start")
-	spec := h.drv.createdSpecs()[0]
-	want := "API_TOKEN=" + Placeholder(sb.Metadata.UID, v1alpha1.DefaultNamespace, "api", "token")
+	wantCalls(t, "secret present", h.drv.Mutations(), "Create", "Start")
+	spec := h.drv.Created()[0]
+	want := "API_TOKEN=" + secretinject.Placeholder(sb.Metadata.UID, v1alpha1.DefaultNamespace, "api", "token")
 	if !slices.Contains(spec.Env, want) || !strings.HasPrefix(want, "API_TOKEN=msb-placeholder-") {
 		t.Errorf("env %q, want %q", spec.Env, want)
 	}
@@ -664,7 +728,7 @@ func TestSandboxSecretEnv(t *testing.T) {
 	}
 
 	// A new value does not restart the sandbox: the proxy substitutes it.
-	h.drv.reset()
+	h.drv.Reset()
 	sec = &v1alpha1.Secret{}
 	if err := h.st.Get(v1alpha1.KindSecret, v1alpha1.DefaultNamespace, "api", sec); err != nil {
 		t.Fatal(err)
@@ -674,7 +738,7 @@ func TestSandboxSecretEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.mustReconcile("api")
-	wantCalls(t, "secret rotated", h.drv.mutations())
+	wantCalls(t, "secret rotated", h.drv.Mutations())
 }
 
 // After an msbd restart a running sandbox is adopted, not started again.
@@ -686,21 +750,29 @@ func TestSandboxAdoption(t *testing.T) {
 	hash := h.get("web").Status.SpecHash
 
 	h.restartMsbd()
-	h.drv.setPID(id, 42)
-	h.drv.reset()
+	b, _ := h.drv.Box(id)
+	pid := fmt.Sprintf("pid %d", b.PID)
+	h.drv.Reset()
 	h.mustReconcile("web")
 	h.mustReconcile("web")
-	wantCalls(t, "adoption", h.drv.mutations())
+	wantCalls(t, "adoption", h.drv.Mutations())
 	got := h.get("web")
 	wantPhase(t, got, v1alpha1.PhaseRunning)
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
-	if got.Status.PID != 42 || got.Status.SpecHash != hash {
-		t.Errorf("pid/specHash = %d/%q, want 42/%q", got.Status.PID, got.Status.SpecHash, hash)
+	if got.Status.PID != b.PID || got.Status.SpecHash != hash {
+		t.Errorf("pid/specHash = %d/%q, want %d/%q", got.Status.PID, got.Status.SpecHash, b.PID, hash)
+	}
+	if got.Status.Driver != "fake" {
+		t.Errorf("status.driver = %q, want the driver it was adopted from", got.Status.Driver)
 	}
 	msgs := h.eventMessages("web", ReasonAdopted)
-	if len(msgs) != 1 || !strings.Contains(msgs[0], "pid 42") || h.eventCount("web", ReasonAdopted) != 1 {
-		t.Errorf("Adopted events %q (count %d), want one naming pid 42", msgs, h.eventCount("web", ReasonAdopted))
+	if len(msgs) != 1 || !strings.Contains(msgs[0], pid) || h.eventCount("web", ReasonAdopted) != 1 {
+		t.Errorf("Adopted events %q (count %d), want one naming %s", msgs, h.eventCount("web", ReasonAdopted), pid)
 	}
+	// The adopted run is watched: its end is seen at once.
+	before := h.requeueCount("web")
+	h.exit(id, 0)
+	h.waitRequeued("web", before, "the end of an adopted sandbox's run was not noticed")
 }
 
 // msbd died after starting a sandbox and before writing its status: the
@@ -717,9 +789,9 @@ func TestSandboxAdoptionWithoutStatus(t *testing.T) {
 	}
 
 	h.restartMsbd()
-	h.drv.reset()
+	h.drv.Reset()
 	h.mustReconcile("web")
-	wantCalls(t, "adoption without status", h.drv.mutations())
+	wantCalls(t, "adoption without status", h.drv.Mutations())
 	got := h.get("web")
 	wantPhase(t, got, v1alpha1.PhaseRunning)
 	if got.Status.SpecHash != hash {
@@ -735,9 +807,9 @@ func TestSandboxAdoptionWithoutStatus(t *testing.T) {
 func TestSandboxExitRightAfterStart(t *testing.T) {
 	h := newHarness(t)
 	sb := h.create("once", nil)
-	h.drv.onStart = func(id string) { h.drv.exit(t, id, 1) }
+	h.drv.OnStart(func(id string) { h.exit(id, 1) })
 	h.mustReconcile("once")
-	h.drv.onStart = nil
+	h.drv.OnStart(nil)
 	if got := h.requeues(); !slices.Contains(got, key("once")) {
 		t.Errorf("requeues %q, want %q", got, key("once"))
 	}
@@ -748,28 +820,33 @@ func TestSandboxExitRightAfterStart(t *testing.T) {
 	got := h.get("once")
 	wantPhase(t, got, v1alpha1.PhaseFailed)
 	wantExitCode(t, got, 1)
-	if b, _ := h.drv.box(sb.Metadata.UID); b.status != "stopped" {
-		t.Errorf("sandbox %q", b.status)
+	if got := h.boxStatus(sb.Metadata.UID); got != vmdriver.StatusStopped {
+		t.Errorf("sandbox %q", got)
 	}
 }
 
-// The exit watcher requeues the Sandbox as soon as its init process ends.
+// The exit watcher requeues the Sandbox as soon as its run ends (the
+// driver's Wait returns), and not before.
 func TestSandboxExitWatcherRequeues(t *testing.T) {
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Skipf("cannot run sleep: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	h := newHarness(t)
-	h.drv.pid = cmd.Process.Pid
-	h.create("web", nil)
+	sb := h.create("web", nil)
 	h.mustReconcile("web")
 	if got := h.requeues(); len(got) != 0 {
-		t.Fatalf("requeued %q while the process runs", got)
+		t.Fatalf("requeued %q while the sandbox runs", got)
 	}
-	cmd.Process.Signal(os.Kill)
-	cmd.Wait()
-	h.waitRequeued("web", 0, "the exit of the sandbox's init was not noticed")
+	h.exit(sb.Metadata.UID, 0)
+	h.waitRequeued("web", 0, "the end of the sandbox's run was not noticed")
+	// The next reconcile sees the exit; a reconcile of a finished sandbox
+	// sets up no watch (which would return and requeue at once, forever).
+	h.mustReconcile("web")
+	wantPhase(t, h.get("web"), v1alpha1.PhaseSucceeded)
+	n := h.requeueCount("web")
+	h.mustReconcile("web")
+	h.r.Close() // waits for every watch
+	h.r = h.newReconciler()
+	if got := h.requeueCount("web"); got != n {
+		t.Errorf("requeued %d more times after the run ended", got-n)
+	}
 }
 
 // The image config and the Sandbox spec merge as in Kubernetes.
@@ -916,13 +993,13 @@ func TestSandboxDriverSpecFromImageConfig(t *testing.T) {
 				if !isTerminal(err) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Reconcile = %v, want a terminal error containing %q", err, tc.wantErr)
 				}
-				wantCalls(t, "invalid", h.drv.mutations())
+				wantCalls(t, "invalid", h.drv.Mutations())
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			specs := h.drv.createdSpecs()
+			specs := h.drv.Created()
 			if len(specs) != 1 {
 				t.Fatalf("created %d specs", len(specs))
 			}
@@ -981,7 +1058,7 @@ func TestSandboxSpecChangeNotReadyUntilApplied(t *testing.T) {
 	// Finished for good, then changed: Pending until it runs the new spec.
 	h.create("job", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = v1alpha1.RestartNever })
 	h.mustReconcile("job")
-	h.drv.exit(t, h.get("job").Metadata.UID, 1)
+	h.exit(h.get("job").Metadata.UID, 1)
 	h.mustReconcile("job")
 	wantPhase(t, h.get("job"), v1alpha1.PhaseFailed)
 	gate2 := make(chan struct{})
@@ -1006,9 +1083,7 @@ func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
 	sb := h.create("web", nil)
 	h.mustReconcile("web")
 	gate := make(chan struct{})
-	h.drv.mu.Lock()
-	h.drv.stopGate = gate
-	h.drv.mu.Unlock()
+	h.drv.GateStop(gate)
 	if err := h.st.Delete(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -1024,10 +1099,10 @@ func TestSandboxSlowStopDoesNotHoldWorker(t *testing.T) {
 	close(gate)
 	h.waitRequeued("web", 0, "the finished stop never requeued the sandbox")
 	h.mustReconcile("web")
-	if err := h.st.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, &v1alpha1.Sandbox{}); !h.r.NotFound(err) {
+	if err := h.st.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, &v1alpha1.Sandbox{}); !errors.Is(err, v1alpha1.ErrNotFound) {
 		t.Fatalf("sandbox still stored after its stop ended: %v", err)
 	}
-	if b, ok := h.drv.box(sb.Metadata.UID); ok {
+	if b, ok := h.drv.Box(sb.Metadata.UID); ok {
 		t.Errorf("driver still has the sandbox: %+v", b)
 	}
 }
@@ -1043,29 +1118,25 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 	slowStop := func(change func(*v1alpha1.Sandbox)) {
 		t.Helper()
 		gate := make(chan struct{})
-		h.drv.mu.Lock()
-		h.drv.stopGate = gate
-		h.drv.mu.Unlock()
+		h.drv.GateStop(gate)
 		h.update("web", change)
 		h.mustReconcile("web") // the stop takes its time
 		before := h.requeueCount("web")
 		close(gate)
-		h.drv.mu.Lock()
-		h.drv.stopGate = nil
-		h.drv.mu.Unlock()
+		h.drv.GateStop(nil)
 		h.waitRequeued("web", before, "the stop never requeued the sandbox")
 		h.mustReconcile("web")
 	}
 	pulls := len(h.imgs.pullLog())
-	h.drv.reset()
+	h.drv.Reset()
 	slowStop(func(sb *v1alpha1.Sandbox) { sb.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: "1"}} })
-	wantCalls(t, "first spec change", h.drv.mutations(), "Stop", "Delete(false)", "Create", "Start")
+	wantCalls(t, "first spec change", h.drv.Mutations(), "Stop", "Delete(false)", "Create", "Start")
 	if n := len(h.imgs.pullLog()) - pulls; n != 1 {
 		t.Errorf("%d pulls for one spec change with a slow stop, want 1", n)
 	}
-	h.drv.reset()
+	h.drv.Reset()
 	slowStop(func(sb *v1alpha1.Sandbox) { sb.Spec.Env[0].Value = "2" })
-	wantCalls(t, "second spec change", h.drv.mutations(), "Stop", "Delete(false)", "Create", "Start")
+	wantCalls(t, "second spec change", h.drv.Mutations(), "Stop", "Delete(false)", "Create", "Start")
 	if n := h.eventCount("web", ReasonKilling); n != 2 {
 		t.Errorf("%d Killing events for two stops, want 2", n)
 	}
@@ -1073,9 +1144,7 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 
 	// Suspending: not Ready while it stops, Suspended after.
 	gate := make(chan struct{})
-	h.drv.mu.Lock()
-	h.drv.stopGate = gate
-	h.drv.mu.Unlock()
+	h.drv.GateStop(gate)
 	h.update("web", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeSuspended })
 	h.mustReconcile("web")
 	got := h.get("web")
@@ -1093,29 +1162,13 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 	}
 }
 
-// A pid read before the sandbox's init exited may belong to another process
-// by the time the exit watcher holds it: the watcher then does not wait on
-// that stranger but looks again at once.
-func TestSandboxExitWatcherReusedPID(t *testing.T) {
-	stranger := exec.Command("sleep", "60")
-	if err := stranger.Start(); err != nil {
-		t.Skipf("cannot run sleep: %v", err)
-	}
-	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
-	h := newHarness(t)
-	h.create("web", nil)
-	h.mustReconcile("web") // runs with the test's own pid, which stays alive
-	h.r.watchExit(h.get("web"), stranger.Process.Pid)
-	h.waitRequeued("web", 0, "the watcher waits on the stranger's pid, which the sandbox does not run")
-}
-
 // A panic is told as an event on its sandbox, but not on one that is gone
 // (the event would outlive it).
 func TestSandboxRecordPanic(t *testing.T) {
 	h := newHarness(t)
 	h.create("web", nil)
-	h.r.RecordPanic(key("web"), "boom")
-	h.r.RecordPanic(key("gone"), "boom")
+	h.r.Events.PanicRecorder(h.st)(key("web"), "boom")
+	h.r.Events.PanicRecorder(h.st)(key("gone"), "boom")
 	if n := h.eventCount("web", ReasonPanic); n != 1 {
 		t.Errorf("%d ReconcilePanic events on an existing sandbox, want 1", n)
 	}
@@ -1124,29 +1177,33 @@ func TestSandboxRecordPanic(t *testing.T) {
 	}
 }
 
-// A read-write volume other host users can enter is warned about once, at
-// creation; a closed or read-only one is not.
+// What the driver finds risky about a sandbox's volumes is told in Warning
+// events, once, at creation (vmdriver/container tests what it finds).
 func TestSandboxWarnsOfExposedVolumes(t *testing.T) {
 	h := newHarness(t)
-	open, closed, ro := t.TempDir(), t.TempDir(), t.TempDir()
-	must := func(err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.Chmod(open, 0o755))
-	must(os.Chmod(closed, 0o700))
-	must(os.Chmod(ro, 0o755))
+	adv := &advisingDriver{Fake: h.drv, warnings: []string{"volume /open: other host users can enter /srv/open"}}
+	h.r.Drivers = vmdriver.NewSet("", adv)
 	h.create("web", func(sb *v1alpha1.Sandbox) {
-		sb.Spec.Volumes = []v1alpha1.Volume{
-			{HostPath: open, MountPath: "/open"},
-			{HostPath: closed, MountPath: "/closed"},
-			{HostPath: ro, MountPath: "/ro", ReadOnly: true},
-		}
+		sb.Spec.Volumes = []v1alpha1.Volume{{HostPath: "/srv/open", MountPath: "/open"}}
 	})
 	h.mustReconcile("web")
-	msgs := h.eventMessages("web", ReasonVolumeExposed)
-	if len(msgs) != 1 || !strings.Contains(msgs[0], open) {
-		t.Fatalf("VolumeExposed events %q, want one about %s", msgs, open)
+	h.mustReconcile("web")
+	if msgs := h.eventMessages("web", ReasonVolumeExposed); !slices.Equal(msgs, adv.warnings) {
+		t.Fatalf("VolumeExposed events %q, want %q", msgs, adv.warnings)
 	}
+	if len(adv.asked) != 1 || len(adv.asked[0].Mounts) != 1 || adv.asked[0].Mounts[0].HostPath != "/srv/open" {
+		t.Errorf("driver asked about %+v, want the sandbox's volume once", adv.asked)
+	}
+}
+
+// advisingDriver is a fake driver with a vmdriver.VolumeAdvisor.
+type advisingDriver struct {
+	*drivertest.Fake
+	warnings []string
+	asked    []vmdriver.Spec
+}
+
+func (d *advisingDriver) VolumeWarnings(spec vmdriver.Spec) []string {
+	d.asked = append(d.asked, spec)
+	return d.warnings
 }

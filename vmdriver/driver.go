@@ -172,3 +172,11 @@ type Driver interface {
 type LayerUser interface {
 	LayersInUse(ctx context.Context) (map[string]bool, error)
 }
+
+// VolumeAdvisor is implemented by drivers that can tell what is risky about
+// a sandbox's volumes on this host (a read-write volume other host users
+// can enter, say); the reconciler turns each finding into a Warning event.
+// Volumes it refuses outright fail Create instead.
+type VolumeAdvisor interface {
+	VolumeWarnings(spec Spec) []string
+}

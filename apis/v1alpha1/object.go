@@ -112,3 +112,14 @@ func FindCondition(conds []Condition, t string) *Condition {
 	}
 	return nil
 }
+
+// RemoveCondition drops the condition of type t; it reports whether there was one.
+func RemoveCondition(conds *[]Condition, t string) bool {
+	for i := range *conds {
+		if (*conds)[i].Type == t {
+			*conds = append((*conds)[:i], (*conds)[i+1:]...)
+			return true
+		}
+	}
+	return false
+}

@@ -1,4 +1,4 @@
-package reconciler
+package images
 
 import (
 	"os"
@@ -44,7 +44,7 @@ func TestResolveUserNeverLeavesTheImage(t *testing.T) {
 				t.Skip("making a whiteout (a 0:0 device) needs root")
 			}
 			l := layer(t, c.setup)
-			uid, _, err := resolveUser("app", []string{l})
+			uid, _, err := ResolveUser("app", []string{l})
 			if c.wantErr == "" {
 				if err != nil || uid != c.wantUID {
 					t.Fatalf("uid %d err %v, want %d", uid, err, c.wantUID)
@@ -59,7 +59,7 @@ func TestResolveUserNeverLeavesTheImage(t *testing.T) {
 	// A symlinked /etc pointing at the host is not followed either.
 	dir := t.TempDir()
 	os.Symlink(host, filepath.Join(dir, "etc"))
-	if uid, _, err := resolveUser("app", []string{dir}); err == nil || uid == 4242 {
+	if uid, _, err := ResolveUser("app", []string{dir}); err == nil || uid == 4242 {
 		t.Fatalf("resolved through a symlinked /etc: uid %d err %v", uid, err)
 	}
 	// A huge file is read only up to the cap (no OOM): a 2 MiB file whose
@@ -67,7 +67,7 @@ func TestResolveUserNeverLeavesTheImage(t *testing.T) {
 	big := t.TempDir()
 	os.MkdirAll(filepath.Join(big, "etc"), 0o755)
 	os.WriteFile(filepath.Join(big, "etc", "passwd"), []byte(strings.Repeat("#\n", 1<<20)+"app:x:7:7::/:/bin/sh\n"), 0o644)
-	if _, _, err := resolveUser("app", []string{big}); err == nil {
+	if _, _, err := ResolveUser("app", []string{big}); err == nil {
 		t.Fatal("read past the cap")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package reconciler
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
-	"msb.dev/msb/store"
 	"msb.dev/msb/vmdriver"
 )
 
@@ -29,8 +28,17 @@ import (
 // in time. Otherwise it leaves them alone and says why, until an operator
 // removes the fence file to accept the store as it is.
 
-// fenceFile is the fence's name in the state directory.
-const fenceFile = "store-fence.json"
+// FenceStore is what orphan collection needs from the store (implemented
+// by *store.Store).
+type FenceStore interface {
+	List(kind, namespace string) ([]v1alpha1.Object, int64, error)
+	Revision() int64
+	InstanceID() string
+	RotateInstanceID() error
+}
+
+// FenceFile is the fence's name in the state directory.
+const FenceFile = "store-fence.json"
 
 type fence struct {
 	InstanceID string `json:"instanceID"`
@@ -40,22 +48,23 @@ type fence struct {
 	Held string `json:"held,omitempty"`
 }
 
-// orphanCollector removes orphaned sandboxes, guarded by the fence.
-type orphanCollector struct {
+// OrphanCollector removes orphaned sandboxes from every driver, guarded by
+// the fence.
+type OrphanCollector struct {
 	mu      sync.Mutex // the fence file and saved
 	running atomic.Bool
 	path    string
-	st      *store.Store
-	drv     vmdriver.Driver
+	st      FenceStore
+	drivers *vmdriver.Set
 	log     *slog.Logger
 	stop    time.Duration
 	held    string // why orphans are kept, "" when the store matches the fence
 	saved   int64  // revision last written to the fence
 }
 
-// newOrphanCollector checks the store against the fence left by earlier runs.
-func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, log *slog.Logger) *orphanCollector {
-	c := &orphanCollector{path: filepath.Join(stateDir, fenceFile), st: st, drv: drv, log: log, stop: 5 * time.Second}
+// NewOrphanCollector checks the store against the fence left by earlier runs.
+func NewOrphanCollector(stateDir string, st FenceStore, drivers *vmdriver.Set, log *slog.Logger) *OrphanCollector {
+	c := &OrphanCollector{path: filepath.Join(stateDir, FenceFile), st: st, drivers: drivers, log: log, stop: 5 * time.Second}
 	b, err := os.ReadFile(c.path)
 	var f fence
 	switch {
@@ -92,28 +101,40 @@ func newOrphanCollector(stateDir string, st *store.Store, drv vmdriver.Driver, l
 	return c
 }
 
-// collect removes the runtime state of sandboxes whose object is gone, or
+// Collect removes the runtime state of sandboxes whose object is gone, or
 // only reports them while the store does not match the fence; then it moves
 // the fence to the store's revision. At resyncs it runs in the background
 // (each orphan gets a stop grace period) and skips a round while the last
-// one runs; at startup msbd calls collectOnce before it serves.
-func (c *orphanCollector) collect(ctx context.Context) {
+// one runs; at startup msbd calls CollectOnce before it serves.
+func (c *OrphanCollector) Collect(ctx context.Context) {
 	if !c.running.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer c.running.Store(false)
-		if err := c.collectOnce(ctx); err != nil {
+		if err := c.CollectOnce(ctx); err != nil {
 			c.log.Warn("collecting orphaned sandboxes", "err", err)
 		}
 	}()
 }
 
-func (c *orphanCollector) collectOnce(ctx context.Context) error {
+// CollectOnce is one collection, done before it returns.
+func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 	rev := c.st.Revision() // before listing: the fence never claims more than was seen
-	ids, err := c.drv.List(ctx)
-	if err != nil {
-		return err
+	type orphan struct {
+		drv vmdriver.Driver
+		id  string
+	}
+	var orphans []orphan
+	var ids []string
+	drivers := c.drivers.All()
+	listed := make([][]string, len(drivers))
+	for i, d := range drivers {
+		got, err := d.List(ctx)
+		if err != nil {
+			return fmt.Errorf("driver %s: %w", d.Name(), err)
+		}
+		listed[i] = got
 	}
 	objs, _, err := c.st.List(v1alpha1.KindSandbox, "")
 	if err != nil {
@@ -123,34 +144,36 @@ func (c *orphanCollector) collectOnce(ctx context.Context) error {
 	for _, o := range objs {
 		known[o.GetMetadata().UID] = true
 	}
-	var orphans []string
-	for _, id := range ids {
-		if !known[id] {
-			orphans = append(orphans, id)
+	for i, d := range drivers {
+		for _, id := range listed[i] {
+			if !known[id] {
+				orphans = append(orphans, orphan{d, id})
+				ids = append(ids, id)
+			}
 		}
 	}
 	if c.held != "" {
 		if len(orphans) > 0 {
-			c.log.Warn("keeping sandboxes the store does not know: "+c.held, "ids", orphans,
+			c.log.Warn("keeping sandboxes the store does not know: "+c.held, "ids", ids,
 				"toAccept", "remove "+c.path+" and restart msbd to let it remove them")
 		}
 		return nil
 	}
-	for _, id := range orphans {
-		c.log.Info("removing orphaned sandbox", "id", id)
-		_ = c.drv.Stop(ctx, id, c.stop)
-		if err := c.drv.Delete(ctx, id, true); err != nil {
-			c.log.Warn("removing orphaned sandbox", "id", id, "err", err)
+	for _, o := range orphans {
+		c.log.Info("removing orphaned sandbox", "id", o.id, "driver", o.drv.Name())
+		_ = o.drv.Stop(ctx, o.id, c.stop)
+		if err := o.drv.Delete(ctx, o.id, true); err != nil {
+			c.log.Warn("removing orphaned sandbox", "id", o.id, "driver", o.drv.Name(), "err", err)
 		}
 	}
 	return c.save(rev)
 }
 
-// advance moves the fence to the store's current revision: called before
+// Advance moves the fence to the store's current revision: called before
 // each sandbox is created in the runtime, so the fence is always at least
 // the revision of every sandbox's object. While the store does not match the
 // fence it stays as it is.
-func (c *orphanCollector) advance() error {
+func (c *OrphanCollector) Advance() error {
 	if c.held != "" {
 		return nil
 	}
@@ -158,7 +181,7 @@ func (c *orphanCollector) advance() error {
 }
 
 // save writes the fence at rev (atomically, durably) when it moved forward.
-func (c *orphanCollector) save(rev int64) error {
+func (c *OrphanCollector) save(rev int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rev <= c.saved {
@@ -173,7 +196,7 @@ func (c *orphanCollector) save(rev int64) error {
 
 // write replaces the fence file durably: the data, the rename and the
 // directory entry all reach the disk.
-func (c *orphanCollector) write(fc fence) error {
+func (c *OrphanCollector) write(fc fence) error {
 	b, err := json.Marshal(fc)
 	if err != nil {
 		return err

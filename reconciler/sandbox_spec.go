@@ -1,0 +1,191 @@
+package reconciler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/images"
+	"msb.dev/msb/secretinject"
+	"msb.dev/msb/vmdriver"
+)
+
+// backoffResetAfter is how long a run must last for its restart to start
+// again from the shortest backoff.
+const backoffResetAfter = 10 * time.Minute
+
+type secretError struct{ msg string }
+
+func (e *secretError) Error() string { return e.msg }
+
+// driverSpec merges the image config with the Sandbox spec the way
+// Kubernetes does: command replaces the entrypoint, args replace cmd.
+func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) (vmdriver.Spec, error) {
+	s := sb.Spec
+	var argv []string
+	switch {
+	case len(s.Command) > 0:
+		argv = append(append(argv, s.Command...), s.Args...)
+	case len(s.Args) > 0:
+		argv = append(append(argv, img.Config.Entrypoint...), s.Args...)
+	default:
+		argv = append(append(argv, img.Config.Entrypoint...), img.Config.Cmd...)
+	}
+	if len(argv) == 0 {
+		return vmdriver.Spec{}, Terminal(fmt.Errorf("image %s has no entrypoint or cmd and the Sandbox sets no command: set spec.command (and spec.args)", s.Image))
+	}
+	env := mergeEnv(img.Config.Env, "HOSTNAME="+sb.Metadata.Name)
+	for _, e := range s.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			ref := e.ValueFrom.SecretKeyRef
+			sec := &v1alpha1.Secret{}
+			if err := r.Store.Get(v1alpha1.KindSecret, sb.Metadata.Namespace, ref.Name, sec); err != nil {
+				if errors.Is(err, v1alpha1.ErrNotFound) {
+					return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q not found in namespace %q", e.Name, ref.Name, sb.Metadata.Namespace)}
+				}
+				return vmdriver.Spec{}, err
+			}
+			_, ok1 := sec.Spec.StringData[ref.Key]
+			_, ok2 := sec.Spec.Data[ref.Key]
+			if !ok1 && !ok2 {
+				return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q has no key %q", e.Name, ref.Name, ref.Key)}
+			}
+			// The sandbox only ever sees a placeholder; the egress proxy
+			// substitutes the value on the way out.
+			v = secretinject.Placeholder(sb.Metadata.UID, sb.Metadata.Namespace, ref.Name, ref.Key)
+		}
+		env = mergeEnv(env, e.Name+"="+v)
+	}
+	uid, gid, err := images.ResolveUser(img.Config.User, img.Layers)
+	if err != nil {
+		return vmdriver.Spec{}, Terminal(err)
+	}
+	wd := s.WorkingDir
+	if wd == "" {
+		wd = img.Config.WorkingDir
+	}
+	if wd == "" {
+		wd = "/"
+	}
+	spec := vmdriver.Spec{
+		ID:         sb.Metadata.UID,
+		Hostname:   sb.Metadata.Name,
+		Layers:     img.Layers,
+		AgentPath:  r.AgentPath,
+		Args:       argv,
+		Env:        env,
+		WorkingDir: wd,
+		UID:        uid,
+		GID:        gid,
+	}
+	spec.MemoryBytes, spec.MilliCPUs, spec.PIDs = r.limits(sb)
+	for _, v := range s.Volumes {
+		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
+	}
+	for _, p := range s.Ports {
+		spec.Ports = append(spec.Ports, vmdriver.Port{HostIP: p.HostIP, HostPort: uint16(p.HostPort), ContainerPort: uint16(p.ContainerPort), Protocol: strings.ToLower(p.Protocol)})
+	}
+	return spec, nil
+}
+
+func mergeEnv(env []string, kv string) []string {
+	name, _, _ := strings.Cut(kv, "=")
+	out := make([]string, 0, len(env)+1)
+	for _, e := range env {
+		if n, _, _ := strings.Cut(e, "="); n != name {
+			out = append(out, e)
+		}
+	}
+	return append(out, kv)
+}
+
+// specHash identifies what a sandbox runs as the user asked for it: the image
+// reference as written, command, args, env, working dir, resources, volumes
+// and ports, plus the defaults msbd filled in. Like a Kubernetes pod, a
+// running sandbox keeps the image it started with: a tag moving in the cache
+// (another pull, even one whose image config differs) restarts nothing;
+// the sandbox picks the new image up when it next starts. Fields that do not
+// change the running sandbox (pull and restart policy, lifecycle, mode) are
+// left out.
+func (r *SandboxReconciler) specHash(sb *v1alpha1.Sandbox) string {
+	s := sb.Spec
+	mem, milli, pids := r.limits(sb)
+	b, _ := json.Marshal(struct {
+		Image       string
+		Command     []string
+		Args        []string
+		WorkingDir  string
+		Env         []v1alpha1.EnvVar
+		Volumes     []v1alpha1.Volume
+		Ports       []v1alpha1.Port
+		MemoryBytes int64
+		MilliCPUs   int64
+		PIDs        int64
+	}{s.Image, s.Command, s.Args, s.WorkingDir, s.Env, s.Volumes, s.Ports, mem, milli, pids})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// limits are the sandbox's resource limits: its spec's, else msbd's defaults.
+func (r *SandboxReconciler) limits(sb *v1alpha1.Sandbox) (memoryBytes, milliCPUs, pids int64) {
+	res := sb.Spec.Resources
+	memoryBytes, milliCPUs, pids = res.Memory.Value(), res.CPUs.MilliValue(), res.PIDs
+	if memoryBytes == 0 {
+		memoryBytes = r.DefaultMemoryBytes
+	}
+	if pids == 0 {
+		pids = r.DefaultPIDs
+	}
+	return memoryBytes, milliCPUs, pids
+}
+
+func expiresAt(sb *v1alpha1.Sandbox) *time.Time {
+	l := sb.Spec.Lifecycle
+	var exp *time.Time
+	if l.ShutdownTime != nil {
+		t := l.ShutdownTime.UTC()
+		exp = &t
+	}
+	if l.TTL != nil && sb.Metadata.CreationTimestamp != nil {
+		if d, err := l.TTL.Parse(); err == nil {
+			t := sb.Metadata.CreationTimestamp.Add(d).UTC()
+			if exp == nil || t.Before(*exp) {
+				exp = &t
+			}
+		}
+	}
+	return exp
+}
+
+// warnExposedVolumes tells, in a Warning event, what the driver finds
+// risky about the sandbox's volumes (see vmdriver.VolumeAdvisor).
+func (r *SandboxReconciler) warnExposedVolumes(d vmdriver.Driver, sb *v1alpha1.Sandbox, spec vmdriver.Spec) {
+	va, ok := d.(vmdriver.VolumeAdvisor)
+	if !ok {
+		return
+	}
+	for _, msg := range va.VolumeWarnings(spec) {
+		r.event(sb, v1alpha1.EventWarning, ReasonVolumeExposed, msg)
+	}
+}
+
+// portsNotPublished says, until the network layer publishes spec.ports,
+// that it does not: a condition while ports are set, and a Warning event
+// when they are first seen, rather than silence.
+func (r *SandboxReconciler) portsNotPublished(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) {
+	if len(sb.Spec.Ports) == 0 {
+		v1alpha1.RemoveCondition(&st.Conditions, ConditionPortsPublished)
+		return
+	}
+	const msg = "spec.ports are not published yet: this msbd has no sandbox networking, so nothing on the host forwards to the sandbox"
+	if cond(st, ConditionPortsPublished) != ReasonPortsNotPublished {
+		r.event(sb, v1alpha1.EventWarning, ReasonPortsNotPublished, msg)
+	}
+	r.condition(st, ConditionPortsPublished, v1alpha1.ConditionFalse, ReasonPortsNotPublished, msg)
+}
