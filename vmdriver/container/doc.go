@@ -14,8 +14,22 @@
 //	    ├── rootfs/              overlay mount point: Spec.Layers + upper, the bundle root
 //	    ├── agent/               bind-mounted read-write at /.msb: config.json, agent.sock, log, exit-code
 //	    │   └── msb-agent        empty placeholder; Spec.AgentPath is bind-mounted over it read-only
+//	    ├── files/<n>            Spec.Files[n], host root's, bind-mounted read-only at its path
+//	    ├── sys/                 with Spec.NetNSPath: that namespace's sysfs, bound at /sys
+//	    ├── pid                  the init's pid, written by runc
 //	    ├── runc.log             runc's JSON log (errors of the last runc call)
 //	    └── bundle/config.json   the OCI runtime spec
+//
+// Networking: without Spec.NetNSPath runc makes the sandbox a network
+// namespace holding only loopback, which the driver sets up. With it, runc
+// joins that namespace by path; its creator (the network policy layer) owns
+// it and its setup, so the driver neither brings lo up there nor removes it.
+// Spec.Ports are not published by this driver: forwarding host ports into
+// the namespace is the network policy layer's job, and the driver accepts
+// and ignores them.
+//
+// Waiting: a sandbox's run is the life of its init (the agent). Wait holds
+// a pidfd on it, which works for sandboxes this process did not start.
 //
 // The overlay is mounted from the host (initial user namespace) before runc
 // starts; image layers are already owned by the mapped id range, and upper/ is

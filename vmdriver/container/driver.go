@@ -228,6 +228,11 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	if err := d.placeFiles(spec); err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
+	if spec.NetNSPath != "" {
+		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
+			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
+	}
 	oci, err := d.ociSpec(spec, rootfs)
 	if err != nil {
 		return err
@@ -239,14 +244,22 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	return writeFileAtomic(filepath.Join(d.bundleDir(spec.ID), "config.json"), b, 0o600)
 }
 
-// prepared reports whether Create's work is still in place: the bundle's
-// config and the mounted overlay.
-func (d *Driver) prepared(id string) bool {
-	if _, err := os.Stat(filepath.Join(d.bundleDir(id), "config.json")); err != nil {
+// prepared reports whether Create's work for spec is still in place: the
+// bundle's config and the mounted overlay (and sysfs).
+func (d *Driver) prepared(spec vmdriver.Spec) bool {
+	if _, err := os.Stat(filepath.Join(d.bundleDir(spec.ID), "config.json")); err != nil {
 		return false
 	}
-	ok, err := isMountPoint(d.rootfsDir(id))
-	return err == nil && ok
+	mounts := []string{d.rootfsDir(spec.ID)}
+	if spec.NetNSPath != "" {
+		mounts = append(mounts, d.sysfsDir(spec.ID))
+	}
+	for _, mp := range mounts {
+		if ok, err := isMountPoint(mp); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *Driver) loadSpec(id string) (vmdriver.Spec, error) {
@@ -303,7 +316,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	}
 	// Right after Create everything is in place; after a Delete(purge=false)
 	// or a reboot the bundle or the overlay is gone and is rebuilt.
-	if !d.prepared(id) {
+	if !d.prepared(spec) {
 		if err := d.prepare(spec); err != nil {
 			return err
 		}

@@ -199,6 +199,10 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
+	if spec.NetNSPath != "" {
+		// runc cannot mount this sysfs: the driver did (see mountSysfs).
+		m[len(m)-1] = specs.Mount{Destination: "/sys", Type: "bind", Source: d.sysfsDir(spec.ID), Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+	}
 	for _, v := range spec.Mounts {
 		opts := []string{"rbind", "nosuid", "nodev"}
 		if v.ReadOnly {
