@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -41,24 +43,41 @@ func (o *applyOptions) flags() *flagSet {
 	return fs
 }
 
-var applyCommand = &command{
-	name:    "apply",
-	summary: "create or update objects from manifests, all in one transaction",
-	usage:   "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server] [--wait [--timeout=60s]]",
-	help: `Every object is validated before anything is written: if one is invalid,
+func newApplyCommand(e *env) *cobra.Command {
+	o := &applyOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server] [--wait [--timeout=60s]]"
+	cmd.Short = "Create or update objects from manifests, all in one transaction"
+	cmd.Long = `Create or update the objects of manifests, all in one transaction.
+
+Every object is validated before anything is written: if one is invalid,
 all problems are listed (file:line: field: message) and nothing changes.
 
-Examples:
-  msbctl apply -f sandbox.yaml
-  msbctl apply -f manifests/ -R
-  cat sb.yaml | msbctl apply -f -
-  msbctl apply -f sb.yaml --dry-run=server
-  msbctl apply -f sb.yaml --wait          # one command: applied and Ready
-
 --wait is apply followed by "wait --for=condition=Ready" on every applied
-Sandbox, in the same process; it stops early, exit 1, when one fails.`,
-	flags: func() *flagSet { return new(applyOptions).flags() },
-	run:   runApply,
+Sandbox, in the same process; it stops early, exit 1, when one fails.`
+	cmd.Example = `  # Apply one manifest
+  msbctl apply -f sandbox.yaml
+
+  # Apply a directory of manifests and its subdirectories
+  msbctl apply -f manifests/ -R
+
+  # Apply a manifest from standard input
+  cat sb.yaml | msbctl apply -f -
+
+  # Let msbd check a manifest without writing anything
+  msbctl apply -f sb.yaml --dry-run=server
+
+  # Apply and wait until the sandboxes are Ready, in one command
+  msbctl apply -f sb.yaml --wait`
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	manifestFlag(fs)
+	cmd.RegisterFlagCompletionFunc("dry-run", fixedValues(dryRunNone, dryRunClient, dryRunServer))
+	cmd.RegisterFlagCompletionFunc("output", fixedValues(outYAML, outJSON, outName))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runApply(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
 }
 
 // loadManifests decodes and validates files, setting each object's namespace.
@@ -135,14 +154,9 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func runApply(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &applyOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	if len(fs.args()) > 0 {
-		return usageFail(stderr, "apply", "unexpected argument %q (manifests are given with -f)", fs.args()[0])
+func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		return usageFail(stderr, "apply", "unexpected argument %q (manifests are given with -f)", args[0])
 	}
 	if len(o.files) == 0 {
 		return usageFail(stderr, "apply", "no manifests given: use -f FILE, -f DIR or -f -")
@@ -158,10 +172,10 @@ func runApply(ctx context.Context, c *client.Client, args []string, stdout, stde
 	if o.allNamespaces {
 		return usageFail(stderr, "apply", "-A cannot be used with apply")
 	}
-	if fs.changed("timeout") && !o.wait {
+	if o.changed("timeout") && !o.wait {
 		return usageFail(stderr, "apply", "--timeout is how long --wait waits: give --wait too")
 	}
-	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "apply", stderr)
+	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, o.changed("namespace"), "apply", stderr)
 	if !ok {
 		return exitFail
 	}

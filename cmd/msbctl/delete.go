@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -35,26 +37,40 @@ func (o *deleteOptions) flags() *flagSet {
 	return fs
 }
 
-var deleteCommand = &command{
-	name:    "delete",
-	summary: "delete objects by name or by manifest",
-	usage:   "delete KIND NAME... | KIND/NAME... | KIND -l SELECTOR | KIND --all | -f FILE|DIR [-R] [--wait=true] [--timeout=60s] [--ignore-not-found]",
-	help: `Examples:
-  msbctl delete sandbox web
-  msbctl delete sb/web netpol/pypi
-  msbctl delete -f manifests/ -R
-  msbctl delete sandboxes --all
-  msbctl delete sb web --wait=false`,
-	flags: func() *flagSet { return new(deleteOptions).flags() },
-	run:   runDelete,
-}
-
-func runDelete(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newDeleteCommand(e *env) *cobra.Command {
 	o := &deleteOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
+	cmd := fs.cmd
+	cmd.Use = "delete KIND NAME... | KIND/NAME... | KIND -l SELECTOR | KIND --all | -f FILE|DIR [-R] [--wait=true] [--timeout=60s] [--ignore-not-found]"
+	cmd.Short = "Delete objects by name or by manifest"
+	cmd.Long = `Delete objects by name, by label selector, all of a kind, or those a manifest
+describes (in reverse order, sandboxes before what they use).
+
+By default delete waits until the objects are gone: a Sandbox goes once msbd
+stopped it and removed what it held. --wait=false returns at once.`
+	cmd.Example = `  # Delete one sandbox and wait until it is gone
+  msbctl delete sandbox web
+
+  # Delete objects of different kinds
+  msbctl delete sb/web netpol/pypi
+
+  # Delete what a directory of manifests describes
+  msbctl delete -f manifests/ -R
+
+  # Delete every sandbox of the namespace
+  msbctl delete sandboxes --all
+
+  # Ask for the deletion and return at once
+  msbctl delete sb web --wait=false`
+	cmd.ValidArgsFunction = completeRefs(&o.globalOptions, writableKinds)
+	manifestFlag(fs)
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runDelete(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+func runDelete(ctx context.Context, c *client.Client, o *deleteOptions, args []string, stdout, stderr io.Writer) int {
 	if o.allNamespaces {
 		return usageFail(stderr, "delete", "-A is not supported; name the namespace with -n")
 	}
@@ -66,10 +82,10 @@ func runDelete(ctx context.Context, c *client.Client, args []string, stdout, std
 	var targets []target
 	switch {
 	case len(o.files) > 0:
-		if len(fs.args()) > 0 {
+		if len(args) > 0 {
 			return usageFail(stderr, "delete", "give either -f or names, not both")
 		}
-		objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "delete", stderr)
+		objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, o.changed("namespace"), "delete", stderr)
 		if !ok {
 			return exitFail
 		}
@@ -83,7 +99,7 @@ func runDelete(ctx context.Context, c *client.Client, args []string, stdout, std
 			targets = append(targets, target{ki, m.Namespace, m.Name})
 		}
 	default:
-		kind, refs, err := parseRefs(fs.args())
+		kind, refs, err := parseRefs(args)
 		if err != nil {
 			return fail(stderr, err)
 		}

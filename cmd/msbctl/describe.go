@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -23,26 +25,30 @@ func (o *describeOptions) flags() *flagSet {
 	return fs
 }
 
-var describeCommand = &command{
-	name:    "describe",
-	summary: "show an object in detail, with its conditions and events",
-	usage:   "describe KIND NAME... | KIND/NAME... [-n NS]",
-	help: `Secret values are never shown, only their keys.
-
-Examples:
-  msbctl describe sandbox web
-  msbctl describe sb/web netpol/pypi`,
-	flags: func() *flagSet { return new(describeOptions).flags() },
-	run:   runDescribe,
-}
-
-func runDescribe(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newDescribeCommand(e *env) *cobra.Command {
 	o := &describeOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	kind, refs, err := parseRefs(fs.args())
+	cmd := fs.cmd
+	cmd.Use = "describe KIND NAME... | KIND/NAME... [-n NS]"
+	cmd.Short = "Show an object in detail, with its conditions and events"
+	cmd.Long = `Show objects in detail: spec, status, conditions and the events about them.
+Without a name, every object of the kind in the namespace is described.
+
+Secret values are never shown, only their keys.`
+	cmd.Example = `  # Describe one sandbox
+  msbctl describe sandbox web
+
+  # Describe objects of different kinds
+  msbctl describe sb/web netpol/pypi`
+	cmd.ValidArgsFunction = completeRefs(&o.globalOptions, allKinds)
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runDescribe(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+func runDescribe(ctx context.Context, c *client.Client, o *describeOptions, args []string, stdout, stderr io.Writer) int {
+	kind, refs, err := parseRefs(args)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -24,34 +26,42 @@ func (o *diffOptions) flags() *flagSet {
 	return fs
 }
 
-var diffCommand = &command{
-	name:    "diff",
-	summary: "show what apply would change",
-	usage:   "diff -f FILE|DIR|- [-R]",
-	help: `Compares the live objects with the manifests (labels, annotations, spec) as a
-unified diff, live first. Secret values are never shown: a Secret whose
-values changed shows "values: (may differ; not shown)".
+func newDiffCommand(e *env) *cobra.Command {
+	o := &diffOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "diff -f FILE|DIR|- [-R]"
+	cmd.Short = "Show what apply would change"
+	cmd.Long = `Show what apply would change: the live objects against the manifests
+(labels, annotations, spec) as a unified diff, live first. msbd computes the
+result as a server dry run, so defaults and validation are msbd's own.
 
-Exit codes: 0 no differences, 1 differences found, 2 an error.`,
-	flags: func() *flagSet { return new(diffOptions).flags() },
-	run:   runDiff,
+Secret values are never shown: a Secret whose values changed shows
+"values: (may differ; not shown)".`
+	cmd.Example = `  # Compare a manifest with what runs
+  msbctl diff -f sandbox.yaml
+
+  # Compare a directory of manifests, and apply only if something changed
+  msbctl diff -f manifests/ -R || msbctl apply -f manifests/ -R`
+	cmd.Annotations = map[string]string{exitCodesAnnotation: "Exit codes: 0 no differences, 1 differences found, 2 an error."}
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	manifestFlag(fs)
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runDiff(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
 }
 
 const diffError = 2
 
-func runDiff(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &diffOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	if len(fs.args()) > 0 {
-		return usageFail(stderr, "diff", "unexpected argument %q (manifests are given with -f)", fs.args()[0])
+func runDiff(ctx context.Context, c *client.Client, o *diffOptions, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		return usageFail(stderr, "diff", "unexpected argument %q (manifests are given with -f)", args[0])
 	}
 	if len(o.files) == 0 {
 		return usageFail(stderr, "diff", "no manifests given: use -f FILE, -f DIR or -f -")
 	}
-	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, fs.changed("namespace"), "diff", stderr)
+	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, o.changed("namespace"), "diff", stderr)
 	if !ok {
 		return diffError
 	}

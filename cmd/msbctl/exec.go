@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -29,27 +30,31 @@ func (o *logsOptions) flags() *flagSet {
 	return fs
 }
 
-var logsCommand = &command{
-	name:    "logs",
-	summary: "print a sandbox's output",
-	usage:   "logs NAME|sandbox/NAME [-f]",
-	help: `Examples:
-  msbctl logs web
-  msbctl logs sb/web -f`,
-	flags: func() *flagSet { return new(logsOptions).flags() },
-	run:   runLogs,
-}
-
-func runLogs(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newLogsCommand(e *env) *cobra.Command {
 	o := &logsOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
+	cmd := fs.cmd
+	cmd.Use = "logs NAME|sandbox/NAME [-f]"
+	cmd.Short = "Print a sandbox's output"
+	cmd.Long = `Print what a sandbox's command wrote to its standard output and error, as
+msbd keeps it. With -f, keep printing new output until interrupted.`
+	cmd.Example = `  # Print a sandbox's output
+  msbctl logs web
+
+  # Follow it
+  msbctl logs sb/web -f`
+	cmd.ValidArgsFunction = completeSandbox(&o.globalOptions)
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runLogs(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		return usageFail(stderr, "logs", "want exactly one sandbox name, got %d arguments", len(args))
 	}
-	if len(fs.args()) != 1 {
-		return usageFail(stderr, "logs", "want exactly one sandbox name, got %d arguments", len(fs.args()))
-	}
-	name, err := parseSandboxName(fs.args()[0])
+	name, err := parseSandboxName(args[0])
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -83,33 +88,40 @@ func (o *execOptions) flags() *flagSet {
 	fs.sliceVar(&o.env, "env", "e", "set an environment variable, K=V (repeatable)")
 	fs.stringVar(&o.workdir, "workdir", "w", "", "working directory of the command")
 	// exec NAME CMD ARGS: everything after the command is the command's own.
-	fs.stopAfter = 2
+	fs.endsAtCommand = true
+	fs.flags().SetInterspersed(false)
 	return fs
 }
 
-var execCommand = &command{
-	name:    "exec",
-	summary: "run a command in a running sandbox",
-	usage:   "exec NAME|sandbox/NAME [-i] [-t] [-e K=V] [-w DIR] -- CMD [ARGS...]",
-	help: `msbctl exits with the command's exit code. Errors of msbctl itself (sandbox
-not found or not running) print "Error: ..." and exit 1.
-
-Examples:
-  msbctl exec web -- ls -la /
-  msbctl exec -it web -- sh
-  echo hi | msbctl exec -i web -- cat`,
-	flags:           func() *flagSet { return new(execOptions).flags() },
-	run:             runExec,
-	forwardsSignals: true,
-}
-
-func runExec(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newExecCommand(e *env) *cobra.Command {
 	o := &execOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	pos := fs.args()
+	cmd := fs.cmd
+	cmd.Use = "exec NAME|sandbox/NAME [-i] [-t] [-e K=V] [-w DIR] -- CMD [ARGS...]"
+	cmd.Short = "Run a command in a running sandbox"
+	cmd.Long = `Run a command in a running sandbox, with its output (and, with -i, your
+input) streamed. Flags after the command are the command's own.
+
+msbctl exits with the command's exit code. Errors of msbctl itself (sandbox
+not found or not running) print "Error: ..." and exit 1. Without -t, ^C is
+passed to the command; a second ^C hangs up, which stops it (exit 130).`
+	cmd.Example = `  # List a sandbox's root directory
+  msbctl exec web -- ls -la /
+
+  # Open an interactive shell
+  msbctl exec -it web -- sh
+
+  # Feed standard input to the command
+  echo hi | msbctl exec -i web -- cat`
+	cmd.Annotations = map[string]string{exitCodesAnnotation: "Exit codes: the command's own; 1 when msbctl fails, 2 on a usage error, 130 when interrupted twice."}
+	cmd.ValidArgsFunction = completeSandbox(&o.globalOptions)
+	cmd.RunE = e.action(fs, &o.globalOptions, true, func(ctx context.Context, c *client.Client, args []string) int {
+		return runExec(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string, stdout, stderr io.Writer) int {
 	if len(pos) == 0 {
 		return usageFail(stderr, "exec", "name the sandbox and the command, e.g. msbctl exec web -- ls")
 	}
@@ -261,22 +273,26 @@ func (o *versionOptions) flags() *flagSet {
 	return fs
 }
 
-var versionCommand = &command{
-	name:    "version",
-	summary: "print the client and server versions",
-	usage:   "version",
-	flags:   func() *flagSet { return new(versionOptions).flags() },
-	run:     runVersion,
+func newVersionCommand(e *env) *cobra.Command {
+	o := &versionOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "version"
+	cmd.Short = "Print the client and server versions"
+	cmd.Long = `Print msbctl's version, then msbd's: its version, the Go it was built with,
+and the driver and isolation it runs sandboxes with.`
+	cmd.Example = `  # Print both versions
+  msbctl version`
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runVersion(ctx, c, args, e.stdout, e.stderr)
+	})
+	return cmd
 }
 
 func runVersion(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &versionOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	if len(fs.args()) > 0 {
-		return usageFail(stderr, "version", "unexpected argument %q", fs.args()[0])
+	if len(args) > 0 {
+		return usageFail(stderr, "version", "unexpected argument %q", args[0])
 	}
 	fmt.Fprintf(stdout, "Client Version: %s\n", version)
 	v, err := c.Version(ctx)

@@ -1,21 +1,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// This file is msbctl's flag parser. Unlike the standard library's flag
-// package it lets flags and positional arguments mix, as kubectl does:
-//
-//	msbctl get sb x -o yaml   ==   msbctl -o yaml get sb x
-//
-// Long flags take --name=value or --name value; short flags take -o yaml,
-// -o=yaml or -oyaml; boolean short flags cluster (-it). "--" ends the flags.
+// This file binds msbctl's flags to cobra and pflag. pflag does the parsing
+// (flags and positional arguments mix as in kubectl: msbctl get sb x -o yaml
+// is msbctl -o yaml get sb x; -o yaml, -o=yaml, -oyaml; -it clusters; "--"
+// ends the flags). What stays here is what pflag does not say the way msbctl
+// always has: the wording of usage errors, a bool that says "want true or
+// false", durations that also take bare seconds, and exec's rule that flags
+// end at the remote command.
 
 // usageError is a mistake on the command line: exit code 2.
 type usageError struct{ msg string }
@@ -24,62 +26,39 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
-// flagValue is what a flag sets.
-type flagValue interface {
-	Set(string) error
-	String() string
-}
-
-type flagDef struct {
-	long, short string
-	usage       string
-	value       flagValue
-	isBool      bool
-	// noOptVal, when set, is the value a flag given without "=value" takes
-	// (--dry-run means --dry-run=client); such a flag never consumes the next argument.
-	noOptVal string
-	argName  string
-	defText  string
-}
-
-// flagSet is the set of flags one command accepts.
+// flagSet is one command's flags, held by the cobra command that parses
+// them. Options structs register into it (see getOptions.flags), so the same
+// definitions serve the CLI, its help page, completion and the tests.
 type flagSet struct {
-	cmd   string
-	defs  []*flagDef
-	long  map[string]*flagDef
-	short map[string]*flagDef
-	// stopAfter, when > 0, ends flag parsing once that many positional
-	// arguments were seen (exec NAME CMD -la: -la belongs to CMD).
-	stopAfter int
-	// dashAt is the index in args() where "--" was, or -1.
-	dashAt int
-	pos    []string
-	help   bool
-	seen   map[string]bool // long names of the flags given
+	name string // the command's name, for error messages
+	cmd  *cobra.Command
+	help bool
+	// endsAtCommand (exec) ends flag parsing at the second positional
+	// argument: in exec NAME CMD -la, -la belongs to CMD.
+	endsAtCommand bool
+	// raw is the command line last parsed: pflag's errors do not say whether
+	// a flag was given by its short or its long name, and msbctl's do.
+	raw []string
+	pos []string
 }
 
-func newFlagSet(cmd string) *flagSet {
-	fs := &flagSet{cmd: cmd, long: map[string]*flagDef{}, short: map[string]*flagDef{}, dashAt: -1}
+func newFlagSet(name string) *flagSet {
+	fs := &flagSet{name: name, cmd: &cobra.Command{
+		Use:  name,
+		Args: cobra.ArbitraryArgs, // commands check their own arguments, with their own messages
+		// msbctl prints its errors itself, in its own words (see execute).
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}}
 	fs.boolVar(&fs.help, "help", "h", false, "show help for this command")
+	// Tell cobra this is its help flag: no completion after it.
+	fs.flags().SetAnnotation("help", cobra.FlagSetByCobraAnnotation, []string{"true"})
 	return fs
 }
 
-func (fs *flagSet) add(d *flagDef) {
-	if _, dup := fs.long[d.long]; dup {
-		panic("msbctl: duplicate flag --" + d.long)
-	}
-	fs.defs = append(fs.defs, d)
-	fs.long[d.long] = d
-	if d.short != "" {
-		fs.short[d.short] = d
-	}
-}
+func (fs *flagSet) flags() *pflag.FlagSet { return fs.cmd.Flags() }
 
-type stringValue struct{ p *string }
-
-func (v stringValue) Set(s string) error { *v.p = s; return nil }
-func (v stringValue) String() string     { return *v.p }
-
+// boolValue is a bool flag whose bad values are reported as msbctl always did.
 type boolValue struct{ p *bool }
 
 func (v boolValue) Set(s string) error {
@@ -90,14 +69,17 @@ func (v boolValue) Set(s string) error {
 	*v.p = b
 	return nil
 }
-func (v boolValue) String() string { return strconv.FormatBool(*v.p) }
+func (v boolValue) String() string   { return strconv.FormatBool(*v.p) }
+func (v boolValue) Type() string     { return "bool" } // cobra reads --help with GetBool
+func (v boolValue) IsBoolFlag() bool { return true }
 
+// durationValue is a duration flag that, like kubectl's --timeout, also
+// takes a bare number of seconds and refuses negative durations.
 type durationValue struct{ p *time.Duration }
 
 func (v durationValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		// kubectl accepts a bare number of seconds too.
 		n, nerr := strconv.Atoi(s)
 		if nerr != nil {
 			return fmt.Errorf("want a duration like 30s, 5m or 1h, got %q", s)
@@ -111,188 +93,123 @@ func (v durationValue) Set(s string) error {
 	return nil
 }
 func (v durationValue) String() string { return v.p.String() }
-
-type sliceValue struct{ p *[]string }
-
-func (v sliceValue) Set(s string) error { *v.p = append(*v.p, s); return nil }
-func (v sliceValue) String() string     { return strings.Join(*v.p, ",") }
+func (v durationValue) Type() string   { return "duration" }
 
 func (fs *flagSet) stringVar(p *string, long, short, def, usage string) {
-	*p = def
-	fs.add(&flagDef{long: long, short: short, usage: usage, value: stringValue{p}, argName: "string", defText: def})
+	fs.flags().StringVarP(p, long, short, def, usage)
 }
 
 func (fs *flagSet) boolVar(p *bool, long, short string, def bool, usage string) {
 	*p = def
-	dt := ""
-	if def {
-		dt = "true"
-	}
-	fs.add(&flagDef{long: long, short: short, usage: usage, value: boolValue{p}, isBool: true, defText: dt})
+	f := fs.flags().VarPF(boolValue{p}, long, short, usage)
+	f.NoOptDefVal = "true"
 }
 
 func (fs *flagSet) durationVar(p *time.Duration, long, short string, def time.Duration, usage string) {
 	*p = def
-	fs.add(&flagDef{long: long, short: short, usage: usage, value: durationValue{p}, argName: "duration", defText: def.String()})
+	fs.flags().VarP(durationValue{p}, long, short, usage)
 }
 
+// sliceVar is a repeatable flag; unlike pflag's StringSlice it never splits
+// a value at commas (-e A=1,2 is one variable).
 func (fs *flagSet) sliceVar(p *[]string, long, short, usage string) {
-	fs.add(&flagDef{long: long, short: short, usage: usage, value: sliceValue{p}, argName: "string"})
+	fs.flags().StringArrayVarP(p, long, short, nil, usage)
 }
 
-// optStringVar is a string flag whose value is optional: given bare it takes noOpt.
+// optStringVar is a string flag whose value is optional: given bare it takes
+// noOpt, and it never takes the next argument as its value.
 func (fs *flagSet) optStringVar(p *string, long, def, noOpt, usage string) {
-	*p = def
-	fs.add(&flagDef{long: long, usage: usage, value: stringValue{p}, noOptVal: noOpt, argName: "string", defText: def})
+	fs.flags().StringVar(p, long, def, usage)
+	fs.flags().Lookup(long).NoOptDefVal = noOpt
 }
 
-// takesValue says whether a flag consumes the next argument when given
-// without "=value". Unknown flags are reported as false.
-func (fs *flagSet) takesValue(tok string) bool {
-	var d *flagDef
-	if strings.HasPrefix(tok, "--") {
-		if strings.Contains(tok, "=") {
-			return false
-		}
-		d = fs.long[tok[2:]]
-	} else {
-		if len(tok) != 2 {
-			// -oyaml carries its value; -it clusters booleans.
-			return false
-		}
-		d = fs.short[tok[1:]]
-	}
-	return d != nil && !d.isBool && d.noOptVal == ""
-}
-
-func (fs *flagSet) unknown(flag string) error {
-	if fs.cmd == "" {
-		return usagef("unknown flag %s; see 'msbctl --help'", flag)
-	}
-	return usagef("unknown flag %s for %q; see 'msbctl %s --help'", flag, fs.cmd, fs.cmd)
-}
-
-func (fs *flagSet) set(d *flagDef, name, val string) error {
-	if fs.seen == nil {
-		fs.seen = map[string]bool{}
-	}
-	fs.seen[d.long] = true
-	if err := d.value.Set(val); err != nil {
-		return usagef("invalid value for %s: %v; see 'msbctl %s --help'", name, err, fs.cmd)
-	}
-	return nil
-}
-
-// parse reads args, setting flags and collecting positional arguments.
+// parse parses args as cobra does before running the command, then applies
+// finish; tests use it to check the command line alone.
 func (fs *flagSet) parse(args []string) error {
-	fs.pos = nil
-	fs.dashAt = -1
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if fs.stopAfter > 0 && len(fs.pos) >= fs.stopAfter {
-			if a == "--" {
-				fs.dashAt = len(fs.pos)
-				i++
-			}
-			fs.pos = append(fs.pos, args[i:]...)
-			return nil
-		}
-		switch {
-		case a == "--":
-			fs.dashAt = len(fs.pos)
-			fs.pos = append(fs.pos, args[i+1:]...)
-			return nil
-		case a == "-" || !strings.HasPrefix(a, "-"):
-			fs.pos = append(fs.pos, a)
-		case strings.HasPrefix(a, "--"):
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			d := fs.long[name]
-			if d == nil {
-				return fs.unknown("--" + name)
-			}
-			switch {
-			case hasVal:
-			case d.isBool:
-				val = "true"
-			case d.noOptVal != "":
-				val = d.noOptVal
-			case i+1 < len(args):
-				i++
-				val = args[i]
-			default:
-				return usagef("flag --%s needs a value; see 'msbctl %s --help'", name, fs.cmd)
-			}
-			if err := fs.set(d, "--"+name, val); err != nil {
-				return err
-			}
-		default:
-			// Short flags: -o yaml, -o=yaml, -oyaml, -it.
-			rest := a[1:]
-			for rest != "" {
-				name := rest[:1]
-				rest = rest[1:]
-				d := fs.short[name]
-				if d == nil {
-					return fs.unknown("-" + name)
-				}
-				if d.isBool {
-					val := "true"
-					if strings.HasPrefix(rest, "=") {
-						val, rest = rest[1:], ""
-					}
-					if err := fs.set(d, "-"+name, val); err != nil {
-						return err
-					}
-					continue
-				}
-				val := strings.TrimPrefix(rest, "=")
-				rest = ""
-				if val == "" {
-					if i+1 >= len(args) {
-						return usagef("flag -%s needs a value; see 'msbctl %s --help'", name, fs.cmd)
-					}
-					i++
-					val = args[i]
-				}
-				if err := fs.set(d, "-"+name, val); err != nil {
-					return err
-				}
-			}
-		}
+	fs.raw = args
+	if err := fs.cmd.ParseFlags(args); err != nil {
+		return fs.usageErr(err)
 	}
+	return fs.finish(fs.flags().Args())
+}
+
+// finish takes the positional arguments cobra parsed out. For exec, cobra
+// (told not to intersperse) stopped at the sandbox name; the flags between
+// it and the command are parsed here.
+func (fs *flagSet) finish(args []string) error {
+	fs.pos = args
+	if !fs.endsAtCommand || len(args) == 0 || fs.flags().ArgsLenAtDash() >= 0 {
+		return nil
+	}
+	if err := fs.flags().Parse(args[1:]); err != nil {
+		return fs.usageErr(err)
+	}
+	fs.pos = append([]string{args[0]}, fs.flags().Args()...)
 	return nil
 }
 
 // changed reports whether the flag named long was given.
-func (fs *flagSet) changed(long string) bool { return fs.seen[long] }
+func (fs *flagSet) changed(long string) bool { return fs.flags().Changed(long) }
 
 // args returns the positional arguments.
 func (fs *flagSet) args() []string { return fs.pos }
 
-// printDefaults writes the flag table of a help page.
-func (fs *flagSet) printDefaults(w io.Writer) {
-	defs := append([]*flagDef(nil), fs.defs...)
-	sort.SliceStable(defs, func(i, j int) bool { return defs[i].long < defs[j].long })
-	for _, d := range defs {
-		name := "    "
-		if d.short != "" {
-			name = "-" + d.short + ", "
-		}
-		name += "--" + d.long
-		if !d.isBool {
-			if d.noOptVal != "" {
-				name += "[=" + d.argName + "]"
-			} else {
-				name += " " + d.argName
-			}
-		}
-		usage := d.usage
-		switch {
-		case d.isBool && d.defText == "true", d.argName == "duration" && d.defText != "":
-			usage += fmt.Sprintf(" (default %s)", d.defText)
-		case !d.isBool && d.defText != "":
-			usage += fmt.Sprintf(" (default %q)", d.defText)
-		}
-		fmt.Fprintf(w, "  %-32s %s\n", name, usage)
+// usageErr words one of pflag's parse errors as msbctl's usage errors.
+func (fs *flagSet) usageErr(err error) error { return flagError(fs.name, fs.raw, err) }
+
+// flagError words one of pflag's parse errors, met parsing raw for command
+// cmd ("" for msbctl itself), as msbctl's usage errors always read.
+func flagError(cmd string, raw []string, err error) error {
+	var (
+		notExist *pflag.NotExistError
+		noValue  *pflag.ValueRequiredError
+		invalid  *pflag.InvalidValueError
+		syntax   *pflag.InvalidSyntaxError
+	)
+	see := "see 'msbctl --help'"
+	if cmd != "" {
+		see = fmt.Sprintf("see 'msbctl %s --help'", cmd)
 	}
+	switch {
+	case errors.As(err, &notExist):
+		name := "--" + notExist.GetSpecifiedName()
+		if notExist.GetSpecifiedShortnames() != "" {
+			name = "-" + notExist.GetSpecifiedName()
+		}
+		return unknownFlag(cmd, name)
+	case errors.As(err, &noValue):
+		name := "--" + noValue.GetSpecifiedName()
+		if noValue.GetSpecifiedShortnames() != "" {
+			name = "-" + noValue.GetSpecifiedName()
+		}
+		return usagef("flag %s needs a value; %s", name, see)
+	case errors.As(err, &invalid):
+		return usagef("invalid value for %s: %v; %s", spelling(raw, invalid.GetFlag()), errors.Unwrap(invalid), see)
+	case errors.As(err, &syntax):
+		return unknownFlag(cmd, syntax.GetSpecifiedFlag())
+	}
+	return usagef("%v; %s", err, see)
+}
+
+func unknownFlag(cmd, flag string) error {
+	if cmd == "" {
+		return usagef("unknown flag %s; see 'msbctl --help'", flag)
+	}
+	return usagef("unknown flag %s for %q; see 'msbctl %s --help'", flag, cmd, cmd)
+}
+
+// spelling is how f was written in raw: -w or --watch.
+func spelling(raw []string, f *pflag.Flag) string {
+	for _, a := range raw {
+		if a == "--" {
+			break
+		}
+		if a == "--"+f.Name || strings.HasPrefix(a, "--"+f.Name+"=") {
+			return "--" + f.Name
+		}
+	}
+	if f.Shorthand != "" {
+		return "-" + f.Shorthand
+	}
+	return "--" + f.Name
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -28,30 +30,50 @@ func (o *getOptions) flags() *flagSet {
 	return fs
 }
 
-var getCommand = &command{
-	name:    "get",
-	summary: "list objects or show some by name",
-	usage:   "get KIND [NAME...] | KIND/NAME... [-o table|wide|yaml|json|name] [-l SELECTOR] [-n NS | -A] [-w]",
-	help: `Examples:
-  msbctl get sandboxes
-  msbctl get sb web -o yaml
-  msbctl get sb/web netpol/pypi
-  msbctl get sb -l app=agent -A -o wide
-  msbctl get sb -w`,
-	flags: func() *flagSet { return new(getOptions).flags() },
-	run:   runGet,
-}
-
-func runGet(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newGetCommand(e *env) *cobra.Command {
 	o := &getOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
+	cmd := fs.cmd
+	cmd.Use = "get KIND [NAME...] | KIND/NAME... [-o table|wide|yaml|json|name] [-l SELECTOR] [-n NS | -A] [-w]"
+	cmd.Short = "List objects or show some by name"
+	cmd.Long = `List the objects of one resource type, or show some by name.
+
+Tables show the most useful columns; -o wide adds more, and -o yaml or json
+prints the objects whole (Secret values are never shown). With -w, get keeps
+printing every change after the list until interrupted.`
+	cmd.Example = `  # List the sandboxes of the default namespace
+  msbctl get sandboxes
+
+  # Show one sandbox as YAML
+  msbctl get sb web -o yaml
+
+  # Show objects of different kinds by KIND/NAME
+  msbctl get sb/web netpol/pypi
+
+  # List the sandboxes labelled app=agent in every namespace, with more columns
+  msbctl get sb -l app=agent -A -o wide
+
+  # Watch sandboxes change
+  msbctl get sb -w`
+	cmd.ValidArgsFunction = completeRefs(&o.globalOptions, allKinds)
+	cmd.RegisterFlagCompletionFunc("output", fixedValues(outTable, outWide, outYAML, outJSON, outName))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runGet(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+// allKinds are the resource types get and describe take.
+var allKinds = []string{v1alpha1.KindSandbox, v1alpha1.KindNetworkPolicy, v1alpha1.KindSecret, v1alpha1.KindEvent}
+
+// writableKinds are those delete and wait take: Events come and go by themselves.
+var writableKinds = []string{v1alpha1.KindSandbox, v1alpha1.KindNetworkPolicy, v1alpha1.KindSecret}
+
+func runGet(ctx context.Context, c *client.Client, o *getOptions, args []string, stdout, stderr io.Writer) int {
 	if err := checkOutput(o.output); err != nil {
 		return fail(stderr, err)
 	}
-	kind, refs, err := parseRefs(fs.args())
+	kind, refs, err := parseRefs(args)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -231,25 +253,34 @@ func (o *eventsOptions) flags() *flagSet {
 	return fs
 }
 
-var eventsCommand = &command{
-	name:    "events",
-	summary: "list events, oldest first",
-	usage:   "events [-n NS | -A] [--for KIND/NAME] [-w]",
-	help: `Examples:
-  msbctl events
-  msbctl events --for sandbox/web -w`,
-	flags: func() *flagSet { return new(eventsOptions).flags() },
-	run:   runEvents,
-}
-
-func runEvents(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
+func newEventsCommand(e *env) *cobra.Command {
 	o := &eventsOptions{}
 	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	if len(fs.args()) > 0 {
-		return usageFail(stderr, "events", "unexpected argument %q (use --for KIND/NAME to pick an object)", fs.args()[0])
+	cmd := fs.cmd
+	cmd.Use = "events [-n NS | -A] [--for KIND/NAME] [-w]"
+	cmd.Short = "List events, oldest first"
+	cmd.Long = `List the events msbd recorded (a sandbox started, an image failed to pull, a
+volume is exposed...), oldest first. --for keeps those about one object; -w
+keeps printing new ones until interrupted.`
+	cmd.Example = `  # List the events of the default namespace
+  msbctl events
+
+  # Follow what happens to one sandbox
+  msbctl events --for sandbox/web -w`
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	cmd.RegisterFlagCompletionFunc("for", func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return completeKindName(c.Context(), &o.globalOptions, writableKinds, nil, toComplete)
+	})
+	cmd.RegisterFlagCompletionFunc("output", fixedValues(outTable, outYAML, outJSON, outName))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runEvents(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+func runEvents(ctx context.Context, c *client.Client, o *eventsOptions, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		return usageFail(stderr, "events", "unexpected argument %q (use --for KIND/NAME to pick an object)", args[0])
 	}
 	if err := checkOutput(o.output); err != nil {
 		return fail(stderr, err)

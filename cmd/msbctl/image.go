@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
@@ -34,34 +36,94 @@ func (o *imageOptions) flags() *flagSet {
 	return fs
 }
 
-var imageCommand = &command{
-	name:    "image",
-	summary: "pull, list, remove and prune images",
-	usage:   "image pull REF [--policy Always|IfNotPresent] | image ls [-o table|json|yaml|name] | image rm REF... | image prune",
-	help: `Subcommands:
+func newImageCommand(e *env) *cobra.Command {
+	o := &imageOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "image pull REF [--policy Always|IfNotPresent] | image ls [-o table|json|yaml|name] | image rm REF... | image prune"
+	cmd.Short = "Pull, list, remove and prune images"
+	cmd.Long = `Manage the images msbd holds.
+
+Subcommands:
   pull REF     pull an image into msbd's store, showing progress per layer
   ls           list the images msbd holds and how many sandboxes use each (also: msbctl images)
   rm REF...    forget images; an image a sandbox uses is refused (delete the sandbox first)
   prune        remove the layers and blobs no image uses; never a layer of an image in use
 
 REF is written as in a Sandbox's spec.image: python:3.12-slim, ghcr.io/org/tool@sha256:...
-rm also takes a canonical name or a manifest digest (sha256:...).
-
-Examples:
+rm also takes a canonical name or a manifest digest (sha256:...).`
+	cmd.Example = `  # Pull an image before any sandbox needs it
   msbctl image pull python:3.12-slim
+
+  # List the images as JSON
   msbctl image ls -o json
+
+  # Forget an image
   msbctl image rm python:3.12-slim
-  msbctl image prune`,
-	flags: func() *flagSet { return new(imageOptions).flags() },
-	run:   runImage,
+
+  # Free the space of layers no image uses
+  msbctl image prune`
+	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		switch {
+		case len(args) == 0:
+			return cobra.FixedCompletions([]cobra.Completion{
+				cobra.CompletionWithDesc("pull", "pull an image into msbd's store"),
+				cobra.CompletionWithDesc("ls", "list the images msbd holds"),
+				cobra.CompletionWithDesc("rm", "forget images"),
+				cobra.CompletionWithDesc("prune", "remove the layers and blobs no image uses"),
+			}, noFiles)(c, args, toComplete)
+		case args[0] == "rm" || args[0] == "remove":
+			return imageRefs(c.Context(), &o.globalOptions, args[1:], toComplete), noFiles
+		}
+		return nil, noFiles
+	}
+	cmd.RegisterFlagCompletionFunc("policy", fixedValues("Always", "IfNotPresent", "Never"))
+	cmd.RegisterFlagCompletionFunc("output", fixedValues(outTable, outJSON, outYAML, outName))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runImage(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
 }
 
-var imagesCommand = &command{
-	name:    "images",
-	summary: "list images (same as image ls)",
-	usage:   "images [-o table|json|yaml|name]",
-	flags:   func() *flagSet { return new(imagesOptions).flags() },
-	run:     runImages,
+func newImagesCommand(e *env) *cobra.Command {
+	o := &imagesOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "images [-o table|json|yaml|name]"
+	cmd.Short = "List images (same as image ls)"
+	cmd.Long = `List the images msbd holds and how many sandboxes use each: the same as
+"msbctl image ls".`
+	cmd.Example = `  # List the images
+  msbctl images
+
+  # Only their references
+  msbctl images -o name`
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	cmd.RegisterFlagCompletionFunc("output", fixedValues(outTable, outJSON, outYAML, outName))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		if len(args) > 0 {
+			return usageFail(e.stderr, "images", "unexpected argument %q", args[0])
+		}
+		return imageList(ctx, c, o.output, e.stdout, e.stderr)
+	})
+	return cmd
+}
+
+// imageRefs completes the images rm may remove, asking msbd which it holds.
+func imageRefs(ctx context.Context, g *globalOptions, skip []string, toComplete string) []cobra.Completion {
+	ctx, cancel := completionContext(ctx)
+	defer cancel()
+	list, err := g.client().Images(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []cobra.Completion
+	for _, i := range list {
+		if strings.HasPrefix(i.Ref, toComplete) && !slices.Contains(skip, i.Ref) {
+			out = append(out, i.Ref)
+		}
+	}
+	return out
 }
 
 type imagesOptions struct {
@@ -76,32 +138,14 @@ func (o *imagesOptions) flags() *flagSet {
 	return fs
 }
 
-func runImages(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &imagesOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	if len(fs.args()) > 0 {
-		return usageFail(stderr, "images", "unexpected argument %q", fs.args()[0])
-	}
-	return imageList(ctx, c, o.output, stdout, stderr)
-}
-
-func runImage(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &imageOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
-	pos := fs.args()
+func runImage(ctx context.Context, c *client.Client, o *imageOptions, pos []string, stdout, stderr io.Writer) int {
 	if len(pos) == 0 {
 		return usageFail(stderr, "image", "say what to do: pull, ls, rm or prune")
 	}
 	sub, rest := pos[0], pos[1:]
 	// Flags belong to one subcommand each.
 	for flag, owner := range map[string]string{"policy": "pull", "output": "ls"} {
-		if fs.changed(flag) && sub != owner && !(owner == "ls" && sub == "list") {
+		if o.changed(flag) && sub != owner && !(owner == "ls" && sub == "list") {
 			return usageFail(stderr, "image", "--%s is a flag of image %s, not of image %s", flag, owner, sub)
 		}
 	}

@@ -1,6 +1,8 @@
 // Command msbctl is the command-line client of msbd, shaped like kubectl:
-// apply, get, describe, delete, diff, wait, logs, exec, events, image and version.
-// It talks to msbd only through package client, over the API socket.
+// apply, get, describe, delete, diff, wait, logs, exec, events, image,
+// version and completion. It talks to msbd only through package client, over
+// the API socket. Commands, flags, help and shell completion are cobra's and
+// pflag's; msbctl keeps its own error wording and exit codes on top of them.
 package main
 
 import (
@@ -10,9 +12,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"msb.dev/msb/client"
 )
@@ -33,44 +36,13 @@ const (
 // stdinReader is what "-f -" and "exec -i" read; tests replace it.
 var stdinReader io.Reader = os.Stdin
 
-// runFunc runs one command: args are everything after the command name,
-// flags included (global ones too); it returns the process exit code.
-type runFunc func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int
-
-type command struct {
-	name    string
-	aliases []string
-	summary string
-	usage   string // synopsis after "msbctl "
-	help    string // description and examples
-	flags   func() *flagSet
-	run     runFunc
-	// interruptible commands end on SIGINT; exec forwards it instead.
-	forwardsSignals bool
-}
-
-var commands []*command
-
-func init() {
-	commands = []*command{
-		applyCommand, getCommand, describeCommand, deleteCommand, diffCommand,
-		waitCommand, logsCommand, execCommand, eventsCommand, versionCommand,
-		imageCommand, imagesCommand,
-	}
-}
-
-func lookupCommand(name string) *command {
-	for _, c := range commands {
-		if c.name == name {
-			return c
-		}
-		for _, a := range c.aliases {
-			if a == name {
-				return c
-			}
-		}
-	}
-	return nil
+// commands builds every command of msbctl, in the order of no importance
+// (help lists them sorted). Each run of msbctl builds a fresh tree, so flag
+// values never leak from one run to the next (tests run many in one process).
+var commands = []func(*env) *cobra.Command{
+	newApplyCommand, newGetCommand, newDescribeCommand, newDeleteCommand, newDiffCommand,
+	newWaitCommand, newLogsCommand, newExecCommand, newEventsCommand, newVersionCommand,
+	newImageCommand, newImagesCommand, newCompletionCommand,
 }
 
 // globalOptions are accepted by every command, before or after its name.
@@ -78,13 +50,28 @@ type globalOptions struct {
 	socket        string
 	namespace     string
 	allNamespaces bool
+	fs            *flagSet // the flags these were registered in, for changed
 }
 
 func (g *globalOptions) register(fs *flagSet) {
+	g.fs = fs
 	fs.stringVar(&g.socket, "socket", "", "", "path of the msbd API socket (env MSB_SOCKET; default "+client.DefaultSocket+")")
 	fs.stringVar(&g.namespace, "namespace", "n", "default", "namespace to work in")
 	fs.boolVar(&g.allNamespaces, "all-namespaces", "A", false, "work across all namespaces")
+	for _, name := range globalFlagNames {
+		fs.flags().SetAnnotation(name, globalAnnotation, []string{"true"})
+	}
+	fs.cmd.RegisterFlagCompletionFunc("namespace", completeNamespaces(g))
 }
+
+// globalFlagNames are the flags globalOptions registers; help lists them
+// apart, under "Global Flags".
+var globalFlagNames = []string{"socket", "namespace", "all-namespaces"}
+
+const globalAnnotation = "msbctl/global"
+
+// changed reports whether the flag named long was given on the command line.
+func (g *globalOptions) changed(long string) bool { return g.fs != nil && g.fs.changed(long) }
 
 // listNamespace is the namespace to list in: "" across all.
 func (g *globalOptions) listNamespace() string {
@@ -93,6 +80,8 @@ func (g *globalOptions) listNamespace() string {
 	}
 	return g.namespace
 }
+
+func (g *globalOptions) client() *client.Client { return client.New(socketPath(g.socket)) }
 
 func socketPath(flag string) string {
 	if flag != "" {
@@ -108,59 +97,122 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// env is where one run of msbctl writes, and the command line it was given.
+type env struct {
+	stdout, stderr io.Writer
+	args           []string
+}
+
+// exitCode carries a command's exit code out of cobra, which knows only errors.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// runFunc runs one command on its positional arguments (flags are parsed
+// into its options already) and returns the process exit code.
+type runFunc func(ctx context.Context, c *client.Client, args []string) int
+
+// action adapts a runFunc to cobra's RunE: it finishes the flags (exec's),
+// answers --help, connects the client and, unless the command forwards
+// signals itself (exec), lets ^C and SIGTERM cancel ctx.
+func (e *env) action(fs *flagSet, g *globalOptions, forwardsSignals bool, run runFunc) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		fs.raw = e.args
+		if err := fs.finish(args); err != nil {
+			return err
+		}
+		if fs.help {
+			cmd.HelpFunc()(cmd, nil)
+			return nil
+		}
+		ctx := cmd.Context()
+		if !forwardsSignals {
+			var stop context.CancelFunc
+			ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+		}
+		if code := run(ctx, g.client(), fs.args()); code != exitOK {
+			return exitCode(code)
+		}
+		return nil
+	}
+}
+
 // run is msbctl as a function, so tests can drive it in-process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	idx := findCommand(args)
+	e := &env{stdout: stdout, stderr: stderr, args: args}
+	root := newRootCommand(e)
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		// The shell asks for completions: cobra reads that command line as is.
+		return e.execute(ctx, root, args)
+	}
+	idx := findCommandIn(root, args)
 	if idx < 0 {
 		for _, a := range args {
 			if a == "--" {
 				break
 			}
 			if a == "-h" || a == "--help" {
-				printMainHelp(stdout)
+				printHelp(stdout, root)
 				return exitOK
 			}
 		}
 		if len(args) == 0 {
-			printMainHelp(stdout)
+			printHelp(stdout, root)
 			return exitOK
 		}
 		fmt.Fprintln(stderr, "error: no command given; see 'msbctl --help'")
 		return exitUsage
 	}
 	name := args[idx]
-	rest := append(append([]string(nil), args[:idx]...), args[idx+1:]...)
-	if name == "help" {
-		return runHelp(rest, stdout, stderr)
-	}
-	cmd := lookupCommand(name)
-	if cmd == nil {
+	if lookupCommand(root, name) == nil {
 		fmt.Fprintf(stderr, "error: unknown command %q; see 'msbctl --help' for the list of commands\n", name)
 		return exitUsage
 	}
-	// Parse once here for --socket and usage errors; the command parses again.
-	fs := cmd.flags()
-	if err := fs.parse(rest); err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return exitUsage
-	}
-	if fs.help {
-		printCommandHelp(stdout, cmd)
+	// Global flags may come before the command's name; cobra wants the name
+	// first and parses every flag with the command's own set, which has them.
+	rest := append(append([]string{name}, args[:idx]...), args[idx+1:]...)
+	e.args = rest
+	return e.execute(ctx, root, rest)
+}
+
+// execute runs the command line args on root and turns what comes back
+// into msbctl's exit code and error message.
+func (e *env) execute(ctx context.Context, root *cobra.Command, args []string) int {
+	root.SetArgs(args)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetIn(stdinReader)
+	_, err := root.ExecuteContextC(ctx)
+	var code exitCode
+	switch {
+	case err == nil:
 		return exitOK
+	case errors.As(err, &code):
+		return int(code)
 	}
-	c := client.New(socketPath(fs.long["socket"].value.String()))
-	if !cmd.forwardsSignals {
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
+	fmt.Fprintf(e.stderr, "error: %v\n", err)
+	return exitUsage
+}
+
+func lookupCommand(root *cobra.Command, name string) *cobra.Command {
+	for _, c := range root.Commands() {
+		if c.Name() == name || c.HasAlias(name) {
+			return c
+		}
 	}
-	return cmd.run(ctx, c, rest, stdout, stderr)
+	return nil
 }
 
 // findCommand returns the index of the command name in args: the first
 // positional argument, skipping flags and their values. -1 if there is none.
 func findCommand(args []string) int {
-	all := allFlags()
+	return findCommandIn(newRootCommand(&env{stdout: io.Discard, stderr: io.Discard}), args)
+}
+
+// findCommandIn is findCommand for the commands under root. A flag is looked
+// up in every command, since any command's flags may come before its name.
+func findCommandIn(root *cobra.Command, args []string) int {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -169,10 +221,11 @@ func findCommand(args []string) int {
 		if a == "-" || !strings.HasPrefix(a, "-") {
 			return i
 		}
-		if all.takesValue(a) && i+1 < len(args) {
+		takes, boolSomewhere := flagShape(root, a)
+		if takes && i+1 < len(args) {
 			// A flag that is boolean for some commands (-w, -f) is taken as
 			// boolean when a command name follows it.
-			if (lookupCommand(args[i+1]) != nil || args[i+1] == "help") && all.boolSomewhere(a) {
+			if lookupCommand(root, args[i+1]) != nil && boolSomewhere {
 				continue
 			}
 			i++
@@ -181,55 +234,27 @@ func findCommand(args []string) int {
 	return -1
 }
 
-// unionFlags knows every flag of every command, to find the command name.
-type unionFlags struct{ sets []*flagSet }
-
-func allFlags() unionFlags {
-	var u unionFlags
-	for _, c := range commands {
-		u.sets = append(u.sets, c.flags())
+// flagShape says whether tok, a flag given without "=value", takes the next
+// argument as its value in some command, and whether it is boolean in some.
+// -oyaml carries its value and -it clusters booleans: neither takes one.
+func flagShape(root *cobra.Command, tok string) (takesValue, isBool bool) {
+	if strings.Contains(tok, "=") || (!strings.HasPrefix(tok, "--") && len(tok) != 2) {
+		return false, false
 	}
-	return u
-}
-
-func (u unionFlags) takesValue(tok string) bool {
-	for _, fs := range u.sets {
-		if fs.takesValue(tok) {
-			return true
+	for _, c := range root.Commands() {
+		var f = c.Flags().Lookup(strings.TrimPrefix(tok, "--"))
+		if !strings.HasPrefix(tok, "--") {
+			f = c.Flags().ShorthandLookup(tok[1:])
+		}
+		switch {
+		case f == nil:
+		case f.NoOptDefVal == "":
+			takesValue = true
+		case f.Value.Type() == "bool":
+			isBool = true
 		}
 	}
-	return false
-}
-
-func (u unionFlags) boolSomewhere(tok string) bool {
-	for _, fs := range u.sets {
-		var d *flagDef
-		if strings.HasPrefix(tok, "--") {
-			d = fs.long[tok[2:]]
-		} else if len(tok) == 2 {
-			d = fs.short[tok[1:]]
-		}
-		if d != nil && d.isBool {
-			return true
-		}
-	}
-	return false
-}
-
-// parseFlags parses a command's args; ok is false when the command must
-// return code at once (help was asked for, or the command line is wrong).
-func parseFlags(fs *flagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
-	if err := fs.parse(args); err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return exitUsage, false
-	}
-	if fs.help {
-		if cmd := lookupCommand(fs.cmd); cmd != nil {
-			printCommandHelp(stdout, cmd)
-		}
-		return exitOK, false
-	}
-	return exitOK, true
+	return takesValue, isBool
 }
 
 func usageFail(stderr io.Writer, cmd string, format string, a ...any) int {
@@ -252,64 +277,4 @@ func fail(stderr io.Writer, err error) int {
 		}
 	}
 	return exitFail
-}
-
-func printMainHelp(w io.Writer) {
-	fmt.Fprint(w, `msbctl controls msbd, the sandbox controller.
-
-Usage:
-  msbctl [global flags] COMMAND [args] [flags]
-
-Commands:
-`)
-	cmds := append([]*command(nil), commands...)
-	sort.SliceStable(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
-	for _, c := range cmds {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(w, "  %-10s %s\n", "help", "show help for a command")
-	fmt.Fprint(w, `
-Global flags (before or after the command):
-`)
-	fs := newFlagSet("")
-	var g globalOptions
-	g.register(fs)
-	fs.printDefaults(w)
-	fmt.Fprint(w, `
-Resource types: sandbox (sandboxes, sb), networkpolicy (networkpolicies, netpol),
-secret (secrets), event (events, ev). KIND/NAME works wherever a name does.
-
-Exit codes: 0 success, 1 failure, 2 usage error; exec exits with the command's code.
-Use "msbctl COMMAND --help" for more about a command.
-`)
-}
-
-func printCommandHelp(w io.Writer, c *command) {
-	fmt.Fprintf(w, "%s\n\nUsage:\n  msbctl %s\n", c.summary, c.usage)
-	if c.help != "" {
-		fmt.Fprintf(w, "\n%s\n", strings.TrimRight(c.help, "\n"))
-	}
-	fmt.Fprint(w, "\nFlags:\n")
-	c.flags().printDefaults(w)
-	fmt.Fprint(w, "\nExit codes: 0 success, 1 failure, 2 usage error.\n")
-}
-
-func runHelp(args []string, stdout, stderr io.Writer) int {
-	var names []string
-	for _, a := range args {
-		if !strings.HasPrefix(a, "-") {
-			names = append(names, a)
-		}
-	}
-	if len(names) == 0 {
-		printMainHelp(stdout)
-		return exitOK
-	}
-	c := lookupCommand(names[0])
-	if c == nil {
-		fmt.Fprintf(stderr, "error: unknown command %q; see 'msbctl --help' for the list of commands\n", names[0])
-		return exitUsage
-	}
-	printCommandHelp(stdout, c)
-	return exitOK
 }

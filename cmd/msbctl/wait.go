@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 )
@@ -28,19 +30,35 @@ func (o *waitOptions) flags() *flagSet {
 	return fs
 }
 
-var waitCommand = &command{
-	name:    "wait",
-	summary: "wait until objects meet a condition or are deleted",
-	usage:   "wait KIND/NAME... | KIND NAME... [--for=condition=Ready|--for=delete|--for=jsonpath='{.status.phase}'=Running] [--timeout=30s]",
-	help: `Examples:
-  msbctl wait sb/web --for=condition=Ready --timeout=2m
-  msbctl wait sb/web --for=condition=Ready=False
-  msbctl wait sb/web --for=delete
-  msbctl wait sb/job --for=jsonpath='{.status.phase}'=Succeeded
+func newWaitCommand(e *env) *cobra.Command {
+	o := &waitOptions{}
+	fs := o.flags()
+	cmd := fs.cmd
+	cmd.Use = "wait KIND/NAME... | KIND NAME... [--for=condition=Ready|--for=delete|--for=jsonpath='{.status.phase}'=Running] [--timeout=30s]"
+	cmd.Short = "Wait until objects meet a condition or are deleted"
+	cmd.Long = `Wait until every named object meets a condition: a condition of its status
+(Ready by default), its deletion, or a field's value. It checks after every
+change msbd reports, so it returns as soon as the condition holds.
 
-On timeout it exits 1 with "error: timed out waiting for the condition on sandboxes/NAME".`,
-	flags: func() *flagSet { return new(waitOptions).flags() },
-	run:   runWait,
+On timeout it exits 1 with "error: timed out waiting for the condition on sandboxes/NAME".`
+	cmd.Example = `  # Wait up to two minutes for a sandbox to be Ready
+  msbctl wait sb/web --for=condition=Ready --timeout=2m
+
+  # Wait until a condition is False
+  msbctl wait sb/web --for=condition=Ready=False
+
+  # Wait until a sandbox is gone
+  msbctl wait sb/web --for=delete
+
+  # Wait until a job-like sandbox has finished
+  msbctl wait sb/job --for=jsonpath='{.status.phase}'=Succeeded`
+	cmd.ValidArgsFunction = completeRefs(&o.globalOptions, writableKinds)
+	cmd.RegisterFlagCompletionFunc("for", fixedValues("condition=Ready", "condition=Ready=False", "delete",
+		"jsonpath={.status.phase}=Running", "jsonpath={.status.phase}=Succeeded"))
+	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
+		return runWait(ctx, c, o, args, e.stdout, e.stderr)
+	})
+	return cmd
 }
 
 // waitCond is what wait checks after every change: met reports whether obj
@@ -214,17 +232,12 @@ func timeoutError(stderr io.Writer, kind v1alpha1.KindInfo, name string) {
 	fmt.Fprintf(stderr, "error: timed out waiting for the condition on %s/%s\n", kind.Plural, name)
 }
 
-func runWait(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) int {
-	o := &waitOptions{}
-	fs := o.flags()
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-		return code
-	}
+func runWait(ctx context.Context, c *client.Client, o *waitOptions, args []string, stdout, stderr io.Writer) int {
 	cond, err := parseWaitFor(o.forCond)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	_, refs, err := parseRefs(fs.args())
+	_, refs, err := parseRefs(args)
 	if err != nil {
 		return fail(stderr, err)
 	}
