@@ -599,9 +599,11 @@ func TestLogs(t *testing.T) {
 		t.Fatal("follow did not end with its context")
 	}
 
-	// Following ends when the sandbox is deleted.
-	go func() { done <- e.client.Logs(ctx, "default", "app", true, io.Discard) }()
-	time.Sleep(200 * time.Millisecond)
+	// Following ends when the sandbox is deleted. The delete comes once the
+	// follow has printed the log so far, so it is known to be following.
+	out = &syncBuffer{}
+	go func() { done <- e.client.Logs(ctx, "default", "app", true, out) }()
+	waitFor(t, func() bool { return strings.HasSuffix(out.String(), "rotated 1\n") }, "the second follow to start")
 	if err := deleteNow(e, e.client, ctx, "app"); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +17,15 @@ import (
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 	"msb.dev/msb/vmdriver/agent"
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
+
+// TestMain removes the msb-agent that agenttest built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	agenttest.Cleanup()
+	os.Exit(code)
+}
 
 // startAgent builds and runs the real msb-agent with --dir (not as PID 1) and
 // returns its agent socket once it is ready.
@@ -30,12 +39,7 @@ func startAgent(t *testing.T, dir string) string {
 // agent (SIGTERM, then SIGKILL of its process group).
 func startAgentStoppable(t *testing.T, dir string) (string, func()) {
 	t.Helper()
-	bin := filepath.Join(dir, "msb-agent")
-	build := exec.Command("go", "build", "-o", bin, "msb.dev/msb/cmd/msb-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build msb-agent: %v\n%s", err, out)
-	}
+	bin := agenttest.Build(t)
 	adir := filepath.Join(dir, "agent")
 	if err := os.MkdirAll(adir, 0o700); err != nil {
 		t.Fatal(err)
@@ -141,15 +145,16 @@ func TestExecAgent(t *testing.T) {
 		t.Fatalf("exec tty: code %d err %v stdout %q", code, err, stdout.String())
 	}
 
-	// Resize and signals reach the process.
-	pr, pw := io.Pipe()
+	// Resize and signals reach the process. The command itself waits until its
+	// terminal's size changes, so nothing here depends on how long the resize
+	// takes to arrive.
 	out := &syncBuffer{}
 	resize := make(chan v1alpha1.WindowSize, 1)
 	done := make(chan error, 1)
 	go func() {
 		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{
-			Command: []string{"sh", "-c", "stty size; read x; stty size"}, TTY: true, Rows: 10, Cols: 20,
-			Stdin: pr, Stdout: out, Resize: resize,
+			Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "10 20" ]; do sleep 0.01; done; stty size`},
+			TTY:     true, Rows: 10, Cols: 20, Stdout: out, Resize: resize,
 		})
 		if err == nil && code != 0 {
 			err = fmt.Errorf("exit code %d", code)
@@ -158,25 +163,26 @@ func TestExecAgent(t *testing.T) {
 	}()
 	waitFor(t, func() bool { return strings.Contains(out.String(), "10 20\r\n") }, "first size")
 	resize <- v1alpha1.WindowSize{Rows: 44, Cols: 88}
-	time.Sleep(100 * time.Millisecond)
-	pw.Write([]byte("\n"))
-	waitFor(t, func() bool { return strings.Contains(out.String(), "44 88\r\n") }, "size after resize")
 	if err := <-done; err != nil {
 		t.Fatalf("exec with resize: %v", err)
 	}
-	pw.Close()
+	if got := out.String(); got != "10 20\r\n44 88\r\n" {
+		t.Fatalf("sizes before and after the resize: %q, want \"10 20\\r\\n44 88\\r\\n\"", got)
+	}
 
+	// The signal is sent once the command has started (it says so).
 	signals := make(chan syscall.Signal, 1)
+	started := &syncBuffer{}
 	go func() {
 		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{
-			Command: []string{"sleep", "100"}, Signals: signals,
+			Command: []string{"sh", "-c", "echo started; exec sleep 100"}, Stdout: started, Signals: signals,
 		})
 		if err == nil && code != 128+int(syscall.SIGTERM) {
 			err = fmt.Errorf("exit code %d, want %d", code, 128+int(syscall.SIGTERM))
 		}
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, func() bool { return started.String() == "started\n" }, "the command to start")
 	signals <- syscall.SIGTERM
 	select {
 	case err := <-done:
@@ -212,18 +218,24 @@ func TestExecStdinBackpressure(t *testing.T) {
 	e.rt.setAgentSock(startAgent(t, e.dir))
 	flood := func() io.Reader { return io.LimitReader(zeroReader{}, 64<<20) }
 
+	// The signal is sent once the command has started and the client has taken
+	// msbd's whole initial stdin grant from its input (it reads only what it
+	// may send), so the signal queues behind a full window of unread stdin.
 	signals := make(chan syscall.Signal, 1)
 	done := make(chan error, 1)
+	started := &syncBuffer{}
+	stdin := &countingReader{r: flood()}
 	go func() {
 		code, err := e.client.Exec(ctx, "default", "box", client.ExecOptions{
-			Command: []string{"sleep", "1000"}, Stdin: flood(), Signals: signals,
+			Command: []string{"sh", "-c", "echo started; exec sleep 1000"}, Stdin: stdin, Stdout: started, Signals: signals,
 		})
 		if err == nil && code != 128+int(syscall.SIGTERM) {
 			err = fmt.Errorf("exit code %d, want %d", code, 128+int(syscall.SIGTERM))
 		}
 		done <- err
 	}()
-	time.Sleep(500 * time.Millisecond) // the window is full by now
+	waitFor(t, func() bool { return started.String() == "started\n" }, "the command to start")
+	waitFor(t, func() bool { return stdin.n.Load() >= v1alpha1.StdinWindow }, "the client to send a whole stdin window")
 	signals <- syscall.SIGTERM
 	select {
 	case err := <-done:
@@ -242,10 +254,22 @@ func TestExecStdinBackpressure(t *testing.T) {
 		})
 		done <- err
 	}()
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, func() bool { return processWithArgs("sleep", "777") }, "the command to start")
 	cancel()
 	<-done
 	waitFor(t, func() bool { return !processWithArgs("sleep", "777") }, "the command of a client that hung up to end")
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 type zeroReader struct{}

@@ -17,6 +17,7 @@ import (
 	"msb.dev/msb/apiserver"
 	"msb.dev/msb/client"
 	"msb.dev/msb/store"
+	"msb.dev/msb/store/storetest"
 )
 
 // fakeRuntime points every sandbox at directories the test controls.
@@ -114,10 +115,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	st, err := store.Open(filepath.Join(dir, "msb.db"), store.WithSecretKeyFile(filepath.Join(dir, "secrets.key")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	e := &env{
 		dir:     dir,
 		socket:  filepath.Join(dir, "run", "msbd.sock"),
@@ -145,7 +143,6 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() {
 		ts.CloseClientConnections()
 		ts.Close()
-		st.Close()
 	})
 	e.client = client.New(e.socket)
 	return e
