@@ -219,7 +219,7 @@ func BenchmarkImageFirstVsCached(b *testing.B) {
 	d := startDaemon(b, "--log-level", "warn")
 	var first, cached []time.Duration
 	for i := 0; i < b.N; i++ {
-		ref, _ := reg.push(b, fmt.Sprintf("bench/img%d:v1", i), layeredBusybox(b, 4, fmt.Sprint(i)))
+		ref, _ := reg.Push(b, fmt.Sprintf("bench/img%d:v1", i), layeredBusybox(b, 4, fmt.Sprint(i)))
 		for j, out := range []*[]time.Duration{&first, &cached} {
 			name := fmt.Sprintf("i%d-%d", i, j)
 			t0 := time.Now()
@@ -239,7 +239,7 @@ func BenchmarkImageFirstVsCached(b *testing.B) {
 func BenchmarkDiskTenSandboxes(b *testing.B) {
 	reg := newRegistry(b)
 	d := startDaemon(b, "--log-level", "warn")
-	ref, _ := reg.push(b, "disk/image:v1", layeredBusybox(b, 4, "d"))
+	ref, _ := reg.Push(b, "disk/image:v1", layeredBusybox(b, 4, "d"))
 	for i := 0; i < b.N; i++ {
 		var docs []string
 		for j := 0; j < 10; j++ {
