@@ -15,6 +15,7 @@ import (
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/images"
 	"msb.dev/msb/store"
+	"msb.dev/msb/store/storetest"
 	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/drivertest"
 )
@@ -105,15 +106,15 @@ type harness struct {
 
 	mu       sync.Mutex
 	requeued []string
+	// requeuedCh is closed (and replaced) at every requeue: waiters wake
+	// on it instead of polling.
+	requeuedCh chan struct{}
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "msb.db"), store.WithSecretKeyFile(filepath.Join(dir, "keys", "secrets.key")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	h := &harness{t: t, dir: dir, st: st, drv: drivertest.NewFake("fake", "container"), imgs: newFakeImages()}
 	h.layer = h.mkLayer("base", nil)
 	h.imgs.set(&images.Image{
@@ -132,7 +133,6 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(func() {
 		h.r.Close()
 		h.ev.Close()
-		st.Close()
 	})
 	return h
 }
@@ -163,6 +163,10 @@ func (h *harness) requeue(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.requeued = append(h.requeued, key)
+	if h.requeuedCh != nil {
+		close(h.requeuedCh)
+	}
+	h.requeuedCh = make(chan struct{})
 }
 
 // reconcileReturns reconciles name and fails unless Reconcile returns nil
@@ -195,14 +199,26 @@ func (h *harness) requeueCount(name string) int {
 
 // waitRequeued waits until name was requeued more than before times; what
 // says what that requeue stands for when it never comes.
+// The 10s bound only keeps a broken reconciler from hanging the suite.
 func (h *harness) waitRequeued(name string, before int, what string) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.requeueCount(name) <= before {
-		if time.Now().After(deadline) {
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		h.mu.Lock()
+		if h.requeuedCh == nil {
+			h.requeuedCh = make(chan struct{})
+		}
+		next := h.requeuedCh
+		h.mu.Unlock()
+		if h.requeueCount(name) > before {
+			return
+		}
+		select {
+		case <-next:
+		case <-timeout.C:
 			h.t.Fatal(what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

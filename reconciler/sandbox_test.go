@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -181,73 +182,74 @@ func TestSandboxRestartBackoff(t *testing.T) {
 		{v1alpha1.RestartOnFailure, 3},
 		{v1alpha1.RestartAlways, 0},
 	} {
+		// In a synctest bubble time is the bubble's: the back-off is
+		// checked to the nanosecond, without sleeping it out.
 		t.Run(string(tc.policy), func(t *testing.T) {
-			h := newHarness(t)
-			sb := h.create("svc", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = tc.policy })
-			id := sb.Metadata.UID
-			h.mustReconcile("svc")
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				sb := h.create("svc", func(sb *v1alpha1.Sandbox) { sb.Spec.RestartPolicy = tc.policy })
+				id := sb.Metadata.UID
+				h.mustReconcile("svc")
 
-			// delay before restart n+1, as the condition message prints it.
-			delays := []string{"50ms", "100ms", "200ms", "200ms"}
-			for i, delay := range delays {
-				h.exit(id, tc.code)
-				h.drv.Reset()
+				// delay before restart n+1, as the condition message prints it.
+				delays := []string{"50ms", "100ms", "200ms", "200ms"}
+				for i, delay := range delays {
+					h.exit(id, tc.code)
+					h.drv.Reset()
 
-				seen := time.Now()
-				res := h.mustReconcile("svc")
-				wantCalls(t, "exit seen", h.drv.Mutations())
-				d, _ := time.ParseDuration(delay)
-				if res.RequeueAfter <= 0 || res.RequeueAfter > d {
-					t.Fatalf("restart %d: RequeueAfter = %v, want in (0, %v]", i+1, res.RequeueAfter, d)
-				}
-				got := h.get("svc")
-				wantPhase(t, got, v1alpha1.PhaseRunning) // as in CrashLoopBackOff
-				wantExitCode(t, got, int32(tc.code))
-				c := wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonBackOff)
-				wantMsg := "Back-off " + delay + " restarting sandbox (exit code " + string(rune('0'+tc.code)) + ")"
-				if c.Message != wantMsg {
-					t.Fatalf("restart %d: Ready message %q, want %q", i+1, c.Message, wantMsg)
-				}
-				if got.Status.RestartCount != int32(i) {
-					t.Fatalf("restartCount = %d, want %d", got.Status.RestartCount, i)
-				}
+					res := h.mustReconcile("svc")
+					wantCalls(t, "exit seen", h.drv.Mutations())
+					d, _ := time.ParseDuration(delay)
+					if res.RequeueAfter != d {
+						t.Fatalf("restart %d: RequeueAfter = %v, want %v", i+1, res.RequeueAfter, d)
+					}
+					got := h.get("svc")
+					wantPhase(t, got, v1alpha1.PhaseRunning) // as in CrashLoopBackOff
+					wantExitCode(t, got, int32(tc.code))
+					c := wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonBackOff)
+					wantMsg := "Back-off " + delay + " restarting sandbox (exit code " + string(rune('0'+tc.code)) + ")"
+					if c.Message != wantMsg {
+						t.Fatalf("restart %d: Ready message %q, want %q", i+1, c.Message, wantMsg)
+					}
+					if got.Status.RestartCount != int32(i) {
+						t.Fatalf("restartCount = %d, want %d", got.Status.RestartCount, i)
+					}
 
-				// Before the delay is over nothing happens, and BackOff is
-				// told once per exit. (Checked only while well inside the
-				// delay, so a slow machine cannot make it flaky.)
-				if time.Since(seen) < d/2 {
+					// Before the delay is over nothing happens, and BackOff is
+					// told once per exit.
+					time.Sleep(d - time.Nanosecond)
+					if res := h.mustReconcile("svc"); res.RequeueAfter != time.Nanosecond {
+						t.Fatalf("restart %d: RequeueAfter = %v a nanosecond before the back-off ends", i+1, res.RequeueAfter)
+					}
+					wantCalls(t, "during back-off", h.drv.Mutations())
+					msgs := h.eventMessages("svc", ReasonBackOff)
+					if n := h.eventCount("svc", ReasonBackOff); n != i+1 || !slices.Contains(msgs, wantMsg) {
+						t.Fatalf("BackOff events %q (%d in all), want %d, one %q", msgs, n, i+1, wantMsg)
+					}
+
+					time.Sleep(time.Nanosecond)
 					h.mustReconcile("svc")
-					if time.Since(seen) < d {
-						wantCalls(t, "during back-off", h.drv.Mutations())
+					wantCalls(t, "back-off over", h.drv.Mutations(), "Delete(false)", "Create", "Start")
+					got = h.get("svc")
+					wantPhase(t, got, v1alpha1.PhaseRunning)
+					wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
+					if got.Status.RestartCount != int32(i+1) || got.Status.ExitCode != nil || got.Status.FinishedAt != nil {
+						t.Fatalf("after restart %d: restartCount %d exitCode %s finishedAt %v, want %d, nil, nil",
+							i+1, got.Status.RestartCount, ptrString(got.Status.ExitCode), got.Status.FinishedAt, i+1)
+					}
+					if got := h.boxStatus(id); got != vmdriver.StatusRunning {
+						t.Fatalf("sandbox is %q after the restart", got)
 					}
 				}
-				msgs := h.eventMessages("svc", ReasonBackOff)
-				if n := h.eventCount("svc", ReasonBackOff); n != i+1 || !slices.Contains(msgs, wantMsg) {
-					t.Fatalf("BackOff events %q (%d in all), want %d, one %q", msgs, n, i+1, wantMsg)
+				started := h.eventMessages("svc", ReasonStarted)
+				want := []string{"Started sandbox", "Restarted sandbox (restart 1)", "Restarted sandbox (restart 2)", "Restarted sandbox (restart 3)", "Restarted sandbox (restart 4)"}
+				if !slices.Equal(started, want) {
+					t.Errorf("Started events %q, want %q", started, want)
 				}
-
-				time.Sleep(res.RequeueAfter)
-				h.mustReconcile("svc")
-				wantCalls(t, "back-off over", h.drv.Mutations(), "Delete(false)", "Create", "Start")
-				got = h.get("svc")
-				wantPhase(t, got, v1alpha1.PhaseRunning)
-				wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
-				if got.Status.RestartCount != int32(i+1) || got.Status.ExitCode != nil || got.Status.FinishedAt != nil {
-					t.Fatalf("after restart %d: restartCount %d exitCode %s finishedAt %v, want %d, nil, nil",
-						i+1, got.Status.RestartCount, ptrString(got.Status.ExitCode), got.Status.FinishedAt, i+1)
+				if n := h.eventCount("svc", ReasonCreated); n != 1 {
+					t.Errorf("Created events: %d, want 1 (a restart re-uses the sandbox)", n)
 				}
-				if got := h.boxStatus(id); got != vmdriver.StatusRunning {
-					t.Fatalf("sandbox is %q after the restart", got)
-				}
-			}
-			started := h.eventMessages("svc", ReasonStarted)
-			want := []string{"Started sandbox", "Restarted sandbox (restart 1)", "Restarted sandbox (restart 2)", "Restarted sandbox (restart 3)", "Restarted sandbox (restart 4)"}
-			if !slices.Equal(started, want) {
-				t.Errorf("Started events %q, want %q", started, want)
-			}
-			if n := h.eventCount("svc", ReasonCreated); n != 1 {
-				t.Errorf("Created events: %d, want 1 (a restart re-uses the sandbox)", n)
-			}
+			})
 		})
 	}
 }
@@ -1150,16 +1152,17 @@ func TestSandboxSlowStopsInSequence(t *testing.T) {
 	got := h.get("web")
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSuspended)
 	wantPhase(t, got, v1alpha1.PhaseRunning)
+	before := h.requeueCount("web")
 	close(gate)
-	deadline := time.Now().Add(10 * time.Second)
-	for wantSuspended := false; !wantSuspended; {
+	for range 3 { // the stop's requeue, then at most the exit watcher's
+		h.waitRequeued("web", before, "the stop never requeued the sandbox")
+		before = h.requeueCount("web")
 		h.mustReconcile("web")
-		wantSuspended = h.get("web").Status.Phase == v1alpha1.PhaseSuspended
-		if time.Now().After(deadline) {
-			t.Fatal("never Suspended after its stop ended")
+		if h.get("web").Status.Phase == v1alpha1.PhaseSuspended {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	t.Fatal("never Suspended after its stop ended")
 }
 
 // A panic is told as an event on its sandbox, but not on one that is gone
