@@ -58,7 +58,10 @@ func newFlagSet(name string) *flagSet {
 
 func (fs *flagSet) flags() *pflag.FlagSet { return fs.cmd.Flags() }
 
-// boolValue is a bool flag whose bad values are reported as msbctl always did.
+// boolValue is a bool flag whose bad values are reported as msbctl always
+// did. Given bare it means true through its NoOptDefVal (see boolVar); it
+// does not claim IsBoolFlag, which would have pflag's help print every bool
+// as --flag[=true|false].
 type boolValue struct{ p *bool }
 
 func (v boolValue) Set(s string) error {
@@ -69,9 +72,8 @@ func (v boolValue) Set(s string) error {
 	*v.p = b
 	return nil
 }
-func (v boolValue) String() string   { return strconv.FormatBool(*v.p) }
-func (v boolValue) Type() string     { return "bool" } // cobra reads --help with GetBool
-func (v boolValue) IsBoolFlag() bool { return true }
+func (v boolValue) String() string { return strconv.FormatBool(*v.p) }
+func (v boolValue) Type() string   { return "bool" } // cobra reads --help with GetBool
 
 // durationValue is a duration flag that, like kubectl's --timeout, also
 // takes a bare number of seconds and refuses negative durations.
@@ -110,10 +112,20 @@ func (fs *flagSet) durationVar(p *time.Duration, long, short string, def time.Du
 	fs.flags().VarP(durationValue{p}, long, short, usage)
 }
 
-// sliceVar is a repeatable flag; unlike pflag's StringSlice it never splits
-// a value at commas (-e A=1,2 is one variable).
+// sliceValue is a repeatable flag. Unlike pflag's StringSlice it never
+// splits a value at commas (-e A=1,2 is one variable); unlike StringArray
+// its help reads "strings", as kubectl's -f does.
+type sliceValue struct{ p *[]string }
+
+func (v sliceValue) Set(s string) error       { *v.p = append(*v.p, s); return nil }
+func (v sliceValue) String() string           { return strings.Join(*v.p, ",") }
+func (v sliceValue) Type() string             { return "strings" }
+func (v sliceValue) GetSlice() []string       { return *v.p }
+func (v sliceValue) Append(s string) error    { return v.Set(s) }
+func (v sliceValue) Replace(s []string) error { *v.p = s; return nil }
+
 func (fs *flagSet) sliceVar(p *[]string, long, short, usage string) {
-	fs.flags().StringArrayVarP(p, long, short, nil, usage)
+	fs.flags().VarP(sliceValue{p}, long, short, usage)
 }
 
 // optStringVar is a string flag whose value is optional: given bare it takes
@@ -186,7 +198,9 @@ func flagError(cmd string, raw []string, err error) error {
 	case errors.As(err, &invalid):
 		return usagef("invalid value for %s: %v; %s", spelling(raw, invalid.GetFlag()), errors.Unwrap(invalid), see)
 	case errors.As(err, &syntax):
-		return unknownFlag(cmd, syntax.GetSpecifiedFlag())
+		// ---x or --=x: named as the flag before any "=".
+		name, _, _ := strings.Cut(syntax.GetSpecifiedFlag(), "=")
+		return unknownFlag(cmd, name)
 	}
 	return usagef("%v; %s", err, see)
 }

@@ -122,7 +122,8 @@ func printMainHelp(w io.Writer, root *cobra.Command) {
 			fmt.Fprintf(w, "  %-11s %s\n", c.Name(), c.Short)
 		}
 	}
-	fmt.Fprintf(w, "\nGlobal Flags (before or after the command):\n%s", root.Flags().FlagUsages())
+	_, global := splitFlags(root.Flags())
+	fmt.Fprintf(w, "\nGlobal Flags (before or after the command):\n%s", global.FlagUsages())
 	fmt.Fprint(w, `
 Resource types: sandbox (sandboxes, sb), networkpolicy (networkpolicies, netpol),
 secret (secrets), event (events, ev). KIND/NAME works wherever a name does.
@@ -133,13 +134,16 @@ Use "msbctl COMMAND --help" for more about a command.
 }
 
 // splitFlags parts a command's flags into its own and the global ones.
+// --help is left out: every page ends saying how to ask for help.
 func splitFlags(all *pflag.FlagSet) (local, global *pflag.FlagSet) {
 	local = pflag.NewFlagSet("local", pflag.ContinueOnError)
 	global = pflag.NewFlagSet("global", pflag.ContinueOnError)
 	all.VisitAll(func(f *pflag.Flag) {
-		if f.Annotations[globalAnnotation] != nil {
+		switch {
+		case f.Name == "help":
+		case f.Annotations[globalAnnotation] != nil:
 			global.AddFlag(f)
-		} else {
+		default:
 			local.AddFlag(f)
 		}
 	})
