@@ -33,7 +33,12 @@ func checkOutput(format string) error {
 }
 
 // formatAge renders a duration the way kubectl's AGE column does:
-// 45s, 2m30s, 12m, 5h10m, 20h, 3d4h, 30d, 2y.
+// 45s, 2m30s, 12m, 5h10m, 20h, 3d4h, 30d, 2y. It is the rule of
+// HumanDuration in k8s.io/apimachinery/pkg/util/duration, written out here
+// rather than imported: that package is two dozen lines, and the module
+// around it is megabytes whose requirements would join every msb binary's
+// version selection. Small duration modules (go-humanize and the like)
+// print "3 days ago", not kubectl's columns.
 func formatAge(d time.Duration) string {
 	seconds := int(d.Seconds())
 	switch {
