@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"msb.dev/msb/client"
 )
@@ -241,9 +242,12 @@ func flagShape(root *cobra.Command, tok string) (takesValue, isBool bool) {
 	if strings.Contains(tok, "=") || (!strings.HasPrefix(tok, "--") && len(tok) != 2) {
 		return false, false
 	}
+	long, isLong := strings.CutPrefix(tok, "--")
 	for _, c := range root.Commands() {
-		var f = c.Flags().Lookup(strings.TrimPrefix(tok, "--"))
-		if !strings.HasPrefix(tok, "--") {
+		var f *pflag.Flag
+		if isLong {
+			f = c.Flags().Lookup(long)
+		} else {
 			f = c.Flags().ShorthandLookup(tok[1:])
 		}
 		switch {
