@@ -331,6 +331,10 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 var stuckReasons = map[string]bool{
 	"InvalidImage": true, // a hostile or malformed image
 	"AgentMissing": true, // msbd cannot start sandboxes at all
+	// the host cannot give the isolation asked for (no KVM or libkrun for
+	// isolation: microvm, or the recorded driver is gone) until msbd restarts
+	"MicroVMUnavailable": true,
+	"DriverUnavailable":  true,
 }
 
 func readyReason(sb *v1alpha1.Sandbox) string {
