@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,30 +13,18 @@ import (
 	"time"
 
 	"msb.dev/msb/vmdriver/agent"
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
 
-var agentBin string
-
-// TestMain builds the binary the way it ships: static, no cgo.
+// TestMain removes the agent agenttest built (static, no cgo: the way it ships).
 func TestMain(m *testing.M) {
-	tmp, err := os.MkdirTemp("", "msb-agent-cmd-test")
-	if err != nil {
-		panic(err)
-	}
-	agentBin = filepath.Join(tmp, "msb-agent")
-	build := exec.Command("go", "build", "-o", agentBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build msb-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(tmp)
+	agenttest.Cleanup()
 	os.Exit(code)
 }
 
 func TestStatic(t *testing.T) {
-	f, err := elf.Open(agentBin)
+	f, err := elf.Open(agenttest.Build(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +39,7 @@ func TestStatic(t *testing.T) {
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"serve"}, {"init", "--bogus"}} {
 		var stderr bytes.Buffer
-		cmd := exec.Command(agentBin, args...)
+		cmd := exec.Command(agenttest.Build(t), args...)
 		cmd.Stderr = &stderr
 		err := cmd.Run()
 		if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(stderr.String(), "usage: msb-agent init") {
@@ -64,7 +51,7 @@ func TestUsage(t *testing.T) {
 func TestBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, agent.ConfigFile), []byte("{"), 0o600)
-	cmd := exec.Command(agentBin, "init", "--dir", dir)
+	cmd := exec.Command(agenttest.Build(t), "init", "--dir", dir)
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != agent.ExitAgentError {
 		t.Errorf("exit %d, want %d", code, agent.ExitAgentError)
@@ -101,7 +88,7 @@ func TestAsPID1(t *testing.T) {
 	if err := agent.WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(unshare, "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", agentBin, "init", "--dir", dir)
+	cmd := exec.Command(unshare, "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", agenttest.Build(t), "init", "--dir", dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

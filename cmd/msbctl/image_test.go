@@ -6,26 +6,21 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/apiserver"
 	"msb.dev/msb/client"
 	"msb.dev/msb/images"
 	"msb.dev/msb/images/imagetest"
-	"msb.dev/msb/store"
+	"msb.dev/msb/store/storetest"
 )
 
 func fixtureImages() []v1alpha1.ImageInfo {
@@ -134,40 +129,25 @@ func newImageServer(t *testing.T) (sock string, c *client.Client, push func(repo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	st, err := store.Open(filepath.Join(dir, "msb.db"), store.WithSecretKeyFile(filepath.Join(dir, "keys", "secret.key")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	imgs, err := images.New(filepath.Join(dir, "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	reg := imagetest.NewRegistry(t)
 
 	sock = filepath.Join(dir, "msbd.sock")
 	ln, err := apiserver.Listen(sock)
 	if err != nil {
-		st.Close()
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: apiserver.New(apiserver.Config{Store: st, Runtime: notRunning{}, Images: imgs})}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		st.Close()
-	})
+	t.Cleanup(func() { srv.Close() })
 	push = func(repoTag string, img v1.Image) string {
 		t.Helper()
-		ref, err := name.ParseReference(host + "/" + repoTag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img); err != nil {
-			t.Fatal(err)
-		}
-		return host + "/" + repoTag
+		ref, _ := reg.Push(t, repoTag, img)
+		return ref
 	}
 	return sock, client.New(sock), push
 }

@@ -13,7 +13,7 @@ import (
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/apiserver"
 	"msb.dev/msb/client"
-	"msb.dev/msb/store"
+	"msb.dev/msb/store/storetest"
 )
 
 // newServer serves the real API over a real store on a unix socket and
@@ -26,22 +26,15 @@ func newServer(t *testing.T) (string, *client.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	st, err := store.Open(filepath.Join(dir, "msb.db"), store.WithSecretKeyFile(filepath.Join(dir, "keys", "secret.key")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	sock := filepath.Join(dir, "msbd.sock")
 	ln, err := apiserver.Listen(sock)
 	if err != nil {
-		st.Close()
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: apiserver.New(apiserver.Config{Store: st, Runtime: notRunning{}, Version: v1alpha1.VersionInfo{Version: "test", Driver: "fake"}})}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		st.Close()
-	})
+	t.Cleanup(func() { srv.Close() })
 	return sock, client.New(sock)
 }
 
