@@ -1,11 +1,4 @@
 package seccompbpf
 
-import "golang.org/x/sys/unix"
-
-// native is AArch64. 32-bit ARM tasks report AUDIT_ARCH_ARM and are refused
-// by the architecture check.
-var native = &arch{
-	name:    "arm64",
-	audit:   unix.AUDIT_ARCH_AARCH64,
-	numbers: syscallNumbers,
-}
+// native is the architecture Compile builds filters for.
+var native = archARM64

@@ -5,5 +5,3 @@ package seccompbpf
 // native is nil: there is no syscall table for this GOARCH, and the seccomp_data
 // word order in the compiler assumes a 64-bit little-endian architecture.
 var native *arch
-
-var syscallNumbers map[string]uint32

@@ -2,13 +2,16 @@ package seccompbpf
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -47,35 +50,115 @@ var capabilities = []string{
 	"CAP_SETFCAP",
 }
 
-// defaultProfile builds the profile the container driver uses.
+// syscallNumbers is the native syscall table (nil on a GOARCH without one).
+var syscallNumbers = func() map[string]uint32 {
+	if native == nil {
+		return nil
+	}
+	return native.numbers
+}()
+
+// arches are the architectures with a syscall table; the tests that need no
+// kernel check each of them on every host.
+var arches = []*arch{archAMD64, archARM64}
+
+// requireNative skips a test that compiles for, or runs on, the native
+// architecture when this GOARCH has no syscall table.
+func requireNative(tb testing.TB) {
+	tb.Helper()
+	if !Supported() {
+		tb.Skipf("seccompbpf has syscall tables for amd64 and arm64 only; this test needs the native one and GOARCH is %s", runtime.GOARCH)
+	}
+}
+
+// sandboxSpec has the capabilities the container driver gives sandboxes, which
+// decide some of the default profile's rules.
+var sandboxSpec = &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{
+	Bounding:  capabilities,
+	Effective: capabilities,
+	Permitted: capabilities,
+}}}
+
+// seccompArch is the profile's Architectures list for a GOARCH.
+func seccompArch(goarch string) []specs.Arch {
+	switch goarch {
+	case "amd64":
+		return []specs.Arch{specs.ArchX86_64}
+	case "arm64":
+		return []specs.Arch{specs.ArchAARCH64}
+	}
+	return nil
+}
+
+// defaultProfile builds the profile the container driver uses, the way it
+// does: moby's default profile for this host.
 func defaultProfile(tb testing.TB) *specs.LinuxSeccomp {
 	tb.Helper()
-	sc, err := seccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{
-		Bounding:  capabilities,
-		Effective: capabilities,
-		Permitted: capabilities,
-	}}})
+	sc, err := seccomp.GetDefaultProfile(sandboxSpec)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	switch runtime.GOARCH {
-	case "amd64":
-		sc.Architectures = []specs.Arch{specs.ArchX86_64}
-	case "arm64":
-		sc.Architectures = []specs.Arch{specs.ArchAARCH64}
-	}
+	sc.Architectures = seccompArch(runtime.GOARCH)
 	return sc
 }
 
-func nativeAudit(tb testing.TB) uint32 {
-	switch runtime.GOARCH {
+// profileFor builds the default profile that defaultProfile builds on a host
+// of GOARCH goarch, on any host. moby keeps or drops a rule by comparing its
+// includes/excludes arches with runtime.GOARCH, so those conditions are
+// decided here for goarch and removed first; everything else (capabilities,
+// kernel version) is still moby's doing. TestProfileForMatchesMoby checks that
+// for the native architecture this is exactly defaultProfile.
+func profileFor(tb testing.TB, goarch string) *specs.LinuxSeccomp {
+	tb.Helper()
+	cfg := seccomp.DefaultProfile()
+	kept := cfg.Syscalls[:0]
+	for _, call := range cfg.Syscalls {
+		if call.Includes != nil && len(call.Includes.Arches) > 0 {
+			if !slices.Contains(call.Includes.Arches, goarch) {
+				continue
+			}
+			call.Includes.Arches = nil
+		}
+		if call.Excludes != nil && len(call.Excludes.Arches) > 0 {
+			if slices.Contains(call.Excludes.Arches, goarch) {
+				continue
+			}
+			call.Excludes.Arches = nil
+		}
+		kept = append(kept, call)
+	}
+	cfg.Syscalls = kept
+	cfg.ArchMap = nil // Architectures is set below, as defaultProfile sets it
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sc, err := seccomp.LoadProfile(string(b), sandboxSpec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sc.Architectures = seccompArch(goarch)
+	return sc
+}
+
+// auditOf is the AUDIT_ARCH_* value of an architecture, spelled out
+// independently of the package.
+func auditOf(tb testing.TB, goarch string) uint32 {
+	tb.Helper()
+	switch goarch {
 	case "amd64":
 		return 0xc000003e
 	case "arm64":
 		return 0xc00000b7
 	}
-	tb.Skipf("GOARCH %s not supported", runtime.GOARCH)
+	tb.Fatalf("no audit architecture known for %s", goarch)
 	return 0
+}
+
+func nativeAudit(tb testing.TB) uint32 {
+	tb.Helper()
+	requireNative(tb)
+	return auditOf(tb, runtime.GOARCH)
 }
 
 // data is the part of struct seccomp_data the filters look at.
@@ -158,24 +241,33 @@ func refRuleMatches(args []specs.LinuxSeccompArg, d data) bool {
 	return true
 }
 
-func refNames(r specs.LinuxSyscall, nr uint32) bool {
+func refNames(r specs.LinuxSyscall, numbers map[string]uint32, nr uint32) bool {
 	for _, n := range r.Names {
-		if num, ok := syscallNumbers[n]; ok && num == nr {
+		if num, ok := numbers[n]; ok && num == nr {
 			return true
 		}
 	}
 	return false
 }
 
-// reference evaluates the profile on d by walking its definition.
+// reference evaluates the profile on d by walking its definition, for the
+// native architecture.
 func reference(tb testing.TB, p *specs.LinuxSeccomp, d data) uint32 {
-	if d.arch != nativeAudit(tb) {
+	requireNative(tb)
+	return referenceOn(tb, p, native, d)
+}
+
+// referenceOn is reference for architecture a; only a's name and syscall table
+// are used, the rest is spelled out here.
+func referenceOn(tb testing.TB, p *specs.LinuxSeccomp, a *arch, d data) uint32 {
+	if d.arch != auditOf(tb, a.name) {
 		return retKillProcess
 	}
-	if runtime.GOARCH == "amd64" && d.nr == 0xffffffff {
+	x32 := a.name == "amd64" // x86_64's entry also serves x32 numbers
+	if x32 && d.nr == 0xffffffff {
 		return refAction(p.DefaultAction, p.DefaultErrnoRet)
 	}
-	if runtime.GOARCH == "amd64" && d.nr >= 0x40000000 {
+	if x32 && d.nr >= 0x40000000 {
 		return retKillProcess
 	}
 	def := refAction(p.DefaultAction, p.DefaultErrnoRet)
@@ -186,7 +278,7 @@ func reference(tb testing.TB, p *specs.LinuxSeccomp, d data) uint32 {
 		highest, any := uint32(0), false
 		for _, r := range p.Syscalls {
 			for _, n := range r.Names {
-				if num, ok := syscallNumbers[n]; ok && (!any || num > highest) {
+				if num, ok := a.numbers[n]; ok && (!any || num > highest) {
 					highest, any = num, true
 				}
 			}
@@ -199,14 +291,14 @@ func reference(tb testing.TB, p *specs.LinuxSeccomp, d data) uint32 {
 	// profiles where another rule disagrees with it).
 	for _, r := range p.Syscalls {
 		act := refAction(r.Action, r.ErrnoRet)
-		if act != def && len(r.Args) == 0 && refNames(r, d.nr) {
+		if act != def && len(r.Args) == 0 && refNames(r, a.numbers, d.nr) {
 			return act
 		}
 	}
 	// Otherwise the first conditional rule that matches, in profile order.
 	for _, r := range p.Syscalls {
 		act := refAction(r.Action, r.ErrnoRet)
-		if act != def && len(r.Args) > 0 && refNames(r, d.nr) && refRuleMatches(r.Args, d) {
+		if act != def && len(r.Args) > 0 && refNames(r, a.numbers, d.nr) && refRuleMatches(r.Args, d) {
 			return act
 		}
 	}
@@ -259,10 +351,14 @@ func (v *vm) run(tb testing.TB, d data) uint32 {
 
 func mustCompile(tb testing.TB, p *specs.LinuxSeccomp) ([]unix.SockFilter, stats) {
 	tb.Helper()
-	if !Supported() {
-		tb.Skipf("GOARCH %s not supported", runtime.GOARCH)
-	}
-	prog, st, err := compile(p, native)
+	requireNative(tb)
+	return compileFor(tb, p, native)
+}
+
+// compileFor compiles p for architecture a, on any host.
+func compileFor(tb testing.TB, p *specs.LinuxSeccomp, a *arch) ([]unix.SockFilter, stats) {
+	tb.Helper()
+	prog, st, err := compile(p, a)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -315,27 +411,72 @@ func argPatterns() [][6]uint64 {
 	return out
 }
 
+// TestDefaultProfileMatchesReference runs the default profile of each
+// architecture, compiled for it, against the reference on every syscall number
+// below 1024 with many argument vectors. It needs no kernel, so both
+// architectures are checked on any host.
 func TestDefaultProfileMatchesReference(t *testing.T) {
-	p := defaultProfile(t)
-	prog, st := mustCompile(t, p)
-	t.Logf("default profile: %d instructions, %d intervals, tree depth %d, %d argument blocks, %d relaxation jumps",
-		st.insns, st.intervals, st.depth, st.blocks, st.trampolines)
-	v := newVM(t, prog)
-	audit := nativeAudit(t)
-	patterns := argPatterns()
-	counts := map[uint32]int{}
-	for nr := uint32(0); nr < 1024; nr++ {
-		for _, args := range patterns {
-			d := data{nr: nr, arch: audit, args: args}
-			got, want := v.run(t, d), reference(t, p, d)
-			if got != want {
-				t.Fatalf("syscall %s args %#x: filter returns %#x, reference %#x", syscallName(nr), args, got, want)
+	for _, a := range arches {
+		t.Run(a.name, func(t *testing.T) {
+			p := profileFor(t, a.name)
+			prog, st := compileFor(t, p, a)
+			t.Logf("default profile: %d instructions, %d intervals, tree depth %d, %d argument blocks, %d relaxation jumps",
+				st.insns, st.intervals, st.depth, st.blocks, st.trampolines)
+			v := newVM(t, prog)
+			audit := auditOf(t, a.name)
+			patterns := argPatterns()
+			counts := map[uint32]int{}
+			for nr := uint32(0); nr < 1024; nr++ {
+				for _, args := range patterns {
+					d := data{nr: nr, arch: audit, args: args}
+					got, want := v.run(t, d), referenceOn(t, p, a, d)
+					if got != want {
+						t.Fatalf("syscall %d args %#x: filter returns %#x, reference %#x", nr, args, got, want)
+					}
+					counts[got]++
+				}
 			}
-			counts[got]++
-		}
+			if counts[retAllow] == 0 || counts[retErrno|1] == 0 || counts[retErrno|uint32(unix.ENOSYS)] == 0 {
+				t.Fatalf("outcomes %v: expected allow, EPERM and ENOSYS", counts)
+			}
+		})
 	}
-	if counts[retAllow] == 0 || counts[retErrno|1] == 0 || counts[retErrno|uint32(unix.ENOSYS)] == 0 {
-		t.Fatalf("outcomes %v: expected allow, EPERM and ENOSYS", counts)
+}
+
+// TestProfileForMatchesMoby: profileFor, which the golden and reference tests
+// use to get another architecture's profile, gives exactly moby's own profile
+// for the native architecture.
+func TestProfileForMatchesMoby(t *testing.T) {
+	requireNative(t)
+	got, want := profileFor(t, runtime.GOARCH), defaultProfile(t)
+	gb, _ := json.MarshalIndent(got, "", " ")
+	wb, _ := json.MarshalIndent(want, "", " ")
+	if string(gb) != string(wb) {
+		t.Fatalf("profileFor(%s) differs from moby's default profile:\n%s", runtime.GOARCH, lineDiff(string(wb), string(gb)))
+	}
+	if len(got.Syscalls) == 0 {
+		t.Fatal("empty profile")
+	}
+}
+
+// TestREADMEFilterFigures: the README states the size of the default filter on
+// amd64 (the architecture its measurements were made on) and the most compares a
+// syscall costs; they must be what the compiler produces, so they cannot drift.
+func TestREADMEFilterFigures(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatalf("read the README: %v", err)
+	}
+	m := regexp.MustCompile(`(\d+) BPF instructions, a balanced search: at most (\d+) compares per syscall`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal(`README.md no longer says "N BPF instructions, a balanced search: at most M compares per syscall"; keep the figures and this test together`)
+	}
+	_, st := compileFor(t, profileFor(t, "amd64"), archAMD64)
+	if got := fmt.Sprint(st.insns); string(m[1]) != got {
+		t.Errorf("README.md says %s BPF instructions; the default amd64 filter has %s", m[1], got)
+	}
+	if got := fmt.Sprint(st.depth); string(m[2]) != got {
+		t.Errorf("README.md says at most %s compares per syscall; the search tree's depth is %s", m[2], got)
 	}
 }
 
@@ -432,9 +573,7 @@ func TestForeignArchAndX32(t *testing.T) {
 // TestWithoutX32 compiles for an architecture without the x32 ABI (as arm64
 // is), using this build's table, so that path runs on amd64 hosts too.
 func TestWithoutX32(t *testing.T) {
-	if !Supported() {
-		t.Skip("GOARCH not supported")
-	}
+	requireNative(t)
 	a := *native
 	a.x32 = false
 	p := defaultProfile(t)
@@ -696,9 +835,7 @@ func checkRandomInputs(t *testing.T, r *rand.Rand, p *specs.LinuxSeccomp, v *vm,
 }
 
 func TestRandomProfiles(t *testing.T) {
-	if !Supported() {
-		t.Skip("GOARCH not supported")
-	}
+	requireNative(t)
 	names := tableNames()
 	iterations := 300
 	if testing.Short() {
@@ -715,9 +852,7 @@ func TestRandomProfiles(t *testing.T) {
 // TestLongJumps uses profiles big enough that conditional jumps cannot reach
 // their targets directly and must be relaxed.
 func TestLongJumps(t *testing.T) {
-	if !Supported() {
-		t.Skip("GOARCH not supported")
-	}
+	requireNative(t)
 	names := tableNames()
 	r := rand.New(rand.NewPCG(7, 7))
 
@@ -819,9 +954,7 @@ func TestAssemblerRelaxation(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	if !Supported() {
-		t.Skip("GOARCH not supported")
-	}
+	requireNative(t)
 	p := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
 	for i := range 200 {
 		args := make([]specs.LinuxSeccompArg, 6)
@@ -1017,9 +1150,7 @@ func TestCompileErrors(t *testing.T) {
 			{Names: []string{"getppid"}, Action: specs.ActLog, Args: arg(0, specs.OpEqualTo)}}}, "conflicts"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if !Supported() {
-				t.Skip("GOARCH not supported")
-			}
+			requireNative(t)
 			prog, err := Compile(c.p)
 			if err == nil {
 				t.Fatalf("compiled to %d instructions, want an error", len(prog))
@@ -1033,9 +1164,7 @@ func TestCompileErrors(t *testing.T) {
 
 // TestSyscallTable checks the generated table against x/sys constants.
 func TestSyscallTable(t *testing.T) {
-	if !Supported() {
-		t.Skip("GOARCH not supported")
-	}
+	requireNative(t)
 	for name, nr := range map[string]int{
 		"read": unix.SYS_READ, "write": unix.SYS_WRITE, "getpid": unix.SYS_GETPID, "getppid": unix.SYS_GETPPID,
 		"clone": unix.SYS_CLONE, "clone3": unix.SYS_CLONE3, "personality": unix.SYS_PERSONALITY,
@@ -1048,13 +1177,18 @@ func TestSyscallTable(t *testing.T) {
 			t.Errorf("%s: table has %d (present %v), x/sys has %d", name, got, ok, nr)
 		}
 	}
-	// Names whose x/sys constant only some architectures have.
-	for name, nr := range map[string]map[string]uint32{
-		"amd64": {"newfstatat": 262, "_sysctl": 156, "arch_prctl": 158},
-		"arm64": {"newfstatat": 79},
-	}[runtime.GOARCH] {
-		if got, ok := syscallNumbers[name]; !ok || got != nr {
-			t.Errorf("%s: table has %d (present %v), want %d", name, got, ok, nr)
+	// Numbers of every table (not only the native one), spelled out.
+	for _, a := range arches {
+		for name, nr := range map[string]map[string]uint32{
+			"amd64": {"read": 0, "getpid": 39, "clone": 56, "newfstatat": 262, "_sysctl": 156, "arch_prctl": 158, "clone3": 435, "mseal": 462},
+			"arm64": {"read": 63, "getpid": 172, "clone": 220, "newfstatat": 79, "clone3": 435, "mseal": 462},
+		}[a.name] {
+			if got, ok := a.numbers[name]; !ok || got != nr {
+				t.Errorf("%s %s: table has %d (present %v), want %d", a.name, name, got, ok, nr)
+			}
+		}
+		if _, ok := a.numbers["arch_prctl"]; ok != (a.name == "amd64") {
+			t.Errorf("%s: arch_prctl present %v; only amd64 has it", a.name, ok)
 		}
 	}
 	// Every name the default profile lists for this architecture and that
@@ -1082,13 +1216,13 @@ func TestSyscallTable(t *testing.T) {
 // committed files, so an x/sys upgrade without `go generate` fails.
 func TestGeneratedTablesCurrent(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the go command")
+		t.Skip("-short: this test runs the go command (go run gen.go)")
 	}
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
 		if _, err := os.Stat(goCmd); err != nil {
-			t.Skip("go command not found")
+			t.Skipf("no go command in PATH or in %s, so gen.go cannot be run", filepath.Join(runtime.GOROOT(), "bin"))
 		}
 	}
 	dir := t.TempDir()
@@ -1096,7 +1230,7 @@ func TestGeneratedTablesCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go run gen.go: %v\n%s", err, out)
 	}
-	for _, f := range []string{"zsysnum_amd64.go", "zsysnum_arm64.go"} {
+	for _, f := range []string{"zsysnum.go"} {
 		want, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -1113,9 +1247,7 @@ func TestGeneratedTablesCurrent(t *testing.T) {
 
 func BenchmarkCompileDefault(b *testing.B) {
 	p := defaultProfile(b)
-	if !Supported() {
-		b.Skip("GOARCH not supported")
-	}
+	requireNative(b)
 	var n int
 	for b.Loop() {
 		prog, err := Compile(p)
@@ -1167,57 +1299,63 @@ func TestENOSYSStub(t *testing.T) {
 
 // TestDefaultProfileGolden pins what the sandboxes' profile does to every
 // syscall number (zero arguments; syscalls with argument rules are marked),
-// in testdata/default_GOARCH.golden. A change to the profile, the syscall
-// table (an x/sys upgrade) or the compiler shows up there in review.
-// Regenerate with MSB_UPDATE_GOLDEN=1 go test -run TestDefaultProfileGolden.
+// in testdata/default_GOARCH.golden, for amd64 and arm64 alike, on any host
+// (the profile is built and compiled for each architecture; the x/net/bpf
+// interpreter runs it). A change to the profile, a syscall table (an x/sys
+// upgrade) or the compiler shows up there in review. Regenerate with
+// MSB_UPDATE_GOLDEN=1 go test -run TestDefaultProfileGolden.
 func TestDefaultProfileGolden(t *testing.T) {
-	path := filepath.Join("testdata", "default_"+runtime.GOARCH+".golden")
-	p := defaultProfile(t)
-	prog, _ := mustCompile(t, p)
-	v := newVM(t, prog)
-	names := map[uint32]string{}
-	for n, nr := range syscallNumbers {
-		names[nr] = n
-	}
-	conditional := map[string]bool{}
-	for _, r := range p.Syscalls {
-		if len(r.Args) > 0 {
-			for _, n := range r.Names {
-				conditional[n] = true
+	for _, a := range arches {
+		t.Run(a.name, func(t *testing.T) {
+			path := filepath.Join("testdata", "default_"+a.name+".golden")
+			p := profileFor(t, a.name)
+			prog, _ := compileFor(t, p, a)
+			v := newVM(t, prog)
+			names := map[uint32]string{}
+			for n, nr := range a.numbers {
+				names[nr] = n
 			}
-		}
-	}
-	var highest uint32
-	for nr := range names {
-		highest = max(highest, nr)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# seccomp outcome of the default sandbox profile on %s, zero arguments\n", runtime.GOARCH)
-	for nr := uint32(0); nr <= highest+1; nr++ {
-		name := names[nr]
-		if name == "" {
-			name = "-"
-		}
-		out := outcomeName(v.run(t, data{nr: nr, arch: nativeAudit(t)}))
-		if conditional[name] {
-			out += " (argument rules)"
-		}
-		fmt.Fprintf(&b, "%4d %-24s %s\n", nr, name, out)
-	}
-	if os.Getenv("MSB_UPDATE_GOLDEN") != "" {
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("no %s: generate it with MSB_UPDATE_GOLDEN=1", path)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(want) != b.String() {
-		t.Fatalf("the default profile's outcomes changed; review, then regenerate %s with MSB_UPDATE_GOLDEN=1:\n%s", path, lineDiff(string(want), b.String()))
+			conditional := map[string]bool{}
+			for _, r := range p.Syscalls {
+				if len(r.Args) > 0 {
+					for _, n := range r.Names {
+						conditional[n] = true
+					}
+				}
+			}
+			var highest uint32
+			for nr := range names {
+				highest = max(highest, nr)
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "# seccomp outcome of the default sandbox profile on %s, zero arguments\n", a.name)
+			for nr := uint32(0); nr <= highest+1; nr++ {
+				name := names[nr]
+				if name == "" {
+					name = "-"
+				}
+				out := outcomeName(v.run(t, data{nr: nr, arch: auditOf(t, a.name)}))
+				if conditional[name] {
+					out += " (argument rules)"
+				}
+				fmt.Fprintf(&b, "%4d %-24s %s\n", nr, name, out)
+			}
+			if os.Getenv("MSB_UPDATE_GOLDEN") != "" {
+				if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("no %s: generate it with MSB_UPDATE_GOLDEN=1 go test -run TestDefaultProfileGolden, review and commit it", path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(want) != b.String() {
+				t.Fatalf("the default profile's outcomes changed; review, then regenerate %s with MSB_UPDATE_GOLDEN=1:\n%s", path, lineDiff(string(want), b.String()))
+			}
+		})
 	}
 }
 

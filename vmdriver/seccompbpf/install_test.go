@@ -66,9 +66,7 @@ func seccompAvailable() string {
 // the child's key=value results.
 func runHelper(t *testing.T, mode string, p *specs.LinuxSeccomp) (map[string]string, string, error) {
 	t.Helper()
-	if !Supported() {
-		t.Skipf("GOARCH %s not supported", runtime.GOARCH)
-	}
+	requireNative(t)
 	if why := seccompAvailable(); why != "" {
 		t.Skipf("seccomp unavailable: %s", why)
 	}
@@ -157,7 +155,7 @@ func TestInstallDefaultProfile(t *testing.T) {
 // TestInstallKillsX32 checks that an x32 syscall kills the whole process.
 func TestInstallKillsX32(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
-		t.Skip("x32 exists on amd64 only")
+		t.Skipf("the x32 ABI exists only on an x86_64 kernel entry; GOARCH is %s", runtime.GOARCH)
 	}
 	res, out, err := runHelper(t, "x32", defaultProfile(t))
 	var exitErr *exec.ExitError
@@ -194,7 +192,7 @@ func TestInstallTSYNCFailure(t *testing.T) {
 func TestHelperProcess(t *testing.T) {
 	mode := os.Getenv(helperModeEnv)
 	if mode == "" {
-		t.Skip("only runs as the child of the kernel tests")
+		t.Skip("not a test of its own: the kernel tests run it as their child process, with " + helperModeEnv + " set")
 	}
 	helper(mode, os.Getenv(helperProgEnv))
 	os.Exit(0)

@@ -68,7 +68,7 @@ const (
 // with this bit set in the syscall number.
 const x32SyscallBit = 0x40000000
 
-// arch describes the native architecture.
+// arch describes an architecture the compiler can build filters for.
 type arch struct {
 	name    string
 	audit   uint32 // AUDIT_ARCH_* reported in seccomp_data.arch
