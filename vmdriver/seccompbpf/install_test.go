@@ -353,7 +353,7 @@ func helper(mode, path string) {
 			}
 		}
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // a timer under the filter; its length is not checked
 		say("runtime", map[bool]string{true: "ok", false: "failed"}[ok])
 	case "x32":
 		// getpid through the x32 ABI: the filter must kill the process.
