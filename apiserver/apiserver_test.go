@@ -485,7 +485,10 @@ func TestEvents(t *testing.T) {
 		if err := e.store.RecordEvent(ref, v1alpha1.EventNormal, ev.reason, "about "+ev.name); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond) // distinct FirstSeen: oldest first is checked
+		// Distinct FirstSeen, since oldest first is checked: the next event is
+		// recorded once the wall clock has moved past this one's (no guessed sleep).
+		for recorded := time.Now().Round(0); !time.Now().Round(0).After(recorded); {
+		}
 	}
 	reasons := func(evs []v1alpha1.Event) []string {
 		var out []string
