@@ -130,9 +130,12 @@ func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 	drivers := c.drivers.All()
 	listed := make([][]string, len(drivers))
 	for i, d := range drivers {
+		// A driver that cannot list is skipped this round: orphans are only
+		// ever removed from drivers that listed, so the others go on.
 		got, err := d.List(ctx)
 		if err != nil {
-			return fmt.Errorf("driver %s: %w", d.Name(), err)
+			c.log.Warn("listing a driver's sandboxes for orphan collection; skipping it", "driver", d.Name(), "err", err)
+			continue
 		}
 		listed[i] = got
 	}

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -35,8 +36,11 @@ func TestOrphanCollectionCoversEveryDriver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A third driver that cannot list does not keep the others' orphans.
+	broken := drivertest.NewFake("broken", "container")
+	broken.SetError("List", errors.New("runc state is corrupt"))
 	dir := t.TempDir()
-	gc := NewOrphanCollector(dir, st, vmdriver.NewSet("", a, b), slog.New(slog.DiscardHandler))
+	gc := NewOrphanCollector(dir, st, vmdriver.NewSet("", a, b, broken), slog.New(slog.DiscardHandler))
 	if err := gc.CollectOnce(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ type SandboxReconciler struct {
 	Log          *slog.Logger
 
 	mu        sync.Mutex
-	watching  map[string]bool // sandbox uid → a Wait for its run is pending
+	watching  map[string]bool // "driver/uid" → a Wait for its run is pending
 	started   map[string]bool
 	ops       map[string]*bgOp       // background work by slot (see background)
 	pulled    map[string]pulledImage // sandbox uid → image resolved for its next start

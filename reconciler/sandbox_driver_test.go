@@ -44,8 +44,9 @@ func TestSandboxMicroVMUnavailable(t *testing.T) {
 }
 
 // A running sandbox whose spec moves it to an isolation this host lacks is
-// stopped and removed from its driver (it must not keep running with less
-// isolation than asked for); moved back, it starts afresh.
+// stopped (it must not keep running with less isolation than asked for) but
+// keeps its writable layer there; moved back, it starts again on it. A
+// finished or suspended one is not touched at all.
 func TestSandboxIsolationChange(t *testing.T) {
 	h := newHarness(t)
 	sb := h.create("box", nil)
@@ -55,25 +56,112 @@ func TestSandboxIsolationChange(t *testing.T) {
 	}
 	h.drv.Reset()
 	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationMicroVM })
-	if _, err := h.reconcile("box"); !isTerminal(err) {
-		t.Fatalf("Reconcile = %v, want a TerminalError", err)
+	for range 2 {
+		if _, err := h.reconcile("box"); !isTerminal(err) {
+			t.Fatalf("Reconcile = %v, want a TerminalError", err)
+		}
 	}
-	wantCalls(t, "moved to microvm", h.drv.Mutations(), "Stop", "Delete(true)")
-	if _, ok := h.drv.Box(sb.Metadata.UID); ok {
-		t.Error("the driver still holds the sandbox")
+	wantCalls(t, "moved to microvm", h.drv.Mutations(), "Stop", "Delete(false)")
+	if got := h.boxStatus(sb.Metadata.UID); got != vmdriver.StatusStopped {
+		t.Errorf("the sandbox is %q in its driver, want kept and stopped", got)
 	}
 	got := h.get("box")
 	wantPhase(t, got, v1alpha1.PhasePending)
 	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonMicroVMUnavailable)
+	if got.Status.PID != 0 {
+		t.Errorf("pid %d for a stopped sandbox", got.Status.PID)
+	}
 
 	h.drv.Reset()
 	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationContainer })
 	h.mustReconcile("box")
-	wantCalls(t, "moved back to container", h.drv.Mutations(), "Create", "Start")
+	wantCalls(t, "moved back to container", h.drv.Mutations(), "Delete(false)", "Create", "Start")
 	got = h.get("box")
 	wantPhase(t, got, v1alpha1.PhaseRunning)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
 	if got.Status.Driver != "fake" || got.Status.Isolation != v1alpha1.IsolationContainer {
 		t.Errorf("driver/isolation = %q/%q", got.Status.Driver, got.Status.Isolation)
+	}
+
+	// A suspended sandbox keeps its phase and its layer.
+	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.OperatingMode = v1alpha1.ModeSuspended })
+	h.mustReconcile("box")
+	wantPhase(t, h.get("box"), v1alpha1.PhaseSuspended)
+	h.drv.Reset()
+	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationMicroVM })
+	h.reconcile("box")
+	wantCalls(t, "suspended, moved to microvm", h.drv.Mutations())
+	wantPhase(t, h.get("box"), v1alpha1.PhaseSuspended)
+}
+
+// Moved to an isolation another driver gives, a sandbox leaves its old
+// driver for good and starts in the new one; while the old run stops it is
+// not Ready (a wait must not take the old run for the new one).
+func TestSandboxMovesBetweenDrivers(t *testing.T) {
+	h := newHarness(t)
+	vm := drivertest.NewFake("vm", "microvm")
+	h.r.Drivers = vmdriver.NewSet("", h.drv, vm)
+	sb := h.create("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationContainer })
+	h.mustReconcile("box")
+	gate := make(chan struct{})
+	h.drv.GateStop(gate)
+	h.drv.Reset()
+	h.update("box", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationMicroVM })
+	h.reconcileReturns("box", "a slow stop in the old driver")
+	got := h.get("box")
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonUpdating)
+	if got.Status.Driver != "fake" {
+		t.Errorf("status.driver = %q while the old run stops, want fake", got.Status.Driver)
+	}
+	before := h.requeueCount("box")
+	close(gate)
+	h.drv.GateStop(nil)
+	h.waitRequeued("box", before, "the stop never requeued the sandbox")
+	h.mustReconcile("box")
+	wantCalls(t, "old driver", h.drv.Mutations(), "Stop", "Delete(true)")
+	wantCalls(t, "new driver", vm.Mutations(), "Create", "Start")
+	got = h.get("box")
+	wantPhase(t, got, v1alpha1.PhaseRunning)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running")
+	if got.Status.Driver != "vm" || got.Status.Isolation != v1alpha1.IsolationMicroVM {
+		t.Errorf("driver/isolation = %q/%q, want vm/microvm", got.Status.Driver, got.Status.Isolation)
+	}
+	if _, ok := h.drv.Box(sb.Metadata.UID); ok {
+		t.Error("the old driver still holds the sandbox")
+	}
+	// Its run is watched in the new driver.
+	before = h.requeueCount("box")
+	if err := vm.Exit(sb.Metadata.UID, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRequeued("box", before, "the end of the run in the new driver was not noticed")
+}
+
+// A sandbox recorded in a driver this msbd lacks is not reachable; it says
+// so, a finished one keeps its phase, and an explicit isolation a driver
+// here gives starts it afresh there.
+func TestSandboxRecordedDriverMissing(t *testing.T) {
+	h := newHarness(t)
+	h.create("job", nil)
+	sb := h.get("job")
+	sb.Status.Driver, sb.Status.Phase = "krun", v1alpha1.PhaseSucceeded
+	if err := h.st.UpdateStatus(sb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.reconcile("job"); !isTerminal(err) {
+		t.Fatalf("Reconcile = %v, want a TerminalError", err)
+	}
+	got := h.get("job")
+	wantPhase(t, got, v1alpha1.PhaseSucceeded)
+	wantCond(t, got, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonDriverUnavailable)
+	wantCalls(t, "driver missing", h.drv.Mutations())
+
+	h.update("job", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationContainer })
+	h.mustReconcile("job")
+	got = h.get("job")
+	wantPhase(t, got, v1alpha1.PhaseRunning)
+	if got.Status.Driver != "fake" {
+		t.Errorf("status.driver = %q, want fake", got.Status.Driver)
 	}
 }
 
@@ -270,4 +358,25 @@ type advisingDriver struct {
 func (d *advisingDriver) VolumeWarnings(spec vmdriver.Spec) []string {
 	d.asked = append(d.asked, spec)
 	return d.warnings
+}
+
+// A driver that cannot say whether it holds a sandbox does not block
+// deleting one that another driver runs.
+func TestSandboxDeletionSkipsBrokenDriver(t *testing.T) {
+	h := newHarness(t)
+	broken := drivertest.NewFake("broken", "microvm")
+	broken.SetError("State", errors.New("cannot reach the VMM"))
+	h.r.Drivers = vmdriver.NewSet("", h.drv, broken)
+	sb := h.create("web", func(sb *v1alpha1.Sandbox) { sb.Spec.Isolation = v1alpha1.IsolationContainer })
+	h.mustReconcile("web")
+	if err := h.st.Delete(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("web")
+	if err := h.st.Get(v1alpha1.KindSandbox, sb.Metadata.Namespace, sb.Metadata.Name, &v1alpha1.Sandbox{}); !errors.Is(err, v1alpha1.ErrNotFound) {
+		t.Fatalf("sandbox still stored: %v", err)
+	}
+	if _, ok := h.drv.Box(sb.Metadata.UID); ok {
+		t.Error("the driver still holds the sandbox")
+	}
 }

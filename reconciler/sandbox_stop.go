@@ -91,24 +91,51 @@ func (r *SandboxReconciler) finalize(ctx context.Context, sb *v1alpha1.Sandbox) 
 
 // teardown stops the sandbox (telling why in a Killing event, unless why is
 // empty) and removes everything it owned, in every driver that holds it (one
-// but for a sandbox caught moving between drivers).
+// but for a sandbox caught moving between drivers). A driver other than the
+// one the sandbox records that cannot even say whether it holds it is logged
+// and skipped: one broken backend must not block deleting every sandbox.
 func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, why string) error {
-	id := sb.Metadata.UID
 	for _, d := range r.Drivers.All() {
-		if _, err := d.State(ctx, id); errors.Is(err, vmdriver.ErrNotFound) {
-			continue // nothing left: spare the runtime calls on every resync
+		err := r.teardownIn(ctx, d, sb, why)
+		var se *stateError
+		if errors.As(err, &se) && sb.Status.Driver != "" && sb.Status.Driver != d.Name() {
+			r.Log.Warn("cannot tell whether a driver holds a sandbox; skipping it", "sandbox", sb.Metadata.Name, "driver", d.Name(), "err", err)
+			continue
 		}
-		if err := r.stop(ctx, d, sb, why); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
-			return err
-		}
-		if err := d.Delete(ctx, id, true); err != nil {
+		if err != nil {
 			return err
 		}
 	}
 	r.mu.Lock()
-	delete(r.started, id)
+	delete(r.started, sb.Metadata.UID)
 	r.mu.Unlock()
 	return nil
+}
+
+// stateError is a driver failing to report a sandbox's state.
+type stateError struct{ err error }
+
+func (e *stateError) Error() string { return "reading sandbox state: " + e.err.Error() }
+func (e *stateError) Unwrap() error { return e.err }
+
+// teardownIn stops the sandbox in d and removes everything it owned there.
+// why is told in a Killing event while it runs.
+func (r *SandboxReconciler) teardownIn(ctx context.Context, d vmdriver.Driver, sb *v1alpha1.Sandbox, why string) error {
+	id := sb.Metadata.UID
+	state, err := d.State(ctx, id)
+	if errors.Is(err, vmdriver.ErrNotFound) {
+		return nil // nothing left: spare the runtime calls on every resync
+	}
+	if err != nil {
+		return &stateError{err}
+	}
+	if !state.Status.Alive() {
+		why = "" // nothing to kill: no Killing event
+	}
+	if err := r.stop(ctx, d, sb, why); err != nil && !errors.Is(err, vmdriver.ErrNotFound) {
+		return err
+	}
+	return d.Delete(ctx, id, true)
 }
 
 // stop stops the sandbox: SIGTERM, then SIGKILL after StopGrace. The grace
@@ -136,19 +163,20 @@ func (r *SandboxReconciler) stop(ctx context.Context, d vmdriver.Driver, sb *v1a
 // the reconcile after it sets up the next (for a new run) if one is needed.
 func (r *SandboxReconciler) watchExit(d vmdriver.Driver, sb *v1alpha1.Sandbox) {
 	id, key := sb.Metadata.UID, v1alpha1.KeyOf(sb)
+	slot := d.Name() + "/" + id // a sandbox that moved is watched in its new driver at once
 	r.mu.Lock()
-	if r.watching[id] || r.ctx.Err() != nil {
+	if r.watching[slot] || r.ctx.Err() != nil {
 		r.mu.Unlock()
 		return
 	}
-	r.watching[id] = true
+	r.watching[slot] = true
 	r.closing.Add(1)
 	r.mu.Unlock()
 	go func() {
 		defer r.closing.Done()
 		_, err := d.Wait(r.ctx, id)
 		r.mu.Lock()
-		delete(r.watching, id)
+		delete(r.watching, slot)
 		r.mu.Unlock()
 		if r.ctx.Err() != nil {
 			return // msbd stops: the next one adopts the sandbox
