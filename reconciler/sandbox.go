@@ -11,6 +11,7 @@ import (
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/images"
+	"msb.dev/msb/secretinject"
 	"msb.dev/msb/vmdriver"
 )
 
@@ -247,7 +248,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 
 	spec, err := r.driverSpec(sb, img)
 	if err != nil {
-		var se *secretError
+		var se *secretinject.RefError
 		if errors.As(err, &se) {
 			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonSecretError, err.Error())
 			r.event(sb, v1alpha1.EventWarning, ReasonSecretError, err.Error())

@@ -19,9 +19,24 @@ import (
 // again from the shortest backoff.
 const backoffResetAfter = 10 * time.Minute
 
-type secretError struct{ msg string }
-
-func (e *secretError) Error() string { return e.msg }
+// secretKeys is secretinject's view of the Secrets in the store.
+func (r *SandboxReconciler) secretKeys(namespace, name string) (map[string]bool, bool, error) {
+	sec := &v1alpha1.Secret{}
+	if err := r.Store.Get(v1alpha1.KindSecret, namespace, name, sec); err != nil {
+		if errors.Is(err, v1alpha1.ErrNotFound) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	keys := map[string]bool{}
+	for k := range sec.Spec.StringData {
+		keys[k] = true
+	}
+	for k := range sec.Spec.Data {
+		keys[k] = true
+	}
+	return keys, true, nil
+}
 
 // driverSpec merges the image config with the Sandbox spec the way
 // Kubernetes does: command replaces the entrypoint, args replace cmd.
@@ -43,22 +58,14 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 	for _, e := range s.Env {
 		v := e.Value
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-			ref := e.ValueFrom.SecretKeyRef
-			sec := &v1alpha1.Secret{}
-			if err := r.Store.Get(v1alpha1.KindSecret, sb.Metadata.Namespace, ref.Name, sec); err != nil {
-				if errors.Is(err, v1alpha1.ErrNotFound) {
-					return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q not found in namespace %q", e.Name, ref.Name, sb.Metadata.Namespace)}
-				}
-				return vmdriver.Spec{}, err
-			}
-			_, ok1 := sec.Spec.StringData[ref.Key]
-			_, ok2 := sec.Spec.Data[ref.Key]
-			if !ok1 && !ok2 {
-				return vmdriver.Spec{}, &secretError{fmt.Sprintf("env %s: secret %q has no key %q", e.Name, ref.Name, ref.Key)}
-			}
 			// The sandbox only ever sees a placeholder; the egress proxy
 			// substitutes the value on the way out.
-			v = secretinject.Placeholder(sb.Metadata.UID, sb.Metadata.Namespace, ref.Name, ref.Key)
+			ref := e.ValueFrom.SecretKeyRef
+			p, err := secretinject.Resolve(sb.Metadata.UID, secretinject.Ref{Env: e.Name, Namespace: sb.Metadata.Namespace, Secret: ref.Name, Key: ref.Key}, r.secretKeys)
+			if err != nil {
+				return vmdriver.Spec{}, err
+			}
+			v = p
 		}
 		env = mergeEnv(env, e.Name+"="+v)
 	}
