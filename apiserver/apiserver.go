@@ -11,6 +11,7 @@
 //	DELETE /apis/msb.dev/v1alpha1/namespaces/{ns}/{plural}/{name}       delete
 //	POST   /apis/msb.dev/v1alpha1/apply                                 {"items":[...]} (?dryRun=All)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/log  (?follow=true)
+//	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/networklog  (?follow=true): NDJSON v1alpha1.NetworkDecision
 //	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec?command=...  Upgrade: msb-exec (see v1alpha1.ExecProtocol)
 //	GET    /apis/msb.dev/v1alpha1/images                                images held, with in-use counts
 //	POST   /apis/msb.dev/v1alpha1/images/pull                           {"ref","policy"}: NDJSON progress, then image or error
@@ -104,6 +105,7 @@ func New(cfg Config) http.Handler {
 	mux.Handle("DELETE "+prefix+"/namespaces/{ns}/{plural}/{name}", s.handle(s.delete))
 	mux.Handle("PUT "+prefix+"/namespaces/{ns}/{plural}/{name}/status", s.handle(s.updateStatus))
 	mux.Handle("GET "+prefix+"/namespaces/{ns}/sandboxes/{name}/log", s.handle(s.logs))
+	mux.Handle("GET "+prefix+"/namespaces/{ns}/sandboxes/{name}/networklog", s.handle(s.networkLog))
 	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/exec", s.handle(s.exec))
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: http.StatusNotFound, reason: "NotFound",

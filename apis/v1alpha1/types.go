@@ -194,14 +194,17 @@ type SandboxStatus struct {
 	Conditions         []Condition  `json:"conditions,omitempty" yaml:"conditions,omitempty"`
 	Driver             string       `json:"driver,omitempty" yaml:"driver,omitempty"`
 	Isolation          Isolation    `json:"isolation,omitempty" yaml:"isolation,omitempty"`
-	IP                 string       `json:"ip,omitempty" yaml:"ip,omitempty"`
-	StartedAt          *time.Time   `json:"startedAt,omitempty" yaml:"startedAt,omitempty"`
-	FinishedAt         *time.Time   `json:"finishedAt,omitempty" yaml:"finishedAt,omitempty"`
-	ExpiresAt          *time.Time   `json:"expiresAt,omitempty" yaml:"expiresAt,omitempty"`
-	ExitCode           *int32       `json:"exitCode,omitempty" yaml:"exitCode,omitempty"`
-	RestartCount       int32        `json:"restartCount,omitempty" yaml:"restartCount,omitempty"`
-	ImageDigest        string       `json:"imageDigest,omitempty" yaml:"imageDigest,omitempty"`
-	PID                int          `json:"pid,omitempty" yaml:"pid,omitempty"`
+	// NetworkPolicies names the NetworkPolicies selecting the sandbox: the
+	// union of their rules is what it may reach (nothing when empty).
+	NetworkPolicies []string   `json:"networkPolicies,omitempty" yaml:"networkPolicies,omitempty"`
+	IP              string     `json:"ip,omitempty" yaml:"ip,omitempty"`
+	StartedAt       *time.Time `json:"startedAt,omitempty" yaml:"startedAt,omitempty"`
+	FinishedAt      *time.Time `json:"finishedAt,omitempty" yaml:"finishedAt,omitempty"`
+	ExpiresAt       *time.Time `json:"expiresAt,omitempty" yaml:"expiresAt,omitempty"`
+	ExitCode        *int32     `json:"exitCode,omitempty" yaml:"exitCode,omitempty"`
+	RestartCount    int32      `json:"restartCount,omitempty" yaml:"restartCount,omitempty"`
+	ImageDigest     string     `json:"imageDigest,omitempty" yaml:"imageDigest,omitempty"`
+	PID             int        `json:"pid,omitempty" yaml:"pid,omitempty"`
 	// SpecHash identifies the runtime spec the sandbox was started with, so a
 	// spec change restarts it and a no-op update does not.
 	SpecHash string `json:"specHash,omitempty" yaml:"specHash,omitempty"`
@@ -252,8 +255,10 @@ type PolicyPort struct {
 
 // NetworkPolicyStatus is observed state.
 type NetworkPolicyStatus struct {
-	ObservedGeneration int64       `json:"observedGeneration,omitempty" yaml:"observedGeneration,omitempty"`
-	Conditions         []Condition `json:"conditions,omitempty" yaml:"conditions,omitempty"`
+	ObservedGeneration int64 `json:"observedGeneration,omitempty" yaml:"observedGeneration,omitempty"`
+	// SelectedSandboxes is how many Sandboxes of its namespace it selects.
+	SelectedSandboxes int32       `json:"selectedSandboxes" yaml:"selectedSandboxes"`
+	Conditions        []Condition `json:"conditions,omitempty" yaml:"conditions,omitempty"`
 }
 
 // ---- Secret ----

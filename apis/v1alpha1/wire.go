@@ -41,3 +41,20 @@ const (
 	ReasonInvalidImage = "InvalidImage" // msb refuses the image's content (Status 422)
 	ReasonNotPresent   = "NotPresent"   // policy Never and msbd does not hold the image (Status 404)
 )
+
+// NetworkDecision is one allow or deny of a sandbox's network traffic, as
+// msbd's DNS filter and egress proxy made it (GET .../sandboxes/NAME/networklog,
+// one JSON object per line).
+type NetworkDecision struct {
+	Time time.Time `json:"time"`
+	// Kind is "dns" (a name asked of the DNS filter) or "tcp" (a connection).
+	Kind string `json:"kind"`
+	// Name is the DNS name, or the SNI / Host of a connection.
+	Name    string `json:"name,omitempty"`
+	Addr    string `json:"addr,omitempty"`
+	Port    uint16 `json:"port,omitempty"`
+	Allowed bool   `json:"allowed"`
+	// Rule is the rule that allowed it; Reason why it was denied.
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}

@@ -342,6 +342,11 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 	d.line(1, "Isolation", orNone(string(st.Isolation)))
 	d.line(1, "Driver", orNone(st.Driver))
 	d.line(1, "IP", orNone(st.IP))
+	if len(st.NetworkPolicies) == 0 {
+		d.line(1, "Network Policies", "<none> (no egress)")
+	} else {
+		d.line(1, "Network Policies", strings.Join(st.NetworkPolicies, ", "))
+	}
 	d.line(1, "Image Digest", orNone(st.ImageDigest))
 	d.line(1, "Started", timeString(st.StartedAt))
 	if st.FinishedAt != nil {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -20,13 +23,15 @@ import (
 
 type logsOptions struct {
 	globalOptions
-	follow bool
+	follow  bool
+	network bool
 }
 
 func (o *logsOptions) flags() *flagSet {
 	fs := newFlagSet("logs")
 	o.register(fs)
 	fs.boolVar(&o.follow, "follow", "f", false, "keep streaming new output until interrupted")
+	fs.boolVar(&o.network, "network", "", false, "print the sandbox's network decisions (DNS answers and connections, allowed and denied) instead of its output")
 	return fs
 }
 
@@ -34,15 +39,23 @@ func newLogsCommand(e *env) *cobra.Command {
 	o := &logsOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "logs NAME|sandbox/NAME [-f]"
-	cmd.Short = "Print a sandbox's output"
+	cmd.Use = "logs NAME|sandbox/NAME [-f] [--network]"
+	cmd.Short = "Print a sandbox's output or its network decisions"
 	cmd.Long = `Print what a sandbox's command wrote to its standard output and error, as
-msbd keeps it. With -f, keep printing new output until interrupted.`
+msbd keeps it. With -f, keep printing new output until interrupted.
+
+With --network, print instead what msbd's DNS filter and egress proxy decided
+for the sandbox, one line each: time, ALLOW or DENY, dns or tcp, the name and
+address, and the rule that allowed it or why it was denied. msbd keeps the
+most recent decisions of each sandbox.`
 	cmd.Example = `  # Print a sandbox's output
   msbctl logs web
 
   # Follow it
-  msbctl logs sb/web -f`
+  msbctl logs sb/web -f
+
+  # What it tried to reach, and what policy said
+  msbctl logs web --network -f`
 	cmd.ValidArgsFunction = completeSandbox(&o.globalOptions)
 	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
 		return runLogs(ctx, c, o, args, e.stdout, e.stderr)
@@ -58,7 +71,15 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 	if err != nil {
 		return fail(stderr, err)
 	}
-	if err := c.Logs(ctx, o.namespace, name, o.follow, stdout); err != nil {
+	if o.network {
+		err = c.NetworkLog(ctx, o.namespace, name, o.follow, func(d v1alpha1.NetworkDecision) error {
+			_, werr := io.WriteString(stdout, formatDecision(d))
+			return werr
+		})
+	} else {
+		err = c.Logs(ctx, o.namespace, name, o.follow, stdout)
+	}
+	if err != nil {
 		if ctx.Err() != nil && o.follow {
 			return exitOK // interrupted while following
 		}
@@ -68,6 +89,28 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 		return fail(stderr, err)
 	}
 	return exitOK
+}
+
+// formatDecision prints one network decision as a line:
+//
+//	2026-12-07T01:02:03Z DENY  tcp  evil.example 203.0.113.9:443  no policy allows this name
+func formatDecision(d v1alpha1.NetworkDecision) string {
+	verdict, why := "ALLOW", d.Rule
+	if !d.Allowed {
+		verdict, why = "DENY ", d.Reason
+	}
+	dst := d.Addr
+	if d.Port != 0 && dst != "" {
+		dst = net.JoinHostPort(dst, strconv.Itoa(int(d.Port)))
+	}
+	name := d.Name
+	if name == "" {
+		name = "-"
+	}
+	if dst == "" {
+		dst = "-"
+	}
+	return fmt.Sprintf("%s %s %-4s %s %s  %s\n", d.Time.UTC().Format(time.RFC3339), verdict, d.Kind, name, dst, why)
 }
 
 // ---- exec ----

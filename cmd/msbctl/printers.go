@@ -201,6 +201,7 @@ func columnsFor(kind string) []column {
 				return allIfEmpty(labelString(np(o).Spec.SandboxSelector.MatchLabels))
 			}},
 			{header: "RULES", value: func(o v1alpha1.Object) string { return strconv.Itoa(len(np(o).Spec.Egress)) }},
+			{header: "SANDBOXES", value: func(o v1alpha1.Object) string { return strconv.Itoa(int(np(o).Status.SelectedSandboxes)) }},
 			age,
 		}
 	case v1alpha1.KindSecret:
