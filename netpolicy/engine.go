@@ -1,0 +1,409 @@
+package netpolicy
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// EngineOptions configure an Engine. The zero value is usable.
+type EngineOptions struct {
+	// PinFloor is the shortest life of a pin: a pin lasts max(ttl,
+	// PinFloor), so a client that caches an answer a little longer than
+	// its TTL (or a TTL of 0) still connects. Default 60s.
+	PinFloor time.Duration
+	// MaxPinNames bounds the names pinned per sandbox; past it the name
+	// pinned longest ago is evicted, so a sandbox resolving endless
+	// distinct names cannot grow msbd's memory. Default 4096.
+	MaxPinNames int
+	// LogSize is how many decisions each sandbox's log keeps (a ring).
+	// Default 1000.
+	LogSize int
+	// OnDecision, if set, sees every recorded decision (metrics). It runs
+	// on the decider's goroutine, outside the Engine's locks: it must be
+	// quick and must not block.
+	OnDecision func(Decision)
+	// OnDeny, if set, sees denials rate-limited: at most once per
+	// (sandbox, reason, name) per DenyInterval, with the number of such
+	// denials suppressed since it was last called for that key. msbd
+	// turns these into Warning Events. Same rules as OnDecision.
+	OnDeny func(d Decision, suppressed int)
+	// DenyInterval is OnDeny's interval. Default 1 minute.
+	DenyInterval time.Duration
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+// Engine decides for every sandbox on the host: it implements Decider, and
+// keeps the pins and decision logs. It is safe for concurrent use. The hot
+// path (AllowConn, AllowName, IPRuleCovers) takes only read locks and reads
+// each sandbox's compiled rules through an atomic pointer, so a policy
+// change (SetSandbox) never waits for deciders and applies to the next
+// decision.
+type Engine struct {
+	opts EngineOptions
+
+	mu   sync.RWMutex
+	byIP map[netip.Addr]*sandboxState
+	byID map[string]*sandboxState
+
+	// host is the "host" group: a set replaced whole by SetHostAddrs.
+	host atomic.Pointer[map[netip.Addr]struct{}]
+}
+
+var _ Decider = (*Engine)(nil)
+
+// sandboxState is everything the Engine holds for one sandbox.
+type sandboxState struct {
+	rules atomic.Pointer[compiled]
+	pins  *pinTable
+	log   *decisionLog
+}
+
+// compiled is a Sandbox with its rules indexed for matching. It is never
+// modified once published.
+type compiled struct {
+	sb        Sandbox
+	exact     map[string][]compiledRule // domain -> rules
+	wildcard  map[string][]compiledRule // "example.com" for "*.example.com"
+	ip        []compiledRule
+	hasIPRule bool
+}
+
+// compiledRule is one rule with its description precomputed, so deciding
+// allocates nothing.
+type compiledRule struct {
+	prefix netip.Prefix // CIDR rules
+	group  string       // group rules
+	ports  []uint16
+	desc   string // "ns/policy: domain *.example.com"
+}
+
+func (r *compiledRule) allowsPort(port uint16) bool {
+	if len(r.ports) == 0 || port == 0 {
+		return true
+	}
+	for _, p := range r.ports {
+		if p == port {
+			return true
+		}
+	}
+	return false
+}
+
+// NewEngine returns an Engine with no sandboxes.
+func NewEngine(opts EngineOptions) *Engine {
+	if opts.PinFloor <= 0 {
+		opts.PinFloor = 60 * time.Second
+	}
+	if opts.MaxPinNames <= 0 {
+		opts.MaxPinNames = 4096
+	}
+	if opts.LogSize <= 0 {
+		opts.LogSize = 1000
+	}
+	if opts.DenyInterval <= 0 {
+		opts.DenyInterval = time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &Engine{
+		opts: opts,
+		byIP: make(map[netip.Addr]*sandboxState),
+		byID: make(map[string]*sandboxState),
+	}
+	e.host.Store(&map[netip.Addr]struct{}{})
+	return e
+}
+
+// SetSandbox adds sb or replaces what the Engine knows of it (by ID): its
+// rules are swapped atomically; its pins and decision log are kept (a pin
+// admits nothing on its own, a domain rule must still allow the name). If
+// another sandbox held sb.IP, sb takes the address over.
+func (e *Engine) SetSandbox(sb Sandbox) {
+	c := compile(sb)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st, ok := e.byID[sb.ID]
+	if !ok {
+		st = &sandboxState{
+			pins: newPinTable(e.opts.MaxPinNames),
+			log:  newDecisionLog(e.opts.LogSize),
+		}
+		e.byID[sb.ID] = st
+	}
+	if old := st.rules.Load(); old != nil && old.sb.IP != c.sb.IP && e.byIP[old.sb.IP] == st {
+		delete(e.byIP, old.sb.IP)
+	}
+	st.rules.Store(c)
+	if c.sb.IP.IsValid() {
+		e.byIP[c.sb.IP] = st
+	}
+}
+
+// RemoveSandbox forgets sandbox id: rules, pins and decision log. Its
+// followers' channels are closed.
+func (e *Engine) RemoveSandbox(id string) {
+	e.mu.Lock()
+	st, ok := e.byID[id]
+	if ok {
+		delete(e.byID, id)
+		if ip := st.rules.Load().sb.IP; e.byIP[ip] == st {
+			delete(e.byIP, ip)
+		}
+	}
+	e.mu.Unlock()
+	if ok {
+		st.log.close()
+	}
+}
+
+// SetHostAddrs replaces the "host" group: the addresses of msbd's own
+// network namespace. Host addresses are admitted only by the host group or
+// by a CIDR rule naming exactly that address — never by public, private or
+// a wider CIDR — because the proxy dials from that namespace, where they
+// reach msbd's own host services.
+func (e *Engine) SetHostAddrs(addrs []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = struct{}{}
+	}
+	e.host.Store(&m)
+}
+
+func (e *Engine) isHost(addr netip.Addr) bool {
+	_, ok := (*e.host.Load())[addr]
+	return ok
+}
+
+// lookup returns the compiled rules and state of the sandbox at src.
+func (e *Engine) lookup(src netip.Addr) (*sandboxState, *compiled) {
+	e.mu.RLock()
+	st := e.byIP[src.Unmap()]
+	e.mu.RUnlock()
+	if st == nil {
+		return nil, nil
+	}
+	return st, st.rules.Load()
+}
+
+// Sandbox implements Decider. The returned Rules must not be modified.
+func (e *Engine) Sandbox(src netip.Addr) (Sandbox, bool) {
+	_, c := e.lookup(src)
+	if c == nil {
+		return Sandbox{}, false
+	}
+	return c.sb, true
+}
+
+const reasonUnknownSource = "unknown source address"
+
+// AllowName implements Decider. It only decides: the caller records what
+// it acts on (Record), so one DNS answer makes one log entry.
+func (e *Engine) AllowName(src netip.Addr, name string, port uint16) Decision {
+	d := Decision{Time: e.opts.Now(), Kind: KindDNS, Name: NormalizeName(name), Port: port}
+	if port != 0 {
+		d.Kind = KindTCP
+	}
+	_, c := e.lookup(src)
+	if c == nil {
+		d.Reason = reasonUnknownSource
+		return d
+	}
+	d.Sandbox = c.sb.ID
+	if r := c.matchName(d.Name, port); r != nil {
+		d.Allowed, d.Rule = true, r.desc
+		return d
+	}
+	if port == 0 {
+		d.Reason = "no policy allows this name"
+	} else {
+		d.Reason = "no policy allows this name on port " + strconv.Itoa(int(port))
+	}
+	return d
+}
+
+// AllowConn implements Decider. Like AllowName it only decides. Beyond the
+// contract it refuses destinations no proxy should dial whatever the rules
+// say — loopback (the sandbox's own never reaches the proxy; msbd's would be
+// the host's), unspecified and multicast — and, on the domain path, an
+// address that is not public unless an IP rule covers it, so a pin left from
+// an older policy cannot reopen a private address (rebinding protection at
+// connect time, matching the DNS filter's).
+func (e *Engine) AllowConn(src netip.Addr, name string, dst netip.AddrPort) Decision {
+	addr := dst.Addr().Unmap()
+	d := Decision{Time: e.opts.Now(), Kind: KindTCP, Name: NormalizeName(name), Addr: addr, Port: dst.Port()}
+	st, c := e.lookup(src)
+	if c == nil {
+		d.Reason = reasonUnknownSource
+		return d
+	}
+	d.Sandbox = c.sb.ID
+	cls := Classify(addr)
+	if cls == GroupLoopback || addr.IsUnspecified() || addr.IsMulticast() {
+		d.Reason = "destination is never proxied (loopback, unspecified or multicast)"
+		return d
+	}
+	isHost := e.isHost(addr)
+	reason := ""
+	if d.Name != "" {
+		if r := c.matchName(d.Name, d.Port); r != nil {
+			switch {
+			case !st.pins.has(d.Name, addr, d.Time):
+				reason = "address not pinned to name"
+			case (cls != GroupPublic || isHost) && c.matchIP(addr, 0, cls, isHost) == nil:
+				reason = "address pinned to name is not public and no IP rule covers it"
+			default:
+				d.Allowed, d.Rule = true, r.desc
+				return d
+			}
+		} else {
+			reason = "no policy allows this name on port " + strconv.Itoa(int(d.Port))
+		}
+	}
+	if r := c.matchIP(addr, d.Port, cls, isHost); r != nil {
+		d.Allowed, d.Rule, d.Reason = true, r.desc, ""
+		return d
+	}
+	if reason == "" {
+		reason = "no policy allows this address on port " + strconv.Itoa(int(d.Port))
+	}
+	d.Reason = reason
+	return d
+}
+
+// IPRuleCovers implements Decider.
+func (e *Engine) IPRuleCovers(src, addr netip.Addr) bool {
+	_, c := e.lookup(src)
+	if c == nil {
+		return false
+	}
+	addr = addr.Unmap()
+	return c.matchIP(addr, 0, Classify(addr), e.isHost(addr)) != nil
+}
+
+// Pin implements Decider: addr is valid for name until max(ttl, PinFloor)
+// from now.
+func (e *Engine) Pin(src netip.Addr, name string, addr netip.Addr, ttl time.Duration) {
+	st, c := e.lookup(src)
+	if c == nil {
+		return
+	}
+	ttl = max(ttl, e.opts.PinFloor)
+	st.pins.pin(NormalizeName(name), addr.Unmap(), e.opts.Now().Add(ttl))
+}
+
+// matchName returns the first domain rule allowing name on port (0: any).
+func (c *compiled) matchName(name string, port uint16) *compiledRule {
+	for i, r := range c.exact[name] {
+		if r.allowsPort(port) {
+			return &c.exact[name][i]
+		}
+	}
+	if len(c.wildcard) == 0 {
+		return nil
+	}
+	// Walk the parents of name: a.b.example.com -> b.example.com -> example.com.
+	for rest := name; ; {
+		i := strings.IndexByte(rest, '.')
+		if i < 0 {
+			return nil
+		}
+		rest = rest[i+1:]
+		for j, r := range c.wildcard[rest] {
+			if r.allowsPort(port) {
+				return &c.wildcard[rest][j]
+			}
+		}
+	}
+}
+
+// matchIP returns the first CIDR or group rule admitting addr on port (0:
+// any). Metadata and host addresses are admitted only by their own group
+// or a CIDR of exactly that one address: 0.0.0.0/0 or 169.254.0.0/16 is not
+// a deliberate grant of the metadata service.
+func (c *compiled) matchIP(addr netip.Addr, port uint16, cls string, isHost bool) *compiledRule {
+	sensitive := isHost || cls == GroupMetadata
+	for i := range c.ip {
+		r := &c.ip[i]
+		if !r.allowsPort(port) {
+			continue
+		}
+		var ok bool
+		switch {
+		case r.group == GroupHost:
+			ok = isHost
+		case r.group != "":
+			ok = !isHost && r.group == cls
+		default:
+			ok = r.prefix.Contains(addr) && (!sensitive || r.prefix.IsSingleIP())
+		}
+		if ok {
+			return r
+		}
+	}
+	return nil
+}
+
+// compile indexes sb's rules. Invalid rules (see ValidateRule) match
+// nothing.
+func compile(sb Sandbox) *compiled {
+	sb.IP = sb.IP.Unmap()
+	sb.Rules = append([]Rule(nil), sb.Rules...)
+	c := &compiled{sb: sb, exact: map[string][]compiledRule{}, wildcard: map[string][]compiledRule{}}
+	for i := range sb.Rules {
+		r := &sb.Rules[i]
+		r.Ports = append([]uint16(nil), r.Ports...)
+		if ValidateRule(*r) != nil {
+			continue
+		}
+		cr := compiledRule{ports: r.Ports}
+		switch {
+		case r.Domain != "":
+			d := NormalizeName(r.Domain)
+			cr.desc = describe(r.Policy, "domain "+d, r.Ports)
+			if base, ok := strings.CutPrefix(d, "*."); ok {
+				c.wildcard[base] = append(c.wildcard[base], cr)
+			} else {
+				c.exact[d] = append(c.exact[d], cr)
+			}
+		case r.CIDR.IsValid():
+			p := r.CIDR.Masked()
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			cr.prefix = p
+			cr.desc = describe(r.Policy, "cidr "+p.String(), r.Ports)
+			c.ip = append(c.ip, cr)
+			c.hasIPRule = true
+		default:
+			cr.group = r.Group
+			cr.desc = describe(r.Policy, "group "+r.Group, r.Ports)
+			c.ip = append(c.ip, cr)
+			c.hasIPRule = true
+		}
+	}
+	return c
+}
+
+func describe(policy, what string, ports []uint16) string {
+	var b strings.Builder
+	if policy != "" {
+		b.WriteString(policy)
+		b.WriteString(": ")
+	}
+	b.WriteString(what)
+	for i, p := range ports {
+		if i == 0 {
+			b.WriteString(" ports ")
+		} else {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(p)))
+	}
+	return b.String()
+}
