@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 // Store is what the controllers need from the store.
 type Store interface {
 	Get(kind, namespace, name string, into v1alpha1.Object) error
+	List(kind, namespace string) ([]v1alpha1.Object, int64, error)
 	Update(obj v1alpha1.Object) error
 	UpdateStatus(obj v1alpha1.Object) error
 	RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, message string) error
@@ -66,6 +68,9 @@ type SandboxReconciler struct {
 	Drivers *vmdriver.Set
 	// Events records events; one is made (and closed by Close) when nil.
 	Events *Recorder
+	// Network gives sandboxes their network and enforces NetworkPolicies;
+	// without it a sandbox has loopback only.
+	Network Network
 	// AgentPath is the static msb-agent; AgentErr says why it is unusable.
 	AgentPath string
 	AgentErr  error
@@ -301,6 +306,9 @@ func (r *SandboxReconciler) observeRunning(d vmdriver.Driver, sb *v1alpha1.Sandb
 	}
 	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
 	r.watchExit(d, sb)
+	if err := r.observeNetwork(sb, st, specPorts(sb)); err != nil {
+		r.Log.Warn("sandbox network", "sandbox", sb.Metadata.Name, "err", err)
+	}
 }
 
 // start creates and starts the sandbox and waits for its agent.
@@ -325,6 +333,12 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 			r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
 			return errors.New(msg)
 		}
+	}
+	if err := r.attachNetwork(sb, st, &spec); err != nil {
+		msg := err.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		return err
 	}
 	if err := d.Create(ctx, spec); err != nil {
 		msg := "creating sandbox: " + err.Error()
@@ -362,6 +376,9 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		st.PID = state.PID
 		r.watchExit(d, sb)
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
+		if ip, err := netip.ParseAddr(st.IP); err == nil {
+			r.publish(sb, st, spec.Ports, ip)
+		}
 	} else {
 		r.Requeue(v1alpha1.KeyOf(sb))
 	}
@@ -384,6 +401,7 @@ func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb 
 	if first {
 		now := time.Now().UTC()
 		st.FinishedAt = &now
+		r.unpublish(sb, st)
 	}
 	if !wantsRestart(sb, code) {
 		if code == 0 {

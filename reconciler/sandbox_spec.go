@@ -95,9 +95,7 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 	for _, v := range s.Volumes {
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}
-	for _, p := range s.Ports {
-		spec.Ports = append(spec.Ports, vmdriver.Port{HostIP: p.HostIP, HostPort: uint16(p.HostPort), ContainerPort: uint16(p.ContainerPort), Protocol: strings.ToLower(p.Protocol)})
-	}
+	spec.Ports = specPorts(sb)
 	return spec, nil
 }
 
@@ -182,10 +180,13 @@ func (r *SandboxReconciler) warnExposedVolumes(d vmdriver.Driver, sb *v1alpha1.S
 	}
 }
 
-// portsNotPublished says, until the network layer publishes spec.ports,
-// that it does not: a condition while ports are set, and a Warning event
-// when they are first seen, rather than silence.
+// portsNotPublished says, where msbd runs without sandbox networking (no
+// Network), that spec.ports are not published: a condition while ports are
+// set, and a Warning event when they are first seen, rather than silence.
 func (r *SandboxReconciler) portsNotPublished(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) {
+	if r.Network != nil {
+		return
+	}
 	if len(sb.Spec.Ports) == 0 {
 		v1alpha1.RemoveCondition(&st.Conditions, ConditionPortsPublished)
 		return

@@ -34,6 +34,7 @@ func (r *SandboxReconciler) suspend(ctx context.Context, d vmdriver.Driver, sb *
 	}
 	if st.Phase != v1alpha1.PhaseSuspended {
 		r.event(sb, v1alpha1.EventNormal, ReasonSuspended, "Sandbox suspended; its writable layer is kept")
+		r.unpublish(sb, st)
 	}
 	st.Phase = v1alpha1.PhaseSuspended
 	st.PID = 0
@@ -105,6 +106,9 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, 
 		if err != nil {
 			return err
 		}
+	}
+	if err := r.detachNetwork(sb.Metadata.UID); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	delete(r.started, sb.Metadata.UID)
