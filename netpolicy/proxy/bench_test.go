@@ -1,0 +1,5 @@
+package proxy
+
+const bigSize = 100 << 20
+
+var bigBody = make([]byte, bigSize)
