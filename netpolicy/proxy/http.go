@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 )
 
@@ -168,7 +167,7 @@ func readResponse(br *bufio.Reader) (respHead, int, error) {
 
 // copyN copies n bytes: first what br holds, then straight from raw (br's
 // underlying conn), which lets io.Copy splice between the two sockets.
-func copyN(dst io.Writer, br *bufio.Reader, raw net.Conn, n int64) error {
+func copyN(dst io.Writer, br *bufio.Reader, raw io.Reader, n int64) error {
 	if k := min(int64(br.Buffered()), n); k > 0 {
 		b, _ := br.Peek(int(k))
 		if _, err := dst.Write(b); err != nil {
@@ -189,7 +188,7 @@ func copyN(dst io.Writer, br *bufio.Reader, raw net.Conn, n int64) error {
 
 // copyChunked copies one chunked body (RFC 9112 section 7.1) verbatim,
 // following its framing so the proxy knows where the next message starts.
-func copyChunked(dst io.Writer, br *bufio.Reader, raw net.Conn) error {
+func copyChunked(dst io.Writer, br *bufio.Reader, raw io.Reader) error {
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {

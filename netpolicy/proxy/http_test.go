@@ -53,7 +53,7 @@ func httpUpstream(t testing.TB) netip.AddrPort {
 			io.Copy(c, brw)
 		case r.URL.Path == "/big":
 			w.Header().Set("Content-Length", fmt.Sprint(bigSize))
-			w.Write(bigBody)
+			io.CopyN(w, zeros{}, bigSize)
 		case r.Method == "POST":
 			b, _ := io.ReadAll(r.Body)
 			w.Write(b)
