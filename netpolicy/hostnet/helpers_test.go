@@ -244,18 +244,28 @@ func listenTCP(t *testing.T, addr string) *net.TCPListener {
 func listenUDPIn(t *testing.T, nsPath, addr string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	if err := inNS(nsPath, func() error { c = listenUDP(t, addr); return nil }); err != nil {
+	err := inNS(nsPath, func() (err error) {
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
 func listenTCPIn(t *testing.T, nsPath, addr string) *net.TCPListener {
 	t.Helper()
 	var l *net.TCPListener
-	if err := inNS(nsPath, func() error { l = listenTCP(t, addr); return nil }); err != nil {
+	err := inNS(nsPath, func() (err error) {
+		l, err = net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { l.Close() })
 	return l
 }
 

@@ -212,6 +212,11 @@ func (n *Net) Attach(id string) (Attachment, error) {
 			return Attachment{}, fmt.Errorf("hostnet: sandboxes %s and %s hash to the same interface %s", o.ID, id, veth)
 		}
 	}
+	// Leftovers under this name (a Detach that failed halfway) would
+	// otherwise be adopted as they are; a new attachment starts clean.
+	if err := errors.Join(deleteLink(veth), removeNetNS(n.nsPath(id))); err != nil {
+		return Attachment{}, err
+	}
 	sub, err := n.allocate(id)
 	if err != nil {
 		return Attachment{}, err

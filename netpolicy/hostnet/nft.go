@@ -96,9 +96,12 @@ func (n *Net) buildTable(atts []Attachment) error {
 	}, v(drop))
 
 	// redirect: the proxy learns the original destination from conntrack
-	// (SO_ORIGINAL_DST); redirect rewrites to the host end's address.
+	// (SO_ORIGINAL_DST); redirect rewrites to the host end's address. One
+	// below dstnat: the first NAT binding wins, so a host's own DNAT rules
+	// (Docker's published ports, iptables-nft at dstnat) never see a
+	// sandbox's connection first.
 	redir := c.AddChain(&nftables.Chain{Name: "redirect", Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest - 1)})
 	rule(redir, in, nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_UDP), dport(53), redirectTo(n.opts.DNSPort))
 	rule(redir, in, nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_TCP), dport(53), redirectTo(n.opts.DNSPort))
 	rule(redir, in, nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_TCP), redirectTo(n.opts.ProxyPort))
