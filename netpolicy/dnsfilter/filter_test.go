@@ -185,8 +185,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	func() {
 		up := startUpstream(t)
 		f := New(Options{Decider: testEngine(), Upstreams: []string{up.addr}, Timeout: 10 * time.Second})
-		pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
-		l, _ := net.Listen("tcp", pc.LocalAddr().String())
+		pc, l := listenPair(t)
 		done := make(chan error, 1)
 		go func() { done <- f.Serve(pc, l) }()
 		server := pc.LocalAddr().String()
@@ -283,11 +282,13 @@ func TestLimitListener(t *testing.T) {
 		}
 		accepted = append(accepted, c)
 	}
-	// The next two are closed by Accept; the client sees EOF.
-	conns[maxTCPConnsPerSource].SetReadDeadline(time.Now().Add(10 * time.Second))
+	// The next two are closed by Accept; their clients see EOF.
 	go l.Accept() // takes and closes the excess; returns when l closes
-	if _, err := conns[maxTCPConnsPerSource].Read(make([]byte, 1)); err == nil {
-		t.Error("connection past the per-source limit was served")
+	for _, c := range conns[maxTCPConnsPerSource:] {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("connection past the per-source limit was served")
+		}
 	}
 	accepted[0].Close()
 	accepted[0].Close() // twice: counted once
