@@ -215,8 +215,8 @@ func timeRuncRun(b *testing.B, root, dir, id string) time.Duration {
 // start (pulled from a loopback registry and unpacked) against a second
 // sandbox of the same image (cache hit).
 func BenchmarkImageFirstVsCached(b *testing.B) {
-	reg := newRegistry(b)
 	d := startDaemon(b, "--log-level", "warn")
+	reg := newRegistry(b, d.netns)
 	var first, cached []time.Duration
 	for i := 0; i < b.N; i++ {
 		ref, _ := reg.Push(b, fmt.Sprintf("bench/img%d:v1", i), layeredBusybox(b, 4, fmt.Sprint(i)))
@@ -237,8 +237,8 @@ func BenchmarkImageFirstVsCached(b *testing.B) {
 // BenchmarkDiskTenSandboxes: disk used by 10 sandboxes of one registry image
 // — the image layers once, plus one small writable layer each.
 func BenchmarkDiskTenSandboxes(b *testing.B) {
-	reg := newRegistry(b)
 	d := startDaemon(b, "--log-level", "warn")
+	reg := newRegistry(b, d.netns)
 	ref, _ := reg.Push(b, "disk/image:v1", layeredBusybox(b, 4, "d"))
 	for i := 0; i < b.N; i++ {
 		var docs []string

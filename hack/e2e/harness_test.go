@@ -162,6 +162,7 @@ func requireRoot(t testing.TB) {
 // daemon is one running msbd with its own state dir and socket.
 type daemon struct {
 	t        testing.TB
+	netns    string // the network namespace msbd runs in
 	stateDir string
 	socket   string
 	args     []string
@@ -181,7 +182,7 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	}
 	// Sandbox users (mapped uids) must be able to traverse to their rootfs.
 	os.Chmod(dir, 0o711)
-	d := &daemon{t: t, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "msbd.sock")}
+	d := &daemon{t: t, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "msbd.sock"), netns: newNetns(t, "msbe2e-")}
 	stateDirsMu.Lock()
 	stateDirs = append(stateDirs, d.stateDir)
 	stateDirsMu.Unlock()
@@ -203,7 +204,7 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 func (d *daemon) start() {
 	d.t.Helper()
 	d.logBuf = &bytes.Buffer{}
-	d.cmd = exec.Command(filepath.Join(binDir, "msbd"), d.args...)
+	d.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + d.netns, "--", filepath.Join(binDir, "msbd")}, d.args...)...)
 	d.cmd.Stdout = d.logBuf
 	d.cmd.Stderr = d.logBuf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,8 +21,17 @@ import (
 // tests; it can hold blob downloads until the test lets them go.
 type testRegistry struct{ *imagetest.Registry }
 
-func newRegistry(t testing.TB) *testRegistry {
-	return &testRegistry{imagetest.NewRegistry(t)}
+// newRegistry serves the registry inside network namespace ns (the one
+// msbd runs in: d.netns) on its loopback; the test pushes to it from there.
+func newRegistry(t testing.TB, ns string) *testRegistry {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	inNetns(t, ns, func() { ln, err = net.Listen("tcp", "127.0.0.1:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testRegistry{imagetest.NewRegistryOn(t, ln, &http.Transport{DialContext: netnsDialer(ns)})}
 }
 
 // holdBlobs makes every later blob GET wait until release is called (release is
@@ -82,8 +92,8 @@ func registrySandbox(name, image, extra string) string {
 // second downloads nothing and shares the unpacked layers; digests are
 // recorded and pinning works; image ls/prune keep what is in use.
 func TestRegistryPullsAndCache(t *testing.T) {
-	reg := newRegistry(t)
 	d := startDaemon(t)
+	reg := newRegistry(t, d.netns)
 	ref, digest := reg.Push(t, "team/tool:v1", layeredBusybox(t, 4, "a"))
 
 	d.apply(registrySandbox("r1", ref, ""))
@@ -161,8 +171,8 @@ func TestRegistryPullsAndCache(t *testing.T) {
 // TestRegistryPullPolicyAndFailures covers Never, a missing image, a hostile
 // image and the Pulling state of a slow pull, and concurrent pulls.
 func TestRegistryPullPolicyAndFailures(t *testing.T) {
-	reg := newRegistry(t)
 	d := startDaemon(t)
+	reg := newRegistry(t, d.netns)
 
 	d.apply(registrySandbox("never", reg.Host+"/nothing/here:v1", "  imagePullPolicy: Never\n"))
 	d.apply(registrySandbox("missing", reg.Host+"/nothing/here:v1", ""))
@@ -277,8 +287,8 @@ func lowerdirs(t *testing.T, d *daemon, name string) string {
 // the image; command/args/env/workingDir in the Sandbox override them the way
 // Kubernetes does.
 func TestImageConfigHonoured(t *testing.T) {
-	reg := newRegistry(t)
 	d := startDaemon(t)
+	reg := newRegistry(t, d.netns)
 	base, err := imagetest.BusyboxImage()
 	if err != nil {
 		t.Fatal(err)

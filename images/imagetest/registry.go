@@ -30,6 +30,9 @@ type Registry struct {
 	// Host is "127.0.0.1:port" (or "[::1]:port"): the registry part of a reference.
 	Host string
 
+	// transport reaches the registry from the test (nil: the default).
+	transport http.RoundTripper
+
 	mu        sync.Mutex
 	counts    map[string]int
 	intercept func(w http.ResponseWriter, r *http.Request) bool
@@ -40,9 +43,17 @@ type Registry struct {
 // loopback address.
 func NewRegistry(t testing.TB) *Registry {
 	t.Helper()
-	r := &Registry{counts: map[string]int{}}
+	return NewRegistryOn(t, nil, nil)
+}
+
+// NewRegistryOn is NewRegistry serving on ln (a loopback listener the caller
+// opened, e.g. inside a network namespace of the test's), pushed to through
+// transport; nil for either takes the default.
+func NewRegistryOn(t testing.TB, ln net.Listener, transport http.RoundTripper) *Registry {
+	t.Helper()
+	r := &Registry{counts: map[string]int{}, transport: transport}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.counts[req.Method+" "+req.URL.Path]++
 		icpt := r.intercept
@@ -52,6 +63,11 @@ func NewRegistry(t testing.TB) *Registry {
 		}
 		reg.ServeHTTP(w, req)
 	}))
+	if ln != nil {
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	r.Host = strings.TrimPrefix(srv.URL, "http://")
 	host, _, err := net.SplitHostPort(r.Host)
@@ -67,7 +83,7 @@ func NewRegistry(t testing.TB) *Registry {
 func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) (ref, digest string) {
 	t.Helper()
 	tag := r.parse(t, repoTag)
-	if err := remote.Write(tag, img); err != nil {
+	if err := remote.Write(tag, img, r.remoteOptions()...); err != nil {
 		t.Fatalf("imagetest: push %s: %v", tag, err)
 	}
 	d, err := img.Digest()
@@ -82,7 +98,7 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) (ref, digest
 func (r *Registry) PushIndex(t testing.TB, repoTag string, idx v1.ImageIndex) (ref, digest string) {
 	t.Helper()
 	tag := r.parse(t, repoTag)
-	if err := remote.WriteIndex(tag, idx); err != nil {
+	if err := remote.WriteIndex(tag, idx, r.remoteOptions()...); err != nil {
 		t.Fatalf("imagetest: push index %s: %v", tag, err)
 	}
 	d, err := idx.Digest()
@@ -159,4 +175,11 @@ func (r *Registry) Summary() string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+func (r *Registry) remoteOptions() []remote.Option {
+	if r.transport == nil {
+		return nil
+	}
+	return []remote.Option{remote.WithTransport(r.transport)}
 }
