@@ -3,9 +3,10 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -13,8 +14,15 @@ import (
 // bounds (the race/ASan-free Go runtime would panic), returns only names
 // it normalised, and any name it returns is stable under re-parsing.
 func FuzzSNI(f *testing.F) {
-	f.Add(captureHello(&tls.Config{ServerName: "api.msb.test"}))
-	f.Add(captureHello(&tls.Config{InsecureSkipVerify: true}))
+	// Real first flights of Go's TLS client (with and without SNI), kept
+	// in files: live captures differ every run, and seeds must not.
+	for _, name := range []string{"clienthello-go.bin", "clienthello-go-nosni.bin"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add(records(hello(sniExt("api.msb.test")), 7))
 	f.Add(records(hello(ext(0x0a0a, nil), sniExt("x.test"), ext(0x1a1a, []byte{0})), 1<<14))
 	f.Add(records(hello(), 3))
