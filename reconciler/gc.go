@@ -60,6 +60,12 @@ type OrphanCollector struct {
 	stop    time.Duration
 	held    string // why orphans are kept, "" when the store matches the fence
 	saved   int64  // revision last written to the fence
+
+	// Network, if set, has its attachments of unknown sandboxes removed too.
+	Network interface {
+		AttachedIDs() []string
+		Detach(id string) error
+	}
 }
 
 // NewOrphanCollector checks the store against the fence left by earlier runs.
@@ -139,6 +145,10 @@ func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 		}
 		listed[i] = got
 	}
+	var attached []string
+	if c.Network != nil {
+		attached = c.Network.AttachedIDs()
+	}
 	objs, _, err := c.st.List(v1alpha1.KindSandbox, "")
 	if err != nil {
 		return err
@@ -167,6 +177,15 @@ func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 		_ = o.drv.Stop(ctx, o.id, c.stop)
 		if err := o.drv.Delete(ctx, o.id, true); err != nil {
 			c.log.Warn("removing orphaned sandbox", "id", o.id, "driver", o.drv.Name(), "err", err)
+		}
+	}
+	// After the sandboxes stopped: a namespace goes when nothing runs in it.
+	for _, id := range attached {
+		if !known[id] {
+			c.log.Info("removing an orphaned sandbox network", "id", id)
+			if err := c.Network.Detach(id); err != nil {
+				c.log.Warn("removing an orphaned sandbox network", "id", id, "err", err)
+			}
 		}
 	}
 	return c.save(rev)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/netpolicy"
 	"msb.dev/msb/vmdriver"
 )
 
@@ -14,6 +15,8 @@ import (
 // driver each sandbox records in status.driver.
 type Runtime struct {
 	Drivers *vmdriver.Set
+	// Engine keeps sandboxes' network decisions; nil without networking.
+	Engine *netpolicy.Engine
 }
 
 // driverOf returns the endpoint of sb in the driver its status names, else

@@ -16,6 +16,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"msb.dev/msb/apiserver"
 	"msb.dev/msb/client"
 	"msb.dev/msb/images"
+	"msb.dev/msb/netpolicy/hostnet"
 	"msb.dev/msb/reconciler"
 	"msb.dev/msb/store"
 	"msb.dev/msb/vmdriver"
@@ -44,13 +46,15 @@ var subcommands = map[string]func(args []string) error{
 }
 
 type options struct {
-	stateDir, socket, agent, logLevel, defaultMemory string
-	workers                                          int
-	restartBackoff, restartBackoffMax                time.Duration
-	stopGrace, resync                                time.Duration
-	uidBase, uidSize                                 uint
-	insecure                                         stringList
-	maxImageSize, defaultPIDs                        int64
+	stateDir, socket, agent, logLevel, defaultMemory, sandboxCIDR string
+	dnsUpstreams                                                  stringList
+	dnsPort, proxyPort                                            uint
+	workers                                                       int
+	restartBackoff, restartBackoffMax                             time.Duration
+	stopGrace, resync                                             time.Duration
+	uidBase, uidSize                                              uint
+	insecure                                                      stringList
+	maxImageSize, defaultPIDs                                     int64
 }
 
 // stringList is a repeatable string flag.
@@ -86,6 +90,10 @@ func main() {
 	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
 	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
 	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
+	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")
+	fs.Var(&o.dnsUpstreams, "dns-upstream", "IP:PORT of a DNS server the sandboxes' DNS filter asks (repeatable; default: the servers of /etc/resolv.conf)")
+	fs.UintVar(&o.dnsPort, "dns-port", 15353, "port of the sandboxes' DNS filter in msbd's network namespace")
+	fs.UintVar(&o.proxyPort, "proxy-port", 15001, "port of the sandboxes' transparent egress proxy in msbd's network namespace")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -157,21 +165,37 @@ func run(o options) error {
 	defer cancel()
 
 	events := reconciler.NewRecorder(st, log)
+	pool, err := netip.ParsePrefix(o.sandboxCIDR)
+	if err != nil || !pool.Addr().Is4() || o.dnsPort == 0 || o.dnsPort > 65535 || o.proxyPort == 0 || o.proxyPort > 65535 {
+		return fmt.Errorf("--sandbox-cidr %q --dns-port %d --proxy-port %d: want an IPv4 prefix such as 172.29.0.0/16 and ports 1-65535", o.sandboxCIDR, o.dnsPort, o.proxyPort)
+	}
+	network, err := reconciler.StartNetwork(reconciler.NetworkOptions{StateDir: stateDir, Pool: pool.Masked(), DNSPort: uint16(o.dnsPort),
+		ProxyPort: uint16(o.proxyPort), Upstreams: o.dnsUpstreams, Events: events, Log: log})
+	if err != nil {
+		return fmt.Errorf("sandbox networking: %w", err)
+	}
+	defer network.Close()
 	orphans := reconciler.NewOrphanCollector(stateDir, st, drivers, log)
+	orphans.Network = network
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
-		Store: st, Images: imgs, Drivers: drivers, Events: events,
+		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network,
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
 		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,
 		Requeue: queue.Add, BeforeCreate: orphans.Advance, Log: log,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: events.PanicRecorder(st)}
+	inNamespace := reconciler.SandboxesInNamespace(st)
 	source := &reconciler.Source{
 		Store: st, Kind: v1alpha1.KindSandbox, Queue: queue, Resync: o.resync, Log: log,
-		Related:  map[string]func(v1alpha1.Object) []string{v1alpha1.KindSecret: reconciler.SandboxesInNamespace(st)},
+		Related:  map[string]func(v1alpha1.Object) []string{v1alpha1.KindSecret: inNamespace, v1alpha1.KindNetworkPolicy: inNamespace},
 		OnResync: orphans.Collect,
 	}
+	npQueue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
+	npCtrl := &reconciler.Controller{Name: "networkpolicy", Queue: npQueue, Reconciler: &reconciler.NetworkPolicyReconciler{Store: st}, Workers: 1, Log: log, OnPanic: events.PanicRecorder(st)}
+	npSource := &reconciler.Source{Store: st, Kind: v1alpha1.KindNetworkPolicy, Queue: npQueue, Resync: o.resync, Log: log,
+		Related: map[string]func(v1alpha1.Object) []string{v1alpha1.KindSandbox: reconciler.PoliciesInNamespace(st)}}
 
 	ln, err := apiserver.Listen(o.socket)
 	if err != nil {
@@ -179,7 +203,7 @@ func run(o options) error {
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
-		Runtime: reconciler.Runtime{Drivers: drivers},
+		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.Engine},
 		Images:  imgs,
 		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
 		Logger:  log,
@@ -190,8 +214,17 @@ func run(o options) error {
 		log.Warn("collecting orphaned sandboxes", "err", err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); ctrl.Run(ctx); sbr.Close(); events.Close() }()
+	go func() {
+		defer close(done)
+		npDone := make(chan struct{})
+		go func() { defer close(npDone); npCtrl.Run(ctx) }()
+		ctrl.Run(ctx)
+		<-npDone
+		sbr.Close()
+		events.Close()
+	}()
 	go source.Run(ctx)
+	go npSource.Run(ctx)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

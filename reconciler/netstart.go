@@ -1,0 +1,108 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"msb.dev/msb/netpolicy"
+	"msb.dev/msb/netpolicy/dnsfilter"
+	"msb.dev/msb/netpolicy/hostnet"
+	"msb.dev/msb/netpolicy/proxy"
+)
+
+// NetworkOptions configure StartNetwork.
+type NetworkOptions struct {
+	StateDir string
+	// Pool is --sandbox-cidr (hostnet.DefaultPool when not valid).
+	Pool netip.Prefix
+	// DNSPort and ProxyPort are where the DNS filter and the egress proxy
+	// listen in msbd's namespace; nftables redirects sandboxes there.
+	DNSPort, ProxyPort uint16
+	// Upstreams are the DNS servers the filter asks (--dns-upstream);
+	// empty: those of the host's /etc/resolv.conf.
+	Upstreams []string
+	Events    *Recorder
+	Log       *slog.Logger
+}
+
+// StartNetwork builds sandbox networking in msbd's network namespace: the
+// nftables table and the namespaces of running sandboxes (adopted), the
+// Engine, and the DNS filter and egress proxy listening on their ports.
+// Close stops the listeners and leaves the namespaces and the table, so
+// running sandboxes keep their network while msbd restarts (they reach
+// nothing meanwhile: their traffic has nowhere to go).
+func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
+	if len(o.Upstreams) == 0 {
+		ups, err := dnsfilter.UpstreamsFromResolvConf("/etc/resolv.conf")
+		if err != nil || len(ups) == 0 {
+			return nil, fmt.Errorf("no DNS upstream for sandboxes: /etc/resolv.conf names none (%v); pass --dns-upstream ADDR", err)
+		}
+		o.Upstreams = ups
+	}
+	n := &NetworkStack{}
+	n.Engine = netpolicy.NewEngine(netpolicy.EngineOptions{OnDeny: n.DenyEvents(o.Events)})
+	// Listen first: a port taken is an error before anything changes.
+	dnsAddr := ":" + strconv.Itoa(int(o.DNSPort))
+	udp, err := net.ListenPacket("udp4", dnsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("DNS filter (--dns-port): %w", err)
+	}
+	tcp, err := net.Listen("tcp4", dnsAddr)
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("DNS filter (--dns-port): %w", err)
+	}
+	pln, err := net.Listen("tcp4", ":"+strconv.Itoa(int(o.ProxyPort)))
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return nil, fmt.Errorf("egress proxy (--proxy-port): %w", err)
+	}
+	n.Net, err = hostnet.New(hostnet.Options{StateDir: o.StateDir, Pool: o.Pool, DNSPort: o.DNSPort, ProxyPort: o.ProxyPort,
+		Logf: func(format string, args ...any) { o.Log.Warn(fmt.Sprintf(format, args...)) }})
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		pln.Close()
+		return nil, err
+	}
+	n.refreshHostAddrs()
+	n.Ports = proxy.NewPublisher(hostnet.DefaultMark, o.Log)
+	n.dns = dnsfilter.New(dnsfilter.Options{Decider: n.Engine, Upstreams: o.Upstreams, Log: o.Log})
+	n.proxy = proxy.New(proxy.Options{Decider: n.Engine, Log: o.Log})
+	go func() {
+		if err := n.dns.Serve(udp, tcp); err != nil && !errors.Is(err, dnsfilter.ErrClosed) {
+			o.Log.Error("DNS filter stopped", "err", err)
+		}
+	}()
+	go func() {
+		if err := n.proxy.Serve(pln); err != nil && !errors.Is(err, net.ErrClosed) {
+			o.Log.Error("egress proxy stopped", "err", err)
+		}
+	}()
+	return n, nil
+}
+
+// Close stops the DNS filter, the proxy and the published ports.
+func (n *NetworkStack) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n.dns != nil {
+		n.dns.Shutdown(ctx)
+	}
+	if n.proxy != nil {
+		n.proxy.Close()
+	}
+	if n.Ports != nil {
+		n.Ports.Close()
+	}
+	if n.Net != nil {
+		n.Net.Close()
+	}
+}
