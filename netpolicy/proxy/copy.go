@@ -24,6 +24,8 @@ type sniffed struct {
 	headLen int
 }
 
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
 var (
 	errNothingSent = errors.New("sent nothing within PeekTimeout")
 	errClosedEarly = errors.New("closed before sending anything")
@@ -79,6 +81,12 @@ func (s *sniffed) classify(b []byte) (bool, error) {
 		}
 		s.name = name
 		return true, err
+	}
+	// HTTP/2 with prior knowledge (h2c, plaintext gRPC) has no Host
+	// before its binary frames: no name, decided by IP rules.
+	if k := min(len(b), len(h2Preface)); string(b[:k]) == h2Preface[:k] {
+		s.proto = protoOther
+		return k == len(h2Preface), nil
 	}
 	isHTTP, err := looksLikeHTTP(b)
 	if err == errShort {

@@ -11,7 +11,7 @@ import (
 )
 
 // FuzzSNI: the ClientHello parser never panics, never reads out of
-// bounds (the race/ASan-free Go runtime would panic), returns only names
+// bounds (Go's bounds checks would panic), returns only names
 // it normalised, and any name it returns is stable under re-parsing.
 func FuzzSNI(f *testing.F) {
 	// Real first flights of Go's TLS client (with and without SNI), kept

@@ -187,3 +187,19 @@ func TestHostName(t *testing.T) {
 		}
 	}
 }
+
+func TestSniff(t *testing.T) {
+	for in, want := range map[string]sniffed{
+		h2Preface + "\x00\x00":                   {proto: protoOther},
+		"SSH-2.0-OpenSSH_9.2\r\n":                {proto: protoOther},
+		"GET / HTTP/1.1\r\nHost: A.test\r\n\r\n": {proto: protoHTTP, name: "a.test"},
+	} {
+		s, err := sniff(bufio.NewReaderSize(strings.NewReader(in), maxHead))
+		if err != nil || s.proto != want.proto || s.name != want.name {
+			t.Errorf("%q: %+v, %v", in, s, err)
+		}
+	}
+	if _, err := sniff(bufio.NewReaderSize(strings.NewReader("PRI * HTTP/2.0\r\n"), maxHead)); err == nil {
+		t.Error("truncated h2 preface accepted")
+	}
+}
