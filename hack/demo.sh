@@ -38,7 +38,13 @@ cleanup() {
 	if ! $keep; then
 		step "cleaning up"
 		bin/msbctl delete -f manifests/examples/ --wait --timeout=60s || true
-		if $started; then kill "$(cat _out/msbd.pid)" && wait "$(cat _out/msbd.pid)" 2>/dev/null || true; fi
+		if $started; then
+			kill "$(cat _out/msbd.pid)" && wait "$(cat _out/msbd.pid)" 2>/dev/null || true
+			# What msbd leaves for sandboxes that outlive it: its nftables
+			# table and the mount holding their network namespaces.
+			nft delete table inet msb 2>/dev/null || true
+			umount "$STATE/netns" 2>/dev/null || true
+		fi
 	fi
 }
 trap cleanup EXIT

@@ -62,10 +62,13 @@ type OrphanCollector struct {
 	saved   int64  // revision last written to the fence
 
 	// Network, if set, has its attachments of unknown sandboxes removed too.
-	Network interface {
-		AttachedIDs() []string
-		Detach(id string) error
-	}
+	Network NetworkAttachments
+}
+
+// NetworkAttachments lists and removes sandboxes' networks.
+type NetworkAttachments interface {
+	AttachedIDs() []string
+	Detach(id string) error
 }
 
 // NewOrphanCollector checks the store against the fence left by earlier runs.

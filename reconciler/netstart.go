@@ -19,11 +19,11 @@ import (
 // NetworkOptions configure StartNetwork.
 type NetworkOptions struct {
 	StateDir string
-	// Pool is --sandbox-cidr (hostnet.DefaultPool when not valid).
-	Pool netip.Prefix
+	// Pool is --sandbox-cidr: a private IPv4 prefix.
+	Pool string
 	// DNSPort and ProxyPort are where the DNS filter and the egress proxy
 	// listen in msbd's namespace; nftables redirects sandboxes there.
-	DNSPort, ProxyPort uint16
+	DNSPort, ProxyPort uint
 	// Upstreams are the DNS servers the filter asks (--dns-upstream);
 	// empty: those of the host's /etc/resolv.conf.
 	Upstreams []string
@@ -38,6 +38,10 @@ type NetworkOptions struct {
 // running sandboxes keep their network while msbd restarts (they reach
 // nothing meanwhile: their traffic has nowhere to go).
 func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
+	pool, err := netip.ParsePrefix(o.Pool)
+	if err != nil || !pool.Addr().Is4() || o.DNSPort == 0 || o.DNSPort > 65535 || o.ProxyPort == 0 || o.ProxyPort > 65535 {
+		return nil, fmt.Errorf("--sandbox-cidr %q --dns-port %d --proxy-port %d: want an IPv4 prefix such as 172.29.0.0/16 and ports 1-65535", o.Pool, o.DNSPort, o.ProxyPort)
+	}
 	if len(o.Upstreams) == 0 {
 		ups, err := dnsfilter.UpstreamsFromResolvConf("/etc/resolv.conf")
 		if err != nil || len(ups) == 0 {
@@ -64,7 +68,7 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 		tcp.Close()
 		return nil, fmt.Errorf("egress proxy (--proxy-port): %w", err)
 	}
-	n.Net, err = hostnet.New(hostnet.Options{StateDir: o.StateDir, Pool: o.Pool, DNSPort: o.DNSPort, ProxyPort: o.ProxyPort,
+	n.Net, err = hostnet.New(hostnet.Options{StateDir: o.StateDir, Pool: pool.Masked(), DNSPort: uint16(o.DNSPort), ProxyPort: uint16(o.ProxyPort),
 		Logf: func(format string, args ...any) { o.Log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		udp.Close()
@@ -89,8 +93,37 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 	return n, nil
 }
 
+// Seam is n as the Sandbox controller's Network: nil (loopback-only
+// sandboxes) when msbd runs without networking.
+func (n *NetworkStack) Seam() Network {
+	if n == nil {
+		return nil
+	}
+	return n
+}
+
+// Attachments is n for orphan collection; nil without networking.
+func (n *NetworkStack) Attachments() NetworkAttachments {
+	if n == nil {
+		return nil
+	}
+	return n
+}
+
+// DecisionLog is n's Engine for the API's network log; nil without
+// networking.
+func (n *NetworkStack) DecisionLog() *netpolicy.Engine {
+	if n == nil {
+		return nil
+	}
+	return n.Engine
+}
+
 // Close stops the DNS filter, the proxy and the published ports.
 func (n *NetworkStack) Close() {
+	if n == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if n.dns != nil {

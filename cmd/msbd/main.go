@@ -16,7 +16,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,6 +48,7 @@ type options struct {
 	stateDir, socket, agent, logLevel, defaultMemory, sandboxCIDR string
 	dnsUpstreams                                                  stringList
 	dnsPort, proxyPort                                            uint
+	network                                                       bool
 	workers                                                       int
 	restartBackoff, restartBackoffMax                             time.Duration
 	stopGrace, resync                                             time.Duration
@@ -90,6 +90,7 @@ func main() {
 	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
 	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
 	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
+	fs.BoolVar(&o.network, "network", true, "give sandboxes a network that NetworkPolicies open (false: loopback only, no published ports)")
 	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")
 	fs.Var(&o.dnsUpstreams, "dns-upstream", "IP:PORT of a DNS server the sandboxes' DNS filter asks (repeatable; default: the servers of /etc/resolv.conf)")
 	fs.UintVar(&o.dnsPort, "dns-port", 15353, "port of the sandboxes' DNS filter in msbd's network namespace")
@@ -165,21 +166,19 @@ func run(o options) error {
 	defer cancel()
 
 	events := reconciler.NewRecorder(st, log)
-	pool, err := netip.ParsePrefix(o.sandboxCIDR)
-	if err != nil || !pool.Addr().Is4() || o.dnsPort == 0 || o.dnsPort > 65535 || o.proxyPort == 0 || o.proxyPort > 65535 {
-		return fmt.Errorf("--sandbox-cidr %q --dns-port %d --proxy-port %d: want an IPv4 prefix such as 172.29.0.0/16 and ports 1-65535", o.sandboxCIDR, o.dnsPort, o.proxyPort)
+	var network *reconciler.NetworkStack // nil with --network=false: sandboxes get loopback only
+	if o.network {
+		if network, err = reconciler.StartNetwork(reconciler.NetworkOptions{StateDir: stateDir, Pool: o.sandboxCIDR, DNSPort: o.dnsPort,
+			ProxyPort: o.proxyPort, Upstreams: o.dnsUpstreams, Events: events, Log: log}); err != nil {
+			return fmt.Errorf("sandbox networking: %w", err)
+		}
+		defer network.Close()
 	}
-	network, err := reconciler.StartNetwork(reconciler.NetworkOptions{StateDir: stateDir, Pool: pool.Masked(), DNSPort: uint16(o.dnsPort),
-		ProxyPort: uint16(o.proxyPort), Upstreams: o.dnsUpstreams, Events: events, Log: log})
-	if err != nil {
-		return fmt.Errorf("sandbox networking: %w", err)
-	}
-	defer network.Close()
 	orphans := reconciler.NewOrphanCollector(stateDir, st, drivers, log)
-	orphans.Network = network
+	orphans.Network = network.Attachments()
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
-		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network,
+		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(),
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
 		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,
@@ -203,7 +202,7 @@ func run(o options) error {
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
-		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.Engine},
+		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
 		Images:  imgs,
 		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
 		Logger:  log,

@@ -281,3 +281,44 @@ func duBytes(b *testing.B, dir string) int64 {
 	fmt.Sscan(string(out), &n)
 	return n
 }
+
+// BenchmarkApplyToReadyNetwork: apply → Ready with sandbox networking (a
+// network namespace, veth, nft set element, rules in the Engine, resolv.conf
+// and hosts) against the same without (msbd --network=false), interleaved,
+// with bare `runc run` of the same rootfs as the baseline.
+func BenchmarkApplyToReadyNetwork(b *testing.B) {
+	withNet := startDaemon(b, "--log-level", "warn")
+	without := startDaemon(b, "--log-level", "warn", "--network=false")
+	for _, d := range []*daemon{withNet, without} {
+		d.apply(sandboxYAML("warm", "", "sleep", "1000"))
+		d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
+	}
+	baseRun := runcBaseline(b, layerDir(b, withNet))
+	readyOf := func(d *daemon, name string) time.Duration {
+		f := filepath.Join(b.TempDir(), "m.yaml")
+		os.WriteFile(f, []byte(sandboxYAML(name, "", "sleep", "1000")), 0o644)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		events, err := client.New(d.socket).Watch(ctx, "sandbox", "default", "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		d.must("apply", "-f", f)
+		return readyAt(b, events, name).Sub(t0)
+	}
+	var base, net, nonet []time.Duration
+	for i := 0; i < b.N; i++ {
+		base = append(base, baseRun(i))
+		name := fmt.Sprintf("n%d", i)
+		net = append(net, readyOf(withNet, name))
+		nonet = append(nonet, readyOf(without, name))
+		withNet.must("delete", "sandbox", name, "--wait", "--timeout=60s")
+		without.must("delete", "sandbox", name, "--wait", "--timeout=60s")
+	}
+	b.ReportMetric(ms(median(base)), "runc-run-ms")
+	b.ReportMetric(ms(median(net)), "ready-network-ms")
+	b.ReportMetric(ms(median(nonet)), "ready-no-network-ms")
+	b.ReportMetric(float64(median(net))/float64(median(nonet)), "network/no-network")
+	b.ReportMetric(float64(median(net))/float64(median(base)), "network/runc")
+}

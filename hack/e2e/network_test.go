@@ -130,11 +130,23 @@ func TestNetworkPolicyEnforced(t *testing.T) {
 			t.Errorf("network log lacks %q:\n%s", want, log)
 		}
 	}
-	if out := d.must("describe", "sandbox", "net"); !strings.Contains(out, "Network Policies:     web") {
-		t.Errorf("describe does not list the policy:\n%s", out)
+	if out := d.must("describe", "sandbox", "net"); !strings.Contains(out, "Network Policies:     web") || !strings.Contains(out, "EgressDenied") {
+		t.Errorf("describe does not list the policy or the denials:\n%s", out)
 	}
 	if out := d.must("get", "networkpolicies"); !strings.Contains(out, "web") || !strings.Contains(out, " 1 ") {
 		t.Errorf("get networkpolicies does not count the selected sandbox:\n%s", out)
+	}
+
+	// After a crash of msbd the running sandbox keeps its address and,
+	// once msbd is back, its rules.
+	d.kill9()
+	d.start()
+	waitFor(t, 20*time.Second, "the network after an msbd restart", func() bool {
+		return strings.Contains(run("net", "http", "allowed.test:80", "allowed.test"), "hello from "+inetAllowed)
+	})
+	expect("denied after a restart", run("net", "dns", "unknown.test"), "NXDOMAIN")
+	if got := field(d.sandbox("net"), "status.startedAt"); got != started {
+		t.Errorf("the sandbox restarted with msbd (startedAt %v → %v)", started, got)
 	}
 
 	// Deleting everything leaves no link, namespace or rule behind.
