@@ -44,10 +44,10 @@ const nowhere Where = 0
 // those whose placeholder there would be a leak.
 func (s *Set) forbidden(host string, loc Where) []*compiledBinding {
 	var out []*compiledBinding
-	for i, b := range s.bindings {
+	for i, b := range s.d.bindings {
 		if b.permits(host, loc) {
 			if out == nil {
-				out = append(make([]*compiledBinding, 0, len(s.bindings)), s.bindings[:i]...)
+				out = append(make([]*compiledBinding, 0, len(s.d.bindings)), s.d.bindings[:i]...)
 			}
 			continue
 		}
@@ -56,7 +56,7 @@ func (s *Set) forbidden(host string, loc Where) []*compiledBinding {
 		}
 	}
 	if out == nil {
-		return s.bindings // no allocation in the common all-forbidden case
+		return s.d.bindings // no allocation in the common all-forbidden case
 	}
 	return out
 }
@@ -64,7 +64,7 @@ func (s *Set) forbidden(host string, loc Where) []*compiledBinding {
 // permitted is the complement of forbidden.
 func (s *Set) permitted(host string, loc Where) []*compiledBinding {
 	var out []*compiledBinding
-	for _, b := range s.bindings {
+	for _, b := range s.d.bindings {
 		if b.permits(host, loc) {
 			out = append(out, b)
 		}
@@ -95,7 +95,7 @@ func (s *Set) Leak(req *http.Request, host string) *Leak {
 
 // leakInHead searches everything but the body and trailers.
 func (s *Set) leakInHead(req *http.Request, host string) *Leak {
-	all := s.bindings
+	all := s.d.bindings
 	if b, f := find(req.Host, all, scanOpts{}); b != nil {
 		return s.leak(b, "host", f, host)
 	}
@@ -120,7 +120,7 @@ func (s *Set) leakInHead(req *http.Request, host string) *Leak {
 func (s *Set) leakInHeader(h http.Header, kind, host string) *Leak {
 	var hdr, basic []*compiledBinding
 	for name, vals := range h {
-		if b, f := find(name, s.bindings, scanOpts{}); b != nil {
+		if b, f := find(name, s.d.bindings, scanOpts{}); b != nil {
 			return s.leak(b, kind+" name", f, host)
 		}
 		for _, v := range vals {
@@ -168,7 +168,7 @@ func (s *Set) LeakInBytes(b []byte) *Leak {
 	if s.Len() == 0 {
 		return nil
 	}
-	if c, f := find(bytesView(b), s.bindings, scanOpts{lines: true}); c != nil {
+	if c, f := find(bytesView(b), s.d.bindings, scanOpts{lines: true}); c != nil {
 		return s.leak(c, "plain connection", f, "")
 	}
 	return nil
@@ -187,7 +187,7 @@ func (s *Set) LeakInName(name string) *Leak {
 	}
 	joined := strings.ReplaceAll(strings.ReplaceAll(name, ".", ""), "-", "")
 	for _, v := range []string{name, joined} {
-		if b, f := find(v, s.bindings, scanOpts{base32: true}); b != nil {
+		if b, f := find(v, s.d.bindings, scanOpts{base32: true}); b != nil {
 			return s.leak(b, "dns name", f, strings.TrimSuffix(name, "."))
 		}
 	}
@@ -204,7 +204,7 @@ func (s *Set) GuardStream(r io.Reader, host string) io.Reader {
 	if s.Len() == 0 {
 		return r
 	}
-	return &streamer{r: r, host: normHost(host), set: s, cands: s.bindings, where: "stream"}
+	return &streamer{r: r, host: normHost(host), set: s, cands: s.d.bindings, where: "stream"}
 }
 
 // bytesView is a read-only string view of b, to search a body without

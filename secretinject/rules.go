@@ -109,7 +109,13 @@ func (b Binding) LogValue() slog.Value { return slog.StringValue(b.String()) }
 // Set is the compiled substitutions of one sandbox. It never changes once
 // built: rotation builds a new Set and swaps it in (see Sets), so a request
 // in flight sees one consistent version. Safe for concurrent use.
-type Set struct {
+//
+// Everything lives behind one pointer: fmt prints a nested pointer as an
+// address, so even %v of a Set value (not *Set) or of a struct that holds
+// one in an unexported field shows no value.
+type Set struct{ d *setData }
+
+type setData struct {
 	bindings []*compiledBinding
 	byPH     map[string]*compiledBinding // placeholder -> binding
 }
@@ -125,12 +131,12 @@ type compiledBinding struct {
 // own. Bindings with a malformed placeholder are an error; two bindings
 // with the same placeholder are too (a placeholder names one key).
 func NewSet(bs []Binding) (*Set, error) {
-	s := &Set{byPH: make(map[string]*compiledBinding, len(bs))}
+	s := &Set{d: &setData{byPH: make(map[string]*compiledBinding, len(bs))}}
 	for _, b := range bs {
 		if !IsPlaceholder(b.Placeholder) {
 			return nil, fmt.Errorf("binding %s/%s: %q is not a placeholder", b.Secret, b.Key, b.Placeholder)
 		}
-		if _, dup := s.byPH[b.Placeholder]; dup {
+		if _, dup := s.d.byPH[b.Placeholder]; dup {
 			return nil, fmt.Errorf("binding %s/%s: placeholder bound twice", b.Secret, b.Key)
 		}
 		if b.In == 0 {
@@ -147,8 +153,8 @@ func NewSet(bs []Binding) (*Set, error) {
 				cb.exact[h] = true
 			}
 		}
-		s.bindings = append(s.bindings, cb)
-		s.byPH[b.Placeholder] = cb
+		s.d.bindings = append(s.d.bindings, cb)
+		s.d.byPH[b.Placeholder] = cb
 	}
 	return s, nil
 }
@@ -176,20 +182,20 @@ func (b *compiledBinding) permits(host string, loc Where) bool {
 
 // Len is the number of bindings.
 func (s *Set) Len() int {
-	if s == nil {
+	if s == nil || s.d == nil {
 		return 0
 	}
-	return len(s.bindings)
+	return len(s.d.bindings)
 }
 
 // NeedsIntercept reports whether some binding may be sent to host, that is
 // whether the proxy must terminate TLS to host (all else is passthrough).
 func (s *Set) NeedsIntercept(host string) bool {
-	if s == nil {
+	if s.Len() == 0 {
 		return false
 	}
 	host = normHost(host)
-	for _, b := range s.bindings {
+	for _, b := range s.d.bindings {
 		if b.allows(host) {
 			return true
 		}
@@ -198,12 +204,12 @@ func (s *Set) NeedsIntercept(host string) bool {
 }
 
 func (s *Set) String() string {
-	if s == nil {
-		return "secretinject.Set(nil)"
+	if s.Len() == 0 {
+		return "secretinject.Set[]"
 	}
 	var b strings.Builder
 	b.WriteString("secretinject.Set[")
-	for i, cb := range s.bindings {
+	for i, cb := range s.d.bindings {
 		if i > 0 {
 			b.WriteString(" ")
 		}

@@ -165,7 +165,7 @@ func (s *Set) prepareBody(req *http.Request, host string, subst bool) (*Leak, er
 	st := &streamer{r: req.Body, closer: req.Body, host: host, set: s, cands: cands, subs: subs, where: "body"}
 	switch n := req.ContentLength; {
 	case n > MaxBufferedBody:
-		st.cands, st.subs, st.where = s.bindings, nil, "body (too large to substitute in)"
+		st.cands, st.subs, st.where = s.d.bindings, nil, "body (too large to substitute in)"
 		st.onEOF = func() *Leak { return s.leakInTrailer(req, host, subst) }
 		req.Body = st
 		return nil, nil
