@@ -1,8 +1,3 @@
-// Package secretinject keeps secret values out of sandboxes: a sandbox sees
-// only a placeholder for each secret it references, and the egress proxy
-// substitutes the real value on the way out, only towards the hosts the
-// Secret allows. Today it holds the placeholders; the substitution rules,
-// msbd's CA and leak detection land here with secret injection.
 package secretinject
 
 import (
