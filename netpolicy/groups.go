@@ -12,8 +12,11 @@ import (
 // never open the cloud metadata service.
 var (
 	metadataAddrs = []netip.Addr{
-		netip.MustParseAddr("169.254.169.254"),
-		netip.MustParseAddr("fd00:ec2::254"),
+		netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure IMDS, OpenStack, Oracle, DigitalOcean
+		netip.MustParseAddr("fd00:ec2::254"),   // AWS over IPv6
+		netip.MustParseAddr("169.254.170.2"),   // AWS ECS task credentials
+		netip.MustParseAddr("168.63.129.16"),   // Azure WireServer (otherwise "public")
+		netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud (otherwise "private")
 	}
 	privatePrefixes = []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),

@@ -28,8 +28,9 @@ type NetworkStack struct {
 	Engine *netpolicy.Engine
 	Ports  *proxy.Publisher
 
-	dns   *dnsfilter.Filter
-	proxy *proxy.Proxy
+	dns       *dnsfilter.Filter
+	proxy     *proxy.Proxy
+	stopAddrs chan struct{} // ends the address subscription
 
 	mu        sync.Mutex
 	published map[string][]vmdriver.Port // what Publish last made, per sandbox

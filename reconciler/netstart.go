@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"msb.dev/msb/netpolicy"
 	"msb.dev/msb/netpolicy/dnsfilter"
 	"msb.dev/msb/netpolicy/hostnet"
@@ -76,6 +77,23 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 		pln.Close()
 		return nil, err
 	}
+	// The "host" group is msbd's namespace's addresses as they are now: an
+	// interface that appears later (docker0, a VPN, a DHCP renewal) must not
+	// pass for "private" or "public", so every address change refreshes it.
+	updates, stop := make(chan netlink.AddrUpdate, 16), make(chan struct{})
+	if err := netlink.AddrSubscribe(updates, stop); err != nil {
+		n.Net.Close()
+		udp.Close()
+		tcp.Close()
+		pln.Close()
+		return nil, fmt.Errorf("watching the host's addresses: %w", err)
+	}
+	n.stopAddrs = stop
+	go func() {
+		for range updates {
+			n.refreshHostAddrs()
+		}
+	}()
 	n.refreshHostAddrs()
 	n.Ports = proxy.NewPublisher(hostnet.DefaultMark, o.Log)
 	n.dns = dnsfilter.New(dnsfilter.Options{Decider: n.Engine, Upstreams: o.Upstreams, Log: o.Log})
@@ -123,6 +141,9 @@ func (n *NetworkStack) DecisionLog() *netpolicy.Engine {
 func (n *NetworkStack) Close() {
 	if n == nil {
 		return
+	}
+	if n.stopAddrs != nil {
+		close(n.stopAddrs)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -93,8 +93,10 @@ func main() {
 	fs.BoolVar(&o.network, "network", true, "give sandboxes a network that NetworkPolicies open (false: loopback only, no published ports)")
 	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")
 	fs.Var(&o.dnsUpstreams, "dns-upstream", "IP:PORT of a DNS server the sandboxes' DNS filter asks (repeatable; default: the servers of /etc/resolv.conf)")
-	fs.UintVar(&o.dnsPort, "dns-port", 15353, "port of the sandboxes' DNS filter in msbd's network namespace")
-	fs.UintVar(&o.proxyPort, "proxy-port", 15001, "port of the sandboxes' transparent egress proxy in msbd's network namespace")
+	// Below 1024: while msbd is down (a restart), no unprivileged process may
+	// take the ports that running sandboxes' traffic is redirected to.
+	fs.UintVar(&o.dnsPort, "dns-port", 1017, "port of the sandboxes' DNS filter in msbd's network namespace (below 1024)")
+	fs.UintVar(&o.proxyPort, "proxy-port", 1018, "port of the sandboxes' transparent egress proxy in msbd's network namespace (below 1024)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)

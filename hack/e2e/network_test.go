@@ -94,6 +94,27 @@ func TestNetworkPolicyEnforced(t *testing.T) {
 	if n := hostService.Load(); n != 0 {
 		t.Errorf("the host's service on :2222 accepted %d connections from sandboxes", n)
 	}
+	// An address msbd's namespace gains later is the host's, never
+	// "private": a policy opening private addresses reaches the private
+	// stand-in but not a host service on that new address.
+	d.apply(`apiVersion: msb.dev/v1alpha1
+kind: NetworkPolicy
+metadata: {name: private}
+spec:
+  sandboxSelector: {matchLabels: {app: net}}
+  egress: [{to: [{group: private}], ports: [{port: 80}, {port: 2222}]}]
+`)
+	mustRun(t, "ip", "-n", d.netns, "link", "add", "e2elate0", "type", "veth", "peer", "name", "e2elate1")
+	mustRun(t, "ip", "-n", d.netns, "addr", "add", "10.99.0.1/24", "dev", "e2elate0")
+	waitFor(t, 10*time.Second, "the private policy to apply", func() bool {
+		return strings.Contains(run("net", "http", inetPrivate+":80", inetPrivate), "hello from "+inetPrivate)
+	})
+	expect("host service on a late address", run("net", "tcp", "10.99.0.1:2222"), "ERROR")
+	if n := hostService.Load(); n != 0 {
+		t.Errorf("the host's service on :2222 accepted %d connections from sandboxes", n)
+	}
+	d.must("delete", "networkpolicy", "private")
+
 	// A sandbox no policy selects reaches nothing.
 	expect("no policy: name", run("lonely", "dns", "allowed.test"), "NXDOMAIN")
 	expect("no policy: address", run("lonely", "http", inetAllowed+":80", "allowed.test"), "ERROR")

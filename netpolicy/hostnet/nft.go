@@ -116,6 +116,15 @@ func (n *Net) buildTable(atts []Attachment) error {
 	rule(input, in, ctDNAT(), l4proto(unix.IPPROTO_TCP), dport(n.opts.DNSPort), v(accept))
 	rule(input, in, ctDNAT(), l4proto(unix.IPPROTO_UDP), dport(n.opts.DNSPort), v(accept))
 	rule(input, in, v(drop))
+	// The two ports are for redirected sandbox traffic alone: from any
+	// other interface (the LAN, loopback) a packet to them could pass as a
+	// sandbox's by its source address, or reach the proxy unfiltered.
+	for _, p := range []struct {
+		proto byte
+		port  uint16
+	}{{unix.IPPROTO_TCP, n.opts.ProxyPort}, {unix.IPPROTO_TCP, n.opts.DNSPort}, {unix.IPPROTO_UDP, n.opts.DNSPort}} {
+		rule(input, l4proto(p.proto), dport(p.port), v(drop))
+	}
 
 	// forward: nothing is routed to or from a sandbox, whatever
 	// net.ipv4.ip_forward says (the host may route for others).

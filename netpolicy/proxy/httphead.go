@@ -87,6 +87,19 @@ func parseRequestHead(b []byte) (reqHead, int, error) {
 	if f.hosts > 1 || (f.hosts == 0 && parts[2] == "HTTP/1.1") {
 		return h, 0, errBadHTTP
 	}
+	// Transfer-Encoding means nothing in HTTP/1.0 to many servers (Go's
+	// net/http among them): framing it as chunked here while the upstream
+	// reads the "body" as the next request would slip a request with
+	// another Host past the check of every request (RFC 9112 section 6.1).
+	if f.chunked && parts[2] == "HTTP/1.0" {
+		return h, 0, errBadHTTP
+	}
+	// h2c turns the connection into HTTP/2 streams, each with its own
+	// :authority, that this relay would pass unread: refused (HTTP/2 over
+	// TLS is a passthrough like any TLS).
+	if f.h2c {
+		return h, 0, errBadHTTP
+	}
 	if f.keepAlive && parts[2] == "HTTP/1.0" {
 		h.close = false
 	}
@@ -176,6 +189,7 @@ type fields struct {
 	chunked             bool
 	close, keepAlive    bool
 	upgrade, upgradeHdr bool // Connection: upgrade; an Upgrade header
+	h2c                 bool // the Upgrade header offers h2c
 }
 
 func parseFields(lines []string) (fields, error) {
@@ -224,6 +238,11 @@ func parseFields(lines []string) (fields, error) {
 			}
 		case "upgrade":
 			f.upgradeHdr = true
+			for _, p := range strings.Split(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(p), "h2c") {
+					f.h2c = true
+				}
+			}
 		}
 	}
 	if te && f.length >= 0 {
