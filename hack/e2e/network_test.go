@@ -89,7 +89,7 @@ func TestNetworkPolicyEnforced(t *testing.T) {
 	expect("metadata address", run("net", "http", inetMetadata+":80", "meta.test"), "ERROR")
 	// Nothing else: UDP, the host's services, other sandboxes.
 	expect("UDP echo", run("net", "udp", inetAllowed+":7"), "ERROR")
-	expect("host service", run("net", "tcp", gateway+":2222"), "ERROR")
+	expect("host service", run("net", "http", gateway+":2222", gateway), "ERROR")
 	expect("other sandbox", run("net", "http", lonelyIP+":8080", "lonely"), "ERROR")
 	if n := hostService.Load(); n != 0 {
 		t.Errorf("the host's service on :2222 accepted %d connections from sandboxes", n)
@@ -109,7 +109,7 @@ spec:
 	waitFor(t, 10*time.Second, "the private policy to apply", func() bool {
 		return strings.Contains(run("net", "http", inetPrivate+":80", inetPrivate), "hello from "+inetPrivate)
 	})
-	expect("host service on a late address", run("net", "tcp", "10.99.0.1:2222"), "ERROR")
+	expect("host service on a late address", run("net", "http", "10.99.0.1:2222", "10.99.0.1"), "ERROR")
 	if n := hostService.Load(); n != 0 {
 		t.Errorf("the host's service on :2222 accepted %d connections from sandboxes", n)
 	}
