@@ -27,11 +27,24 @@ import (
 // 2xx to CONNECT, the connection becomes an opaque tunnel — only then:
 // switching on the request alone would let a client smuggle a second
 // request past the check when the upstream declines the upgrade.
+//
+// When the sandbox has Secrets, every head is searched for placeholders
+// before it is forwarded and every body is relayed through a guard (a
+// chunked one re-framed): plain HTTP never carries a value, so any
+// placeholder is a leak (leak.go). Without Secrets bodies are copied
+// verbatim, spliced between the sockets.
 func (x *conn) relayHTTP(h reqHead, n int) {
 	ur := bufio.NewReaderSize(x.up, maxHead)
 	admitted := map[string]bool{h.name: true}
 	for {
 		b, _ := x.cr.Peek(n)
+		// Fetched per request: a rotated or new Secret applies at once.
+		set := x.p.secrets(x.sb.ID)
+		if l := leakInPlainHead(set, b); l != nil {
+			x.blocked(l, h.name)
+			x.refuseHTTP(403, leakReason(l))
+			return
+		}
 		if _, err := x.up.Write(b); err != nil {
 			return
 		}
@@ -40,7 +53,9 @@ func (x *conn) relayHTTP(h reqHead, n int) {
 		if h.chunked || h.length > 0 {
 			body = make(chan error, 1)
 			go func(h reqHead) {
-				if h.chunked {
+				if set.Len() > 0 {
+					body <- x.guardedBody(h, set)
+				} else if h.chunked {
 					body <- copyChunked(x.up, x.cr, x.c)
 				} else {
 					body <- copyN(x.up, x.cr, x.c, h.length)

@@ -9,13 +9,18 @@
 // original address — never to a fresh resolution of the name, so DNS-to-IP
 // pinning holds — and copies bytes both ways.
 //
-// TLS is spliced untouched. Plain HTTP is relayed request by request so
-// that every request on a kept-alive connection is checked: see http.go.
+// TLS is spliced untouched, except to a host one of the sandbox's Secrets
+// may be sent to: that TLS is terminated and re-encrypted so placeholders
+// can be replaced by values (intercept.go, forward.go). Plain HTTP is
+// relayed request by request so that every request on a kept-alive
+// connection is checked, for its Host and for placeholders: see http.go
+// and leak.go.
 package proxy
 
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -24,6 +29,7 @@ import (
 	"time"
 
 	"msb.dev/msb/netpolicy"
+	"msb.dev/msb/secretinject"
 )
 
 // Options configure a Proxy. Only Decider is required.
@@ -47,6 +53,34 @@ type Options struct {
 	// beyond it new ones are refused and recorded. Default 512.
 	MaxConnsPerSandbox int
 	Log                *slog.Logger
+
+	// Secrets returns the substitution set of a sandbox (nil or empty:
+	// none). It is asked per request, not per connection, so a rotated
+	// Secret applies to the next request on a kept-alive connection.
+	// Without it nothing is intercepted and nothing is searched.
+	Secrets func(sandboxID string) *secretinject.Set
+	// CA signs the leaves presented to the sandbox for intercepted hosts.
+	// Without it TLS is never intercepted (plain HTTP is still searched
+	// for placeholders when Secrets is set).
+	CA *secretinject.CA
+	// UpstreamRoots verify the upstream of an intercepted connection
+	// (secretinject.UpstreamRoots: system roots plus --upstream-ca); nil
+	// means the system roots. Verification is never skipped.
+	UpstreamRoots *x509.CertPool
+	// OnLeak is told of every blocked leak (msbd raises a
+	// SecretLeakBlocked Warning event). The Leak names Secret, key and
+	// location, never the value. It runs on the connection's goroutine.
+	OnLeak func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort)
+}
+
+// PinChecker is implemented by a Decider that can say whether the DNS
+// filter handed src the address addr for name (an unexpired pin). The
+// proxy intercepts TLS for a Secret's host only on a pinned address: a
+// value is substituted only when SNI, Host and the pinned destination
+// agree. A Decider without it is judged by what AllowConn says of the
+// address alone (see conn.pinned).
+type PinChecker interface {
+	Pinned(src netip.Addr, name string, addr netip.Addr) bool
 }
 
 // Proxy is the transparent egress proxy. Serve may be called for several
@@ -268,10 +302,16 @@ func (x *conn) record(d netpolicy.Decision) {
 
 // decide asks the Decider about name and records the answer.
 func (x *conn) decide(name string) netpolicy.Decision {
+	d := x.ask(name)
+	x.record(d)
+	return d
+}
+
+// ask is decide without the recording.
+func (x *conn) ask(name string) netpolicy.Decision {
 	d := x.p.o.Decider.AllowConn(x.src, name, x.dst)
 	d.Name = name
 	d.Addr, d.Port = x.dst.Addr(), x.dst.Port()
-	x.record(d)
 	return d
 }
 
@@ -281,6 +321,7 @@ func (x *conn) run() {
 	s, err := sniff(x.cr)
 	x.c.SetReadDeadline(time.Time{})
 	var d netpolicy.Decision
+	intercept := false
 	switch {
 	case errors.Is(err, errNothingSent):
 		// Server-speaks-first protocols (SMTP, MySQL) send nothing:
@@ -299,11 +340,18 @@ func (x *conn) run() {
 		}
 		return
 	default:
-		d = x.decide(s.name)
+		d = x.ask(s.name)
+		if d.Allowed && s.proto == protoTLS {
+			intercept, d = x.interceptGate(s.name, d)
+		}
+		x.record(d)
 	}
 	if !d.Allowed {
 		if s.proto == protoHTTP {
 			x.refuseHTTP(403, "policy refuses "+quoteName(s.name)+": "+d.Reason)
+		}
+		if intercept {
+			x.reset() // a TLS client gets no answer it could misread
 		}
 		return
 	}
@@ -315,6 +363,10 @@ func (x *conn) run() {
 	defer stop()
 	if s.proto == protoHTTP {
 		x.relayHTTP(s.head, s.headLen)
+		return
+	}
+	if intercept {
+		x.intercept(s.name)
 		return
 	}
 	if flush(x.up, x.cr) == nil {
@@ -330,9 +382,7 @@ func (x *conn) dial() bool {
 	up, err := x.p.o.Dial(ctx, "tcp", x.dst.String())
 	if err != nil {
 		x.p.o.Log.Debug("egress proxy: dial", "sandbox", x.sb.ID, "dst", x.dst, "err", err)
-		if tc, ok := x.c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
+		x.reset()
 		return false
 	}
 	if !x.p.track(up, false) {
@@ -341,6 +391,14 @@ func (x *conn) dial() bool {
 	}
 	x.up = up
 	return true
+}
+
+// reset makes the sandbox's connection end with a RST when it is closed,
+// as a refused direct connection would.
+func (x *conn) reset() {
+	if tc, ok := x.c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 }
 
 func quoteName(n string) string {
