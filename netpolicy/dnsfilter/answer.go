@@ -19,6 +19,9 @@ const maxChain = 16
 // answer decides and builds the reply to req from sandbox sb at src.
 func (f *Filter) answer(src netip.Addr, sb netpolicy.Sandbox, req *dns.Msg) *dns.Msg {
 	q := req.Question[0]
+	if r := f.leakInName(sb, req); r != nil {
+		return r
+	}
 	if q.Qclass != dns.ClassINET {
 		return reply(req, dns.RcodeNotImplemented)
 	}
@@ -88,6 +91,29 @@ func (f *Filter) answer(src netip.Addr, sb netpolicy.Sandbox, req *dns.Msg) *dns
 	f.o.Decider.Record(dec)
 	resp.Answer = append(aged(chain, age), kept...)
 	return resp
+}
+
+// leakInName refuses a query whose name carries a placeholder of sb's
+// Secrets, before anything else is decided and before anything is
+// forwarded; nil when the name is clean. REFUSED rather than NXDOMAIN:
+// the name may well exist, msb just won't ask.
+func (f *Filter) leakInName(sb netpolicy.Sandbox, req *dns.Msg) *dns.Msg {
+	if f.o.Secrets == nil {
+		return nil
+	}
+	l := f.o.Secrets(sb.ID).LeakInName(req.Question[0].Name)
+	if l == nil {
+		return nil
+	}
+	name := netpolicy.NormalizeName(req.Question[0].Name)
+	f.o.Decider.Record(netpolicy.Decision{
+		Sandbox: sb.ID, Kind: netpolicy.KindDNS, Name: name,
+		Reason: "secret leak blocked: " + l.Secret + "/" + l.Key + " in " + l.Where,
+	})
+	if f.o.OnLeak != nil {
+		f.o.OnLeak(sb, l)
+	}
+	return replyEDE(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, "msb: secret leak blocked")
 }
 
 // answerCovered answers an A query for a name no domain rule allows when

@@ -18,6 +18,8 @@
 //	other types, allowed name      -> forwarded, A/AAAA records and SVCB address
 //	                                  hints stripped (nothing unpinned leaks)
 //	other types, no domain rule    -> NXDOMAIN + EDE 15
+//	a placeholder in the name      -> REFUSED + EDE 15 "msb: secret leak blocked",
+//	                                  whatever the type; never forwarded
 //
 // EDE 15 ("Blocked", RFC 8914) rather than 17 ("Filtered"): 17 means the
 // client asked to be filtered; here the operator's policy blocks. An EDE
@@ -37,6 +39,7 @@ import (
 	"github.com/miekg/dns"
 
 	"msb.dev/msb/netpolicy"
+	"msb.dev/msb/secretinject"
 )
 
 // Limits that keep one sandbox from starving the others.
@@ -70,6 +73,16 @@ type Options struct {
 	// Log receives operational messages (never one per query). Default:
 	// discarded.
 	Log *slog.Logger
+
+	// Secrets returns the substitution set of a sandbox (nil or empty:
+	// none). A query whose name carries one of its placeholders, in any
+	// form LeakInName knows (hex, base32, base64, split over labels), is
+	// refused and never forwarded: a DNS name is a way out that needs no
+	// connection at all.
+	Secrets func(sandboxID string) *secretinject.Set
+	// OnLeak is told of every such query (msbd raises a
+	// SecretLeakBlocked Warning event); the Leak never holds a value.
+	OnLeak func(sb netpolicy.Sandbox, leak *secretinject.Leak)
 }
 
 // Filter is the DNS filter. Create it with New; serve with Serve or
