@@ -107,3 +107,42 @@ func readImageFile(layer, name string) (data []byte, found bool, err error) {
 	data, err = io.ReadAll(io.LimitReader(f, maxImageFileRead))
 	return data, true, err
 }
+
+// ReadImageFile reads name (a path inside the image, without its leading
+// slash) from the topmost of layers that has it, under the same rules as the
+// user lookup: never leaving the layer, never following a symlink, regular
+// files only, at most max bytes. found is false when no layer has it or a
+// layer deleted it.
+func ReadImageFile(layers []string, name string, max int64) (data []byte, found bool, err error) {
+	for i := len(layers) - 1; i >= 0; i-- {
+		root, err := os.OpenRoot(layers[i])
+		if err != nil {
+			continue
+		}
+		fi, err := root.Lstat(name)
+		if err != nil {
+			root.Close()
+			continue
+		}
+		switch {
+		case fi.Mode()&os.ModeCharDevice != 0:
+			root.Close()
+			return nil, false, nil // a whiteout: deleted here
+		case !fi.Mode().IsRegular():
+			root.Close()
+			return nil, false, fmt.Errorf("/%s in the image is not a regular file", name)
+		}
+		f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		root.Close()
+		if err != nil {
+			return nil, false, err
+		}
+		defer f.Close()
+		data, err = io.ReadAll(io.LimitReader(f, max+1))
+		if err == nil && int64(len(data)) > max {
+			return nil, false, fmt.Errorf("/%s in the image is larger than %d bytes", name, max)
+		}
+		return data, err == nil, err
+	}
+	return nil, false, nil
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -13,6 +14,7 @@ import (
 	"msb.dev/msb/netpolicy/dnsfilter"
 	"msb.dev/msb/netpolicy/hostnet"
 	"msb.dev/msb/netpolicy/proxy"
+	"msb.dev/msb/secretinject"
 	"msb.dev/msb/vmdriver"
 )
 
@@ -31,6 +33,7 @@ type NetworkStack struct {
 	dns       *dnsfilter.Filter
 	proxy     *proxy.Proxy
 	stopAddrs chan struct{} // ends the address subscription
+	secrets   *SecretInjection
 
 	mu        sync.Mutex
 	published map[string][]vmdriver.Port // what Publish last made, per sandbox
@@ -146,6 +149,24 @@ func (n *NetworkStack) DenyEvents(rec *Recorder) func(d netpolicy.Decision, supp
 			msg += fmt.Sprintf(" (and %d more like it since the last event)", suppressed)
 		}
 		rec.Event(ref, v1alpha1.EventWarning, ReasonEgressDenied, msg)
+	}
+}
+
+// LeakEvents returns the proxy's and DNS filter's OnLeak hook: a Warning
+// event SecretLeakBlocked naming the sandbox, Secret, key, where and
+// destination, never the value.
+func (n *NetworkStack) LeakEvents(rec *Recorder) func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort) {
+	return func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort) {
+		ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Namespace, Name: sb.Name, UID: sb.ID}
+		to := leak.Host
+		if dst.IsValid() {
+			to += " (" + dst.String() + ")"
+		}
+		secret := leak.Secret
+		if leak.Key != "" {
+			secret += " key " + leak.Key
+		}
+		rec.Event(ref, v1alpha1.EventWarning, ReasonSecretLeakBlocked, fmt.Sprintf("blocked: the placeholder of secret %s in %s to %s, where the Secret may not go", secret, leak.Where, strings.TrimSpace(to)))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"msb.dev/msb/netpolicy/dnsfilter"
 	"msb.dev/msb/netpolicy/hostnet"
 	"msb.dev/msb/netpolicy/proxy"
+	"msb.dev/msb/secretinject"
 )
 
 // NetworkOptions configure StartNetwork.
@@ -28,8 +30,11 @@ type NetworkOptions struct {
 	// Upstreams are the DNS servers the filter asks (--dns-upstream);
 	// empty: those of the host's /etc/resolv.conf.
 	Upstreams []string
-	Events    *Recorder
-	Log       *slog.Logger
+	// UpstreamCA is --upstream-ca: a PEM file of CAs trusted, beside the
+	// system's roots, for the upstreams of intercepted TLS.
+	UpstreamCA string
+	Events     *Recorder
+	Log        *slog.Logger
 }
 
 // StartNetwork builds sandbox networking in msbd's network namespace: the
@@ -52,6 +57,17 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 	}
 	n := &NetworkStack{}
 	n.Engine = netpolicy.NewEngine(netpolicy.EngineOptions{OnDeny: n.DenyEvents(o.Events)})
+	// Secret injection: msbd's CA (STATE/ca, key 0600; sandboxes trust its
+	// certificate only) and the substitutions the proxy applies.
+	ca, err := secretinject.LoadOrCreateCA(filepath.Join(o.StateDir, "ca"))
+	if err != nil {
+		return nil, err
+	}
+	roots, err := secretinject.UpstreamRoots(o.UpstreamCA)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream-ca: %w", err)
+	}
+	n.secrets = &SecretInjection{CA: ca, Sets: &secretinject.Sets{}}
 	// Listen first: a port taken is an error before anything changes.
 	dnsAddr := ":" + strconv.Itoa(int(o.DNSPort))
 	udp, err := net.ListenPacket("udp4", dnsAddr)
@@ -97,7 +113,8 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 	n.refreshHostAddrs()
 	n.Ports = proxy.NewPublisher(hostnet.DefaultMark, o.Log)
 	n.dns = dnsfilter.New(dnsfilter.Options{Decider: n.Engine, Upstreams: o.Upstreams, Log: o.Log})
-	n.proxy = proxy.New(proxy.Options{Decider: n.Engine, Log: o.Log})
+	n.proxy = proxy.New(proxy.Options{Decider: n.Engine, Log: o.Log,
+		Secrets: n.secrets.Sets.Get, CA: ca, UpstreamRoots: roots, OnLeak: n.LeakEvents(o.Events)})
 	go func() {
 		if err := n.dns.Serve(udp, tcp); err != nil && !errors.Is(err, dnsfilter.ErrClosed) {
 			o.Log.Error("DNS filter stopped", "err", err)
@@ -118,6 +135,15 @@ func (n *NetworkStack) Seam() Network {
 		return nil
 	}
 	return n
+}
+
+// SecretInjection is what the Sandbox controller needs to inject Secrets;
+// nil without networking (placeholders then stay placeholders).
+func (n *NetworkStack) SecretInjection() *SecretInjection {
+	if n == nil {
+		return nil
+	}
+	return n.secrets
 }
 
 // Attachments is n for orphan collection; nil without networking.

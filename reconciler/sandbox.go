@@ -71,6 +71,9 @@ type SandboxReconciler struct {
 	// Network gives sandboxes their network and enforces NetworkPolicies;
 	// without it a sandbox has loopback only.
 	Network Network
+	// Secrets, with Network, substitutes Secret values for placeholders
+	// on the way out; without it a placeholder stays one.
+	Secrets *SecretInjection
 	// AgentPath is the static msb-agent; AgentErr says why it is unusable.
 	AgentPath string
 	AgentErr  error
@@ -309,6 +312,9 @@ func (r *SandboxReconciler) observeRunning(d vmdriver.Driver, sb *v1alpha1.Sandb
 	if err := r.observeNetwork(sb, st, specPorts(sb)); err != nil {
 		r.Log.Warn("sandbox network", "sandbox", sb.Metadata.Name, "err", err)
 	}
+	if err := r.injectSecrets(sb); err != nil {
+		r.Log.Warn("sandbox secrets", "sandbox", sb.Metadata.Name, "err", err)
+	}
 }
 
 // start creates and starts the sandbox and waits for its agent.
@@ -338,6 +344,9 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		msg := err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
 		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		return err
+	}
+	if err := r.injectSecrets(sb); err != nil {
 		return err
 	}
 	if err := d.Create(ctx, spec); err != nil {

@@ -139,6 +139,9 @@ func (r *SandboxReconciler) unpublish(sb *v1alpha1.Sandbox, st *v1alpha1.Sandbox
 
 // detachNetwork removes everything networking held for the sandbox.
 func (r *SandboxReconciler) detachNetwork(id string) error {
+	if r.Secrets != nil {
+		r.Secrets.Sets.Delete(id)
+	}
 	if r.Network == nil {
 		return nil
 	}

@@ -96,6 +96,9 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}
 	spec.Ports = specPorts(sb)
+	if err := r.trustSecrets(sb, &spec, img.Layers); err != nil {
+		return vmdriver.Spec{}, err
+	}
 	return spec, nil
 }
 

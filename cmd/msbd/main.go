@@ -47,6 +47,7 @@ var subcommands = map[string]func(args []string) error{
 type options struct {
 	stateDir, socket, agent, logLevel, defaultMemory, sandboxCIDR string
 	dnsUpstreams                                                  stringList
+	upstreamCA                                                    string
 	dnsPort, proxyPort                                            uint
 	network                                                       bool
 	workers                                                       int
@@ -92,9 +93,9 @@ func main() {
 	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
 	fs.BoolVar(&o.network, "network", true, "give sandboxes a network that NetworkPolicies open (false: loopback only, no published ports)")
 	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM file of CAs trusted, beside the system's, for upstreams whose TLS msbd terminates to substitute secrets")
 	fs.Var(&o.dnsUpstreams, "dns-upstream", "IP:PORT of a DNS server the sandboxes' DNS filter asks (repeatable; default: the servers of /etc/resolv.conf)")
-	// Below 1024: while msbd is down (a restart), no unprivileged process may
-	// take the ports that running sandboxes' traffic is redirected to.
+	// Below 1024: while msbd restarts, no unprivileged process may take the ports sandboxes' traffic goes to.
 	fs.UintVar(&o.dnsPort, "dns-port", 1017, "port of the sandboxes' DNS filter in msbd's network namespace (below 1024)")
 	fs.UintVar(&o.proxyPort, "proxy-port", 1018, "port of the sandboxes' transparent egress proxy in msbd's network namespace (below 1024)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -168,10 +169,10 @@ func run(o options) error {
 	defer cancel()
 
 	events := reconciler.NewRecorder(st, log)
-	var network *reconciler.NetworkStack // nil with --network=false: sandboxes get loopback only
+	var network *reconciler.NetworkStack // nil with --network=false: loopback-only sandboxes
 	if o.network {
 		if network, err = reconciler.StartNetwork(reconciler.NetworkOptions{StateDir: stateDir, Pool: o.sandboxCIDR, DNSPort: o.dnsPort,
-			ProxyPort: o.proxyPort, Upstreams: o.dnsUpstreams, Events: events, Log: log}); err != nil {
+			ProxyPort: o.proxyPort, Upstreams: o.dnsUpstreams, UpstreamCA: o.upstreamCA, Events: events, Log: log}); err != nil {
 			return fmt.Errorf("sandbox networking: %w", err)
 		}
 		defer network.Close()
@@ -180,7 +181,7 @@ func run(o options) error {
 	orphans.Network = network.Attachments()
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
-		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(),
+		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(), Secrets: network.SecretInjection(),
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
 		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,

@@ -8,11 +8,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,15 +33,43 @@ import (
 type internet struct {
 	ns  string
 	dns string // "IP:53", for msbd --dns-upstream
+	ca  *testCA
+
+	mu       sync.Mutex
+	requests []seenRequest // what api.test received
+	queries  []string      // every name the DNS server was asked
+}
+
+func (in *internet) dnsQueries() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]string(nil), in.queries...)
+}
+
+// seenRequest is what the api.test stand-in received: the secret-injection
+// tests check the real value arrived, and that nothing arrived when a leak
+// was blocked.
+type seenRequest struct {
+	TLS           bool
+	Host          string
+	Authorization string
+	Body          string
+}
+
+func (in *internet) apiRequests() []seenRequest {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]seenRequest(nil), in.requests...)
 }
 
 // The stand-ins. Names resolve in the test zone served at inetDNS.
 const (
 	inetDNS      = "203.0.113.53"
-	inetAllowed  = "203.0.113.10" // allowed.test
+	inetAllowed  = "203.0.113.10"  // allowed.test
 	inetOther    = "198.51.100.10" // other.test
 	inetPrivate  = "10.77.0.5"     // rebind.test points here
 	inetMetadata = "169.254.169.254"
+	inetAPI      = "203.0.113.20" // api.test: records what it receives
 )
 
 var testZone = map[string]string{
@@ -44,13 +77,18 @@ var testZone = map[string]string{
 	"other.test.":   inetOther,
 	"rebind.test.":  inetPrivate,
 	"meta.test.":    inetMetadata,
+	"api.test.":     inetAPI,
 }
 
 // newInternet attaches an internet to network namespace hostNS (where msbd
 // runs) and serves it until the test ends.
-func newInternet(t *testing.T, hostNS string) *internet {
+// Its TLS servers present certificates of ca (a fresh one when nil).
+func newInternet(t *testing.T, hostNS string, ca *testCA) *internet {
 	t.Helper()
-	in := &internet{ns: newNetns(t, "msbinet-"), dns: inetDNS + ":53"}
+	if ca == nil {
+		ca = newTestCA(t)
+	}
+	in := &internet{ns: newNetns(t, "msbinet-"), dns: inetDNS + ":53", ca: ca}
 	var b [3]byte
 	rand.Read(b[:])
 	// Not "msb…": msbd treats interfaces named so as sandboxes'.
@@ -64,7 +102,7 @@ func newInternet(t *testing.T, hostNS string) *internet {
 	mustRun(t, "ip", "-n", in.ns, "addr", "add", "192.168.250.2/30", "dev", inetEnd)
 	mustRun(t, "ip", "-n", in.ns, "link", "set", inetEnd, "up")
 	// The stand-ins are local addresses of the internet namespace.
-	for _, a := range []string{inetDNS + "/32", inetAllowed + "/32", inetOther + "/32", inetPrivate + "/32", inetMetadata + "/32"} {
+	for _, a := range []string{inetDNS + "/32", inetAllowed + "/32", inetOther + "/32", inetPrivate + "/32", inetMetadata + "/32", inetAPI + "/32"} {
 		mustRun(t, "ip", "-n", in.ns, "addr", "add", a, "dev", "lo")
 	}
 	in.serve(t)
@@ -88,7 +126,7 @@ func (in *internet) serve(t *testing.T) {
 		if tcpDNS, err = net.Listen("tcp", inetDNS+":53"); err != nil {
 			errs = append(errs, err)
 		}
-		for _, a := range []string{inetAllowed + ":80", inetAllowed + ":443", inetOther + ":80", inetOther + ":443", inetPrivate + ":80", inetMetadata + ":80"} {
+		for _, a := range []string{inetAllowed + ":80", inetAllowed + ":443", inetOther + ":80", inetOther + ":443", inetPrivate + ":80", inetMetadata + ":80", inetAPI + ":80", inetAPI + ":443"} {
 			ln, err := net.Listen("tcp", a)
 			if err != nil {
 				errs = append(errs, err)
@@ -108,6 +146,9 @@ func (in *internet) serve(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
+		in.mu.Lock()
+		in.queries = append(in.queries, q.Name)
+		in.mu.Unlock()
 		if ip, ok := testZone[strings.ToLower(q.Name)]; ok {
 			if q.Qtype == dns.TypeA {
 				rr, _ := dns.NewRR(fmt.Sprintf("%s 30 IN A %s", q.Name, ip))
@@ -122,10 +163,19 @@ func (in *internet) serve(t *testing.T) {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}
-	cert := selfSigned(t, "allowed.test")
+	cert := in.ca.leaf(t, "allowed.test", "api.test", "other.test")
 	for addr, ln := range listeners {
 		who := addr
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "hello from %s host %s\n", who, r.Host) })
+		if strings.HasPrefix(addr, inetAPI+":") {
+			h = func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				in.mu.Lock()
+				in.requests = append(in.requests, seenRequest{TLS: r.TLS != nil, Host: r.Host, Authorization: r.Header.Get("Authorization"), Body: string(body)})
+				in.mu.Unlock()
+				fmt.Fprintf(w, "api ok\n") // never echoes what it got: that would hand the value to the sandbox
+			}
+		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		if strings.HasSuffix(addr, ":443") {
 			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
@@ -172,15 +222,46 @@ func listenCounting(t *testing.T, ns, addr string) *atomic.Int32 {
 	return &n
 }
 
-func selfSigned(t *testing.T, cn string) tls.Certificate {
+// testCA is the internet's certificate authority; msbd trusts it through
+// --upstream-ca, as an operator would a private CA.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// Path is its certificate, PEM, for msbd --upstream-ca.
+	Path string
+}
+
+func newTestCA(t *testing.T) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "msb e2e internet CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	path := filepath.Join(t.TempDir(), "internet-ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, Path: path}
+}
+
+// leaf is a server certificate for names, signed by the CA.
+func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}

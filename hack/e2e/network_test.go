@@ -43,7 +43,7 @@ spec:
 // reaches exactly what its NetworkPolicy allows.
 func TestNetworkPolicyEnforced(t *testing.T) {
 	d := startDaemon(t, "--dns-upstream", inetDNS+":53")
-	newInternet(t, d.netns)
+	newInternet(t, d.netns, nil)
 	probe := buildNetprobe(t)
 	hostService := listenCounting(t, d.netns, "0.0.0.0:2222")
 

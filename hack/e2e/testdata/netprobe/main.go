@@ -5,6 +5,9 @@
 //	netprobe dns NAME           addresses, or "NXDOMAIN" / "ERROR ..."
 //	netprobe http ADDR HOST     GET / with that Host header: the body, or "ERROR ..."
 //	netprobe tls ADDR SNI       handshake (no verification), "CN=<subject>" and the body of GET /
+//	netprobe https ADDR HOST [HEADER...]  GET / verified with the system's trust (as
+//	                            any program in the sandbox): status and body, or "ERROR ..."
+//	netprobe post ADDR HOST BODY [HEADER...]  plain-HTTP POST with that body
 //	netprobe tcp ADDR           "CONNECTED <first line>" or "ERROR ..."
 //	netprobe udp ADDR           one datagram: "REPLY <data>" or "ERROR ..."
 package main
@@ -71,6 +74,25 @@ func probe(kind string, args []string) (string, error) {
 		cn := tc.ConnectionState().PeerCertificates[0].Subject.CommonName
 		body, err := get(tc, args[1])
 		return "CN=" + cn + " " + body, err
+	case "https":
+		c, err := net.DialTimeout("tcp", args[0], timeout)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		tc := tls.Client(c, &tls.Config{ServerName: args[1]}) // system roots: SSL_CERT_FILE and the usual paths
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			return "", err
+		}
+		return request(tc, "GET", args[1], "", args[2:])
+	case "post":
+		c, err := net.DialTimeout("tcp", args[0], timeout)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return request(c, "POST", args[1], args[2], args[3:])
 	case "tcp":
 		c, err := net.DialTimeout("tcp", args[0], timeout)
 		if err != nil {
@@ -102,6 +124,31 @@ func probe(kind string, args []string) (string, error) {
 		return "REPLY " + string(buf[:n]), nil
 	}
 	return "", fmt.Errorf("unknown probe %q", kind)
+}
+
+// request sends one request with extra header lines and returns "STATUS body".
+func request(c net.Conn, method, host, body string, headers []string) (string, error) {
+	c.SetDeadline(time.Now().Add(timeout))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n", method, host, len(body))
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("\r\n" + body)
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		return "", err
+	}
+	resp, err := io.ReadAll(c)
+	if err != nil && len(resp) == 0 {
+		return "", err
+	}
+	s := string(resp)
+	if s == "" {
+		return "", io.EOF
+	}
+	first, rest, _ := strings.Cut(s, "\r\n")
+	_, payload, _ := strings.Cut(rest, "\r\n\r\n")
+	return first + " " + strings.TrimSpace(payload), nil
 }
 
 // get sends GET / with host and returns the response body.
