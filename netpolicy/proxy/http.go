@@ -40,10 +40,20 @@ func (x *conn) relayHTTP(h reqHead, n int) {
 		b, _ := x.cr.Peek(n)
 		// Fetched per request: a rotated or new Secret applies at once.
 		set := x.p.secrets(x.sb.ID)
-		if l := leakInPlainHead(set, b); l != nil {
-			x.blocked(l, h.name)
-			x.refuseHTTP(403, leakReason(l))
-			return
+		if set.Len() > 0 {
+			// A small body is searched with its head, before anything
+			// is sent: then the upstream gets not even the head.
+			if m, ok := wholeRequest(h, n); ok {
+				if b, _ = x.cr.Peek(m); len(b) < m {
+					return
+				}
+			}
+			if l := leakInPlainHead(set, b); l != nil {
+				x.blocked(l, h.name)
+				x.refuseHTTP(403, leakReason(l))
+				return
+			}
+			b = b[:n]
 		}
 		if _, err := x.up.Write(b); err != nil {
 			return

@@ -30,6 +30,9 @@ type reqHead struct {
 	length  int64 // Content-Length, 0 without one
 	upgrade bool  // Connection: upgrade with an Upgrade header
 	close   bool  // Connection: close, or HTTP/1.0 without keep-alive
+	// expectContinue: Expect: 100-continue, the body follows only once
+	// the upstream says so (the proxy must not wait for it first).
+	expectContinue bool
 }
 
 // respHead is the same for a response.
@@ -105,6 +108,7 @@ func parseRequestHead(b []byte) (reqHead, int, error) {
 	}
 	h.close = h.close || f.close
 	h.chunked, h.length, h.upgrade = f.chunked, f.length, f.upgrade && f.upgradeHdr
+	h.expectContinue = f.expectContinue
 	if h.length < 0 {
 		h.length = 0
 	}
@@ -190,6 +194,7 @@ type fields struct {
 	close, keepAlive    bool
 	upgrade, upgradeHdr bool // Connection: upgrade; an Upgrade header
 	h2c                 bool // the Upgrade header offers h2c
+	expectContinue      bool
 }
 
 func parseFields(lines []string) (fields, error) {

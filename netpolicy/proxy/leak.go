@@ -48,11 +48,23 @@ func (x *conn) blocked(l *secretinject.Leak, name string) {
 	}
 }
 
-// leakInPlainHead searches a plain-HTTP request head.
+// wholeRequest says whether a request (head of n bytes) with a body of
+// known length fits the peek buffer whole, so it can be searched before
+// anything is forwarded, and its length. Not with Expect: 100-continue:
+// that body comes only after the upstream's 100.
+func wholeRequest(h reqHead, n int) (int, bool) {
+	if h.chunked || h.length <= 0 || h.expectContinue || int64(n)+h.length > maxHead {
+		return 0, false
+	}
+	return n + int(h.length), true
+}
+
+// leakInPlainHead searches a plain-HTTP request head (with its body when
+// wholeRequest).
 func leakInPlainHead(set *secretinject.Set, head []byte) *secretinject.Leak {
 	l := set.LeakInBytes(head)
 	if l != nil {
-		l.Where = strings.Replace(l.Where, "plain connection", "plain HTTP request head", 1)
+		l.Where = strings.Replace(l.Where, "plain connection", "plain HTTP request", 1)
 	}
 	return l
 }
