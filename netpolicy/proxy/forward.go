@@ -114,7 +114,11 @@ func (ic *intercepted) respond(w http.ResponseWriter, r *http.Request, resp *htt
 	if _, ok := resp.Header["Content-Type"]; !ok {
 		h["Content-Type"] = nil // no sniffing: send what the upstream sent
 	}
-	if resp.ContentLength >= 0 && h.Get("Content-Length") == "" {
+	if len(resp.Trailer) > 0 {
+		// HTTP/1.1 carries trailers only in a chunked body (an h2
+		// upstream may send both a length and trailers).
+		h.Del("Content-Length")
+	} else if resp.ContentLength >= 0 && h.Get("Content-Length") == "" {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	announced := make(map[string]bool, len(resp.Trailer))
