@@ -115,6 +115,9 @@ type secretEnv struct {
 	addr  string
 	ca    *secretinject.CA
 	pool  *x509.CertPool // trusts msbd's CA: what a sandbox trusts
+	// upPool trusts the upstream's test CA: a client of a passthrough
+	// connection sees the upstream's own certificate.
+	upPool *x509.CertPool
 	set   atomic.Pointer[secretinject.Set]
 
 	mu    sync.Mutex
@@ -123,8 +126,8 @@ type secretEnv struct {
 
 func newSecretEnv(t testing.TB, tweak func(*Options)) *secretEnv {
 	t.Helper()
-	pki := newPKI(t, "api.msb.test", "other.msb.test")
-	e := &secretEnv{f: newFake(), up: startSecretUpstream(t, pki)}
+	pki := newPKI(t, "api.msb.test", "other.msb.test", "pass.msb.test", "*.cold.msb.test")
+	e := &secretEnv{f: newFake(), up: startSecretUpstream(t, pki), upPool: pki.pool}
 	e.f.allowName("api.msb.test", e.up.ap)
 	e.set.Store(testSet(t, valKey))
 	ca, err := secretinject.LoadOrCreateCA(t.TempDir())
@@ -168,11 +171,16 @@ func (e *secretEnv) leaked() []*secretinject.Leak {
 // client is a sandbox's HTTPS client: it trusts msbd's CA and connects
 // to whatever it asks for through the proxy. h2 off: HTTP/1.1 only.
 func (e *secretEnv) client(h2 bool) *http.Client {
+	return e.clientWith(h2, true, e.pool)
+}
+
+func (e *secretEnv) clientWith(h2, keepAlive bool, roots *x509.CertPool) *http.Client {
 	tr := &http.Transport{
+		DisableKeepAlives: !keepAlive,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", e.addr)
 		},
-		TLSClientConfig:     &tls.Config{RootCAs: e.pool},
+		TLSClientConfig:     &tls.Config{RootCAs: roots},
 		ForceAttemptHTTP2:   h2,
 		MaxIdleConnsPerHost: 1,
 		DisableCompression:  true,
