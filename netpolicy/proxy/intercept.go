@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"msb.dev/msb/netpolicy"
@@ -42,6 +43,16 @@ import (
 // both protocols, with full control of the upstream dial and verification
 // (goproxy would bring its own CA and dialling, which are what must not be
 // used here).
+
+// PinChecker is implemented by a Decider that can say whether the DNS
+// filter handed src the address addr for name (an unexpired pin). The
+// proxy intercepts TLS for a Secret's host only on a pinned address: a
+// value is substituted only when SNI, Host and the pinned destination
+// agree. A Decider without it is judged by what AllowConn says of the
+// address alone (see conn.pinned).
+type PinChecker interface {
+	Pinned(src netip.Addr, name string, addr netip.Addr) bool
+}
 
 // interceptGate decides whether an admitted TLS connection to sni is
 // intercepted. It returns the decision to record: d unchanged, or refused

@@ -73,16 +73,6 @@ type Options struct {
 	OnLeak func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort)
 }
 
-// PinChecker is implemented by a Decider that can say whether the DNS
-// filter handed src the address addr for name (an unexpired pin). The
-// proxy intercepts TLS for a Secret's host only on a pinned address: a
-// value is substituted only when SNI, Host and the pinned destination
-// agree. A Decider without it is judged by what AllowConn says of the
-// address alone (see conn.pinned).
-type PinChecker interface {
-	Pinned(src netip.Addr, name string, addr netip.Addr) bool
-}
-
 // Proxy is the transparent egress proxy. Serve may be called for several
 // listeners (IPv4 and IPv6, say); Close ends them all.
 type Proxy struct {

@@ -118,7 +118,7 @@ type secretEnv struct {
 	// upPool trusts the upstream's test CA: a client of a passthrough
 	// connection sees the upstream's own certificate.
 	upPool *x509.CertPool
-	set   atomic.Pointer[secretinject.Set]
+	set    atomic.Pointer[secretinject.Set]
 
 	mu    sync.Mutex
 	leaks []*secretinject.Leak
