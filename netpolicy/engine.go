@@ -264,3 +264,15 @@ func (e *Engine) Pin(src netip.Addr, name string, addr netip.Addr, ttl time.Dura
 	ttl = max(ttl, e.opts.PinFloor)
 	st.pins.pin(NormalizeName(name), addr.Unmap(), e.opts.Now().Add(ttl))
 }
+
+// Pinned reports whether the DNS filter handed src addr for name and the pin
+// has not expired (the proxy's PinChecker): intercepting TLS for a Secret's
+// host needs the destination to be the one the name resolved to, whatever
+// IP rules would also admit.
+func (e *Engine) Pinned(src netip.Addr, name string, addr netip.Addr) bool {
+	st, c := e.lookup(src)
+	if c == nil {
+		return false
+	}
+	return st.pins.has(NormalizeName(name), addr.Unmap(), e.opts.Now())
+}

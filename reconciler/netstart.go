@@ -112,9 +112,11 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 	}()
 	n.refreshHostAddrs()
 	n.Ports = proxy.NewPublisher(hostnet.DefaultMark, o.Log)
-	n.dns = dnsfilter.New(dnsfilter.Options{Decider: n.Engine, Upstreams: o.Upstreams, Log: o.Log})
+	leaks := n.LeakEvents(o.Events)
+	n.dns = dnsfilter.New(dnsfilter.Options{Decider: n.Engine, Upstreams: o.Upstreams, Log: o.Log, Secrets: n.secrets.Sets.Get,
+		OnLeak: func(sb netpolicy.Sandbox, leak *secretinject.Leak) { leaks(sb, leak, netip.AddrPort{}) }})
 	n.proxy = proxy.New(proxy.Options{Decider: n.Engine, Log: o.Log,
-		Secrets: n.secrets.Sets.Get, CA: ca, UpstreamRoots: roots, OnLeak: n.LeakEvents(o.Events)})
+		Secrets: n.secrets.Sets.Get, CA: ca, UpstreamRoots: roots, OnLeak: leaks})
 	go func() {
 		if err := n.dns.Serve(udp, tcp); err != nil && !errors.Is(err, dnsfilter.ErrClosed) {
 			o.Log.Error("DNS filter stopped", "err", err)

@@ -69,9 +69,13 @@ spec:
 	// base64 in a body, to another host; a Host that differs from SNI; a
 	// DNS name. None reaches an upstream.
 	before := len(in.apiRequests())
+	// The control: the same request without the placeholder goes through.
+	if got := sh(`/probe/netprobe post allowed.test:80 allowed.test x "X-Key: harmless"`); !strings.Contains(got, "hello from") {
+		t.Fatalf("a request without the placeholder was refused: %q", got)
+	}
 	for what, script := range map[string]string{
 		"plain HTTP to the allowed host": `/probe/netprobe post api.test:80 api.test x "Authorization: Bearer $KEY"`,
-		"header to another host":         `/probe/netprobe http allowed.test:80 allowed.test "X-Key: $KEY"`,
+		"header to another host":         `/probe/netprobe post allowed.test:80 allowed.test x "X-Key: $KEY"`,
 		"base64 body to another host":    `/probe/netprobe post allowed.test:80 allowed.test "$(printf %s "$KEY" | base64)"`,
 		"Host differs from SNI":          `/probe/netprobe https api.test:443 allowed.test "Authorization: Bearer $KEY"`,
 	} {
