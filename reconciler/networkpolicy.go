@@ -61,20 +61,3 @@ func (r *NetworkPolicyReconciler) Reconcile(ctx context.Context, key string) (Re
 	}
 	return Result{}, err
 }
-
-// PoliciesInNamespace maps an object to the keys of every NetworkPolicy in
-// its namespace: a Sandbox created, relabelled or deleted changes what they
-// select.
-func PoliciesInNamespace(st Lister) func(obj v1alpha1.Object) []string {
-	return func(obj v1alpha1.Object) []string {
-		objs, _, err := st.List(v1alpha1.KindNetworkPolicy, obj.GetMetadata().Namespace)
-		if err != nil {
-			return nil
-		}
-		keys := make([]string, 0, len(objs))
-		for _, o := range objs {
-			keys = append(keys, v1alpha1.KeyOf(o))
-		}
-		return keys
-	}
-}

@@ -90,10 +90,23 @@ func (s *Source) watchFrom(ctx context.Context, rev int64, resync <-chan time.Ti
 
 // SandboxesInNamespace maps an object to the keys of every Sandbox in its
 // namespace: Sandboxes referencing a Secret wait for it and look again when
-// it changes.
+// it changes; a NetworkPolicy changes what they may reach.
 func SandboxesInNamespace(st Lister) func(obj v1alpha1.Object) []string {
+	return inNamespace(st, v1alpha1.KindSandbox)
+}
+
+// PoliciesInNamespace maps an object to the keys of every NetworkPolicy in
+// its namespace: a Sandbox created, relabelled or deleted changes what they
+// select.
+func PoliciesInNamespace(st Lister) func(obj v1alpha1.Object) []string {
+	return inNamespace(st, v1alpha1.KindNetworkPolicy)
+}
+
+// inNamespace maps an object to the keys of every object of kind in its
+// namespace.
+func inNamespace(st Lister, kind string) func(obj v1alpha1.Object) []string {
 	return func(obj v1alpha1.Object) []string {
-		objs, _, err := st.List(v1alpha1.KindSandbox, obj.GetMetadata().Namespace)
+		objs, _, err := st.List(kind, obj.GetMetadata().Namespace)
 		if err != nil {
 			return nil
 		}
