@@ -3,7 +3,10 @@
 // directory, so it outlives msbd), a veth pair joining it to msbd's
 // namespace, and one nftables table that sends a sandbox's DNS to msbd's
 // DNS filter, its TCP to the transparent egress proxy, and drops
-// everything else to and from sandbox interfaces.
+// everything else to and from sandbox interfaces. It also bounds what
+// each sandbox may put in the host's conntrack table (Options
+// MaxConnsPerSandbox and NewFlowsPerSecond), which is shared by the whole
+// host.
 //
 // Every method acts on the network namespace of the calling OS thread
 // (msbd's); tests call it from a thread locked into a namespace of their
@@ -49,7 +52,48 @@ type Options struct {
 	TableName string
 	// Logf reports what New could not adopt (log.Printf if nil).
 	Logf func(format string, args ...any)
+
+	// MaxConnsPerSandbox caps the connections one sandbox may have in
+	// msbd's conntrack table at once, counted per host veth; a new flow
+	// beyond it is dropped before it is confirmed into the table
+	// (DefaultMaxConnsPerSandbox if zero, no cap if negative).
+	MaxConnsPerSandbox int
+	// NewFlowsPerSecond and NewFlowBurst bound how fast one sandbox may
+	// start flows (packets in conntrack state new: a TCP SYN, a UDP
+	// datagram that is not yet answered); beyond them the packet is
+	// dropped before its conntrack entry is confirmed
+	// (DefaultNewFlowsPerSecond if zero, no limit if negative; the burst
+	// is twice the rate if zero).
+	NewFlowsPerSecond, NewFlowBurst int
 }
+
+// Per-sandbox conntrack bounds. Every flow a sandbox starts lands in
+// msbd's namespace's conntrack table (nf_conntrack_max, 262144 on the
+// test machines), and when that is full the kernel drops new connections
+// of the whole host, so no sandbox may take more than a small share.
+//
+// DefaultMaxConnsPerSandbox: 1024 concurrent connections is far above
+// what real workloads hold through one egress proxy (a parallel package
+// install or a browser keeps tens to a few hundred; the e2e tests a
+// handful), yet 256 sandboxes all at the cap would still fill no more
+// than that table. Closed TCP connections (TIME_WAIT, CLOSE) stop
+// counting at once, though their entries linger: that is what the rate
+// below bounds.
+//
+// DefaultNewFlowsPerSecond and DefaultNewFlowBurst: 200 flows a second
+// (after a burst of 400) is more than a build or crawler starting a
+// connection per request needs, and it bounds what one sandbox can leave
+// behind: with DNS entries living dnsTimeout (5 s) that is about 1,000
+// UDP entries, and TCP entries that linger in TIME_WAIT (120 s) at most
+// about 24,000 (9% of 262144). A security review's flood (221k new UDP
+// flows to port 53 in 20 s) left 64,517 entries of 30 s each; under these
+// defaults a like flood of 1.46M in 20 s got 4,033 flows through and
+// never held more than 1,024 entries.
+const (
+	DefaultMaxConnsPerSandbox = 1024
+	DefaultNewFlowsPerSecond  = 200
+	DefaultNewFlowBurst       = 400
+)
 
 // Attachment is one sandbox's network.
 type Attachment struct {
@@ -109,6 +153,15 @@ func New(opts Options) (*Net, error) {
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
+	}
+	if opts.MaxConnsPerSandbox == 0 {
+		opts.MaxConnsPerSandbox = DefaultMaxConnsPerSandbox
+	}
+	if opts.NewFlowsPerSecond == 0 {
+		opts.NewFlowsPerSecond = DefaultNewFlowsPerSecond
+	}
+	if opts.NewFlowBurst <= 0 {
+		opts.NewFlowBurst = 2 * opts.NewFlowsPerSecond // DefaultNewFlowBurst by default
 	}
 	n := &Net{opts: opts, dir: filepath.Join(opts.StateDir, "netns"),
 		atts: map[string]Attachment{}, used: map[netip.Addr]string{}, next: opts.Pool.Addr()}

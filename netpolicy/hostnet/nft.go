@@ -3,6 +3,9 @@ package hostnet
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -18,6 +21,43 @@ const vethPrefix = "msb"
 // sourcesSet names the set of (host veth . sandbox address) pairs: the only
 // source address each sandbox interface may use.
 const sourcesSet = "sources"
+
+// The per-sandbox conntrack bounds (see DefaultMaxConnsPerSandbox): two
+// dynamic sets keyed by the host veth's name, one holding a connection
+// count per sandbox, one a token bucket of new flows; and the ct timeout
+// object given to sandboxes' DNS flows.
+const (
+	connsSet   = "conns"
+	flowsSet   = "flows"
+	dnsTimeout = "dns"
+)
+
+// dnsTimeoutSecs is how long a sandbox's UDP DNS flow stays in conntrack
+// after its last packet, answered or not (the kernel's default is 30 s
+// unanswered, 120 s for a "stream"). One query is one round trip: 5 s is
+// glibc's and musl's default resolver timeout (a resend from the same
+// socket refreshes the entry), and over twice the DNS filter's default
+// upstream timeout (2 s). An answer later than that would find no entry
+// to reverse the redirect with and be dropped by the output chain.
+const dnsTimeoutSecs = 5
+
+// flowsIdle is how long a sandbox's token bucket outlives its last new
+// flow: long enough to be full again by then (a few seconds at the
+// default rate), so forgetting it changes nothing, and the set does not keep
+// an element for every sandbox that ever ran.
+const flowsIdle = time.Minute
+
+// setCap is the size of the two dynamic sets: one element per sandbox
+// interface that started a flow recently, so far above any host's
+// sandbox count (a full /16 pool is 16384 sandboxes). A full set would
+// let new sandboxes' flows through unbounded (an add that fails does not
+// match), hence the headroom.
+const setCap = 65535
+
+// ctTimeoutMu serializes building ct timeout objects: expr.CtTimeout in
+// google/nftables v0.3.0 writes its policy into the package's shared
+// default map while marshalling.
+var ctTimeoutMu sync.Mutex
 
 // ipsDstNAT is IPS_DST_NAT from linux/netfilter/nf_conntrack_common.h:
 // the connection's destination was rewritten, i.e. it was redirected.
@@ -72,6 +112,24 @@ func (n *Net) buildTable(atts []Attachment) error {
 		return fmt.Errorf("hostnet: nftables set: %w", err)
 	}
 
+	// KeyByteOrder only tells nft how to print the keys (a string, host
+	// order: without it they come out as "").
+	conns := &nftables.Set{Table: t, Name: connsSet, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
+		Dynamic: true, Size: setCap}
+	if err := c.AddSet(conns, nil); err != nil {
+		return fmt.Errorf("hostnet: nftables set: %w", err)
+	}
+	flows := &nftables.Set{Table: t, Name: flowsSet, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true,
+		HasTimeout: true, Timeout: flowsIdle, Size: setCap}
+	if err := c.AddSet(flows, nil); err != nil {
+		return fmt.Errorf("hostnet: nftables set: %w", err)
+	}
+	ctTimeoutMu.Lock()
+	c.AddObj(&nftables.NamedObj{Table: t, Name: dnsTimeout, Type: nftables.ObjTypeCtTimeout,
+		Obj: &expr.CtTimeout{L3Proto: unix.NFPROTO_IPV4, L4Proto: unix.IPPROTO_UDP, Policy: expr.CtStatePolicyTimeout{
+			expr.CtStateUDPUNREPLIED: dnsTimeoutSecs, expr.CtStateUDPREPLIED: dnsTimeoutSecs}}})
+	ctTimeoutMu.Unlock()
+
 	drop := &expr.Verdict{Kind: expr.VerdictDrop}
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
 	rule := func(ch *nftables.Chain, exprs ...[]expr.Any) {
@@ -94,6 +152,39 @@ func (n *Net) buildTable(atts []Attachment) error {
 		&expr.Payload{DestRegister: reg32_04, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID, Invert: true},
 	}, v(drop))
+
+	// limit bounds what each sandbox puts in the conntrack table. It runs
+	// after conntrack (whose state new it needs) but before NAT and long
+	// before the entry is confirmed into the table (the last hook of
+	// input): a packet it drops takes its unconfirmed entry with it, so a
+	// flood over the bounds leaves nothing behind. Nothing can act
+	// earlier: without conntrack a new UDP flow cannot be told from the
+	// next datagram of an old one. The rate comes first so that the
+	// connection count, which walks the sandbox's list of connections,
+	// runs at the limited rate alone.
+	limit := c.AddChain(&nftables.Chain{Name: "limit", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+	newFlow := slices.Concat(in, ctState(expr.CtStateBitNEW))
+	if n.opts.NewFlowsPerSecond > 0 {
+		rule(limit, newFlow, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Dynset{SrcRegKey: reg1, SetName: flows.Name, SetID: flows.ID, Operation: unix.NFT_DYNSET_OP_UPDATE,
+				Timeout: flowsIdle, Exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Over: true,
+					Rate: uint64(n.opts.NewFlowsPerSecond), Unit: expr.LimitTimeSecond, Burst: uint32(n.opts.NewFlowBurst)}}},
+		}, v(&expr.Counter{}), v(drop))
+	}
+	if n.opts.MaxConnsPerSandbox > 0 {
+		rule(limit, newFlow, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Dynset{SrcRegKey: reg1, SetName: conns.Name, SetID: conns.ID, Operation: unix.NFT_DYNSET_OP_ADD,
+				Exprs: []expr.Any{&expr.Connlimit{Count: uint32(n.opts.MaxConnsPerSandbox), Flags: expr.NFT_CONNLIMIT_F_INV}}},
+		}, v(&expr.Counter{}), v(drop))
+	}
+	// ct timeout only takes on a flow's first packet, while its entry is
+	// unconfirmed: after conntrack, before confirmation, as here. The
+	// destination port is still 53, before the redirect.
+	rule(limit, newFlow, nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_UDP), dport(53),
+		v(&expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: dnsTimeout}))
 
 	// redirect: the proxy learns the original destination from conntrack
 	// (SO_ORIGINAL_DST); redirect rewrites to the host end's address. One
