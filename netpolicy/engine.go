@@ -48,6 +48,16 @@ type Engine struct {
 	mu   sync.RWMutex
 	byIP map[netip.Addr]*sandboxState
 	byID map[string]*sandboxState
+	// lastGen is the last rules generation handed out (under mu). One
+	// counter for all sandboxes, so a generation is never reused: a
+	// sandbox removed and set again under the same ID does not get back
+	// a generation a connection of its earlier life remembers.
+	lastGen uint64
+
+	// changed is closed (and replaced) whenever a sandbox's rules change:
+	// see RulesChanged.
+	chMu    sync.Mutex
+	changed chan struct{}
 
 	// host is the "host" group: a set replaced whole by SetHostAddrs.
 	host atomic.Pointer[map[netip.Addr]struct{}]
@@ -60,6 +70,9 @@ type sandboxState struct {
 	rules atomic.Pointer[compiled]
 	pins  *pinTable
 	log   *decisionLog
+	// gen is the sandbox's rules generation (under Engine.mu): it changes
+	// only when what decides for the sandbox changes (see SetSandbox).
+	gen uint64
 }
 
 // NewEngine returns an Engine with no sandboxes.
@@ -83,6 +96,8 @@ func NewEngine(opts EngineOptions) *Engine {
 		opts: opts,
 		byIP: make(map[netip.Addr]*sandboxState),
 		byID: make(map[string]*sandboxState),
+
+		changed: make(chan struct{}),
 	}
 	e.host.Store(&map[netip.Addr]struct{}{})
 	return e
@@ -92,10 +107,18 @@ func NewEngine(opts EngineOptions) *Engine {
 // rules are swapped atomically; its pins and decision log are kept (a pin
 // admits nothing on its own, a domain rule must still allow the name). If
 // another sandbox held sb.IP, sb takes the address over.
+//
+// The reconciler calls SetSandbox on every reconcile of a running sandbox,
+// mostly with the rules it already has. So the sandbox's rules generation
+// moves on only when the rules really changed — compared as a set (see
+// compiled.key: order, duplicates and port order don't count) together
+// with the address — and only then are watchers told (RulesChanged): the
+// proxy re-decides open connections on a change, and must leave them alone
+// on a resync that changed nothing.
 func (e *Engine) SetSandbox(sb Sandbox) {
 	c := compile(sb)
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	changed := false
 	st, ok := e.byID[sb.ID]
 	if !ok {
 		st = &sandboxState{
@@ -103,18 +126,75 @@ func (e *Engine) SetSandbox(sb Sandbox) {
 			log:  newDecisionLog(e.opts.LogSize),
 		}
 		e.byID[sb.ID] = st
+		e.bump(st)
+		changed = true
 	}
-	if old := st.rules.Load(); old != nil && old.sb.IP != c.sb.IP && e.byIP[old.sb.IP] == st {
+	old := st.rules.Load()
+	if old != nil && old.key != c.key {
+		e.bump(st)
+		changed = true
+	}
+	if old != nil && old.sb.IP != c.sb.IP && e.byIP[old.sb.IP] == st {
 		delete(e.byIP, old.sb.IP)
 	}
 	st.rules.Store(c)
 	if c.sb.IP.IsValid() {
+		if prev := e.byIP[c.sb.IP]; prev != nil && prev != st {
+			// The other sandbox's connections from this address are
+			// now decided by sb's rules: a change for it too.
+			e.bump(prev)
+			changed = true
+		}
 		e.byIP[c.sb.IP] = st
+	}
+	e.mu.Unlock()
+	if changed {
+		e.notify()
 	}
 }
 
+// bump gives st a new rules generation. e.mu must be held.
+func (e *Engine) bump(st *sandboxState) {
+	e.lastGen++
+	st.gen = e.lastGen
+}
+
+// notify wakes everyone waiting on RulesChanged.
+func (e *Engine) notify() {
+	e.chMu.Lock()
+	close(e.changed)
+	e.changed = make(chan struct{})
+	e.chMu.Unlock()
+}
+
+// Generation returns sandbox id's rules generation: a number that changes
+// whenever the rules deciding for the sandbox change, and only then. It is
+// 0 for a sandbox the Engine does not know (never set, or removed), and
+// never 0 otherwise, so removal is a change too. A connection admitted
+// under generation g needs deciding again once Generation is no longer g.
+// It costs a read lock and a map lookup.
+func (e *Engine) Generation(id string) uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if st := e.byID[id]; st != nil {
+		return st.gen
+	}
+	return 0
+}
+
+// RulesChanged returns a channel closed at the next change of any
+// sandbox's rules (a Generation moving on, RemoveSandbox included). To miss
+// nothing, take the channel first, then read the generations, then wait.
+func (e *Engine) RulesChanged() <-chan struct{} {
+	e.chMu.Lock()
+	defer e.chMu.Unlock()
+	return e.changed
+}
+
 // RemoveSandbox forgets sandbox id: rules, pins and decision log. Its
-// followers' channels are closed.
+// followers' channels are closed. It counts as a rules change: Generation
+// returns 0 from now on and RulesChanged fires, so the proxy closes what
+// the sandbox still had open.
 func (e *Engine) RemoveSandbox(id string) {
 	e.mu.Lock()
 	st, ok := e.byID[id]
@@ -127,6 +207,7 @@ func (e *Engine) RemoveSandbox(id string) {
 	e.mu.Unlock()
 	if ok {
 		st.log.close()
+		e.notify()
 	}
 }
 
@@ -203,8 +284,33 @@ func (e *Engine) AllowName(src netip.Addr, name string, port uint16) Decision {
 // an older policy cannot reopen a private address (rebinding protection at
 // connect time, matching the DNS filter's).
 func (e *Engine) AllowConn(src netip.Addr, name string, dst netip.AddrPort) Decision {
+	now := e.opts.Now()
+	return e.allowConn(now, src, name, dst, now)
+}
+
+// Recheck decides again, under the sandbox's current rules, for a
+// connection AllowConn admitted at admitted (the Time of that Decision),
+// when its rules generation has changed. It is AllowConn except for the
+// pin: a pin is only checked when a connection starts, and a connection
+// open longer than the pin lives (60s floor) would otherwise be cut by any
+// change of its sandbox's rules — even one that still allows it. So the
+// pin counts if it had not expired at admission (a pin's expiry only ever
+// moves later). A domain rule of the current rules must still allow the
+// name on the port: a pin never admits on its own, and one left from
+// older rules reopens nothing.
+func (e *Engine) Recheck(src netip.Addr, name string, dst netip.AddrPort, admitted time.Time) Decision {
+	now := e.opts.Now()
+	if admitted.IsZero() || admitted.After(now) {
+		admitted = now
+	}
+	return e.allowConn(now, src, name, dst, admitted)
+}
+
+// allowConn is AllowConn deciding at now, with the pin of name to dst
+// checked as of pinAt.
+func (e *Engine) allowConn(now time.Time, src netip.Addr, name string, dst netip.AddrPort, pinAt time.Time) Decision {
 	addr := dst.Addr().Unmap()
-	d := Decision{Time: e.opts.Now(), Kind: KindTCP, Name: NormalizeName(name), Addr: addr, Port: dst.Port()}
+	d := Decision{Time: now, Kind: KindTCP, Name: NormalizeName(name), Addr: addr, Port: dst.Port()}
 	st, c := e.lookup(src)
 	if c == nil {
 		d.Reason = reasonUnknownSource
@@ -221,7 +327,7 @@ func (e *Engine) AllowConn(src netip.Addr, name string, dst netip.AddrPort) Deci
 	if d.Name != "" {
 		if r := c.matchName(d.Name, d.Port); r != nil {
 			switch {
-			case !st.pins.has(d.Name, addr, d.Time):
+			case !st.pins.has(d.Name, addr, pinAt):
 				reason = "address not pinned to name"
 			case (cls != GroupPublic || isHost) && c.matchIP(addr, 0, cls, isHost) == nil:
 				reason = "address pinned to name is not public and no IP rule covers it"

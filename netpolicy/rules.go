@@ -2,6 +2,7 @@ package netpolicy
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -14,6 +15,12 @@ type compiled struct {
 	wildcard  map[string][]compiledRule // "example.com" for "*.example.com"
 	ip        []compiledRule
 	hasIPRule bool
+	// key is the canonical form of what decides for the sandbox: its
+	// address and its valid rules as a set (each rule normalised, ports
+	// sorted, the rules sorted and deduplicated). Two compiled with the
+	// same key decide alike, so SetSandbox moves the rules generation on
+	// only when the key differs.
+	key string
 }
 
 // compiledRule is one rule with its description precomputed, so deciding
@@ -95,6 +102,7 @@ func compile(sb Sandbox) *compiled {
 	sb.IP = sb.IP.Unmap()
 	sb.Rules = append([]Rule(nil), sb.Rules...)
 	c := &compiled{sb: sb, exact: map[string][]compiledRule{}, wildcard: map[string][]compiledRule{}}
+	keys := make([]string, 0, len(sb.Rules))
 	for i := range sb.Rules {
 		r := &sb.Rules[i]
 		r.Ports = append([]uint16(nil), r.Ports...)
@@ -102,9 +110,11 @@ func compile(sb Sandbox) *compiled {
 			continue
 		}
 		cr := compiledRule{ports: r.Ports}
+		var what string // the rule's kind and target, as in desc
 		switch {
 		case r.Domain != "":
 			d := NormalizeName(r.Domain)
+			what = "domain " + d
 			cr.desc = describe(r.Policy, "domain "+d, r.Ports)
 			if base, ok := strings.CutPrefix(d, "*."); ok {
 				c.wildcard[base] = append(c.wildcard[base], cr)
@@ -117,16 +127,26 @@ func compile(sb Sandbox) *compiled {
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 			}
 			cr.prefix = p
+			what = "cidr " + p.String()
 			cr.desc = describe(r.Policy, "cidr "+p.String(), r.Ports)
 			c.ip = append(c.ip, cr)
 			c.hasIPRule = true
 		default:
 			cr.group = r.Group
+			what = "group " + r.Group
 			cr.desc = describe(r.Policy, "group "+r.Group, r.Ports)
 			c.ip = append(c.ip, cr)
 			c.hasIPRule = true
 		}
+		ports := slices.Clone(r.Ports)
+		slices.Sort(ports)
+		keys = append(keys, describe(r.Policy, what, slices.Compact(ports)))
 	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	// The policy name is kept in the key (it is in the decisions the
+	// rules make); NUL separates, as no rule part can contain it.
+	c.key = sb.IP.String() + "\x00" + strings.Join(keys, "\x00")
 	return c
 }
 

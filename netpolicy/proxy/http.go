@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"msb.dev/msb/netpolicy"
 )
 
 // relayHTTP carries a plain-HTTP connection whose first request (head
@@ -20,6 +22,14 @@ import (
 // already admitted on it) rides on that admission, as a TLS connection
 // does; a request naming a new host is decided afresh and recorded, and if
 // refused gets a 403 naming the policy, after which the connection closes.
+// Riding on an admission lasts only as long as the rules it was decided
+// under: once the sandbox's rules generation moves on (a policy removed or
+// narrowed), every admitted host is forgotten and the next request is
+// decided again under the new rules — a host admitted before is re-decided
+// as of its admission (its DNS pin is not required to be still alive, see
+// Rechecker), a new one as any new host is. While a response or a tunnel
+// is in flight, the rules watcher (watch.go) does the same for the host in
+// flight and cuts the connection if it is refused.
 // Because responses are complete before the next request is read, the 403
 // never interleaves with an upstream response. The body of a request is
 // copied concurrently with its response so that Expect: 100-continue and
@@ -33,9 +43,12 @@ import (
 // chunked one re-framed): plain HTTP never carries a value, so any
 // placeholder is a leak (leak.go). Without Secrets bodies are copied
 // verbatim, spliced between the sockets.
-func (x *conn) relayHTTP(h reqHead, n int) {
+func (x *conn) relayHTTP(h reqHead, n int, gen uint64, at time.Time) {
 	ur := bufio.NewReaderSize(x.up, maxHead)
-	admitted := map[string]bool{h.name: true}
+	// admitted: the hosts admitted on this connection, each with when
+	// and under which rules generation. A request rides on an admission
+	// only under the same generation.
+	admitted := map[string]admission{h.name: {at, gen}}
 	for {
 		b, _ := x.cr.Peek(n)
 		// Fetched per request: a rotated or new Secret applies at once.
@@ -97,6 +110,7 @@ func (x *conn) relayHTTP(h reqHead, n int) {
 			x.lingerClose()
 			return
 		}
+		x.idle()
 		if h, n, err = readRequest(x.cr); err != nil {
 			if err != io.EOF {
 				x.record(errDecision(err))
@@ -104,16 +118,39 @@ func (x *conn) relayHTTP(h reqHead, n int) {
 			}
 			return
 		}
-		if !admitted[h.name] {
-			if d := x.decide(h.name); !d.Allowed {
+		gen = x.generation() // before deciding: see watch.go
+		a, ok := admitted[h.name]
+		if !ok || a.gen != gen {
+			var d netpolicy.Decision
+			if ok {
+				// Admitted under older rules: decided again under
+				// the current ones, as of its admission.
+				d = x.reask(h.name, a.at)
+				if !d.Allowed {
+					d.Reason = "policy changed: " + d.Reason
+				}
+			} else {
+				d = x.ask(h.name)
+				a.at = admittedAt(d)
+			}
+			x.record(d)
+			if !d.Allowed {
 				x.refuseHTTP(403, "policy refuses "+quoteName(h.name)+": "+d.Reason)
 				return
 			}
-			if len(admitted) < 64 {
-				admitted[h.name] = true
+			a.gen = gen
+			if ok || len(admitted) < 64 {
+				admitted[h.name] = a
 			}
 		}
+		x.arm(gen, h.name, a.at)
 	}
+}
+
+// admission is one host admitted on a plain-HTTP connection.
+type admission struct {
+	at  time.Time // when it was first admitted (for Rechecker)
+	gen uint64    // the rules generation it was last decided under
 }
 
 // relayResponse copies the response to h (and any 1xx before it) from the

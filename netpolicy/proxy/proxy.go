@@ -85,7 +85,14 @@ type Proxy struct {
 	lns    map[net.Listener]struct{}
 	conns  map[net.Conn]struct{} // client and upstream conns, closed by Close
 	perSB  map[string]int        // open connections per sandbox ID
-	wg     sync.WaitGroup        // Serve loops and connection handlers
+	wg     sync.WaitGroup        // Serve loops, connection handlers, watchRules
+
+	// rw is the Decider as a RulesWatcher (nil if it is not one): open
+	// connections are re-decided when their sandbox's rules change
+	// (watch.go).
+	rw      RulesWatcher
+	wmu     sync.Mutex
+	watched map[*conn]struct{}
 }
 
 // New returns a Proxy with o's defaults filled in.
@@ -119,12 +126,19 @@ func New(o Options) *Proxy {
 		o.Dial = d.DialContext
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Proxy{
+	p := &Proxy{
 		o: o, ctx: ctx, cancel: cancel,
-		lns:   map[net.Listener]struct{}{},
-		conns: map[net.Conn]struct{}{},
-		perSB: map[string]int{},
+		lns:     map[net.Listener]struct{}{},
+		conns:   map[net.Conn]struct{}{},
+		perSB:   map[string]int{},
+		watched: map[*conn]struct{}{},
 	}
+	if rw, ok := o.Decider.(RulesWatcher); ok {
+		p.rw = rw
+		p.wg.Add(1)
+		go p.watchRules()
+	}
+	return p
 }
 
 // Serve accepts connections on ln until ln fails or Close is called; after
@@ -247,6 +261,7 @@ type conn struct {
 	c   net.Conn      // the sandbox's side
 	cr  *bufio.Reader // reads c; holds the peeked bytes
 	up  net.Conn      // the upstream, once dialled
+	w   watchState    // for rechecks when the rules change (watch.go)
 }
 
 func (p *Proxy) handle(c net.Conn) {
@@ -310,6 +325,7 @@ func (x *conn) run() {
 	x.c.SetReadDeadline(time.Now().Add(x.p.o.PeekTimeout))
 	s, err := sniff(x.cr)
 	x.c.SetReadDeadline(time.Time{})
+	gen := x.generation() // before deciding: see watch.go
 	var d netpolicy.Decision
 	intercept := false
 	switch {
@@ -349,10 +365,11 @@ func (x *conn) run() {
 		return
 	}
 	defer x.p.untrack(x.up)
+	defer x.p.watch(x, gen, s.name, admittedAt(d))()
 	stop := x.p.watchIdle(x.c, x.p.o.IdleTimeout, func() { x.c.Close(); x.up.Close() })
 	defer stop()
 	if s.proto == protoHTTP {
-		x.relayHTTP(s.head, s.headLen)
+		x.relayHTTP(s.head, s.headLen, gen, admittedAt(d))
 		return
 	}
 	if intercept {
