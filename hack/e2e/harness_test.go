@@ -195,6 +195,8 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 		if t.Failed() && d.logBuf != nil {
 			t.Logf("msbd log:\n%s", d.logBuf.String())
 		}
+		// Whatever happened above, the netns mount must not outlive the test.
+		syscall.Unmount(filepath.Join(d.stateDir, "netns"), syscall.MNT_DETACH)
 		os.RemoveAll(dir)
 	})
 	d.start()
