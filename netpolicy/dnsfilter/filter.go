@@ -100,7 +100,7 @@ type Filter struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	inflight map[string]int // sandbox ID -> queries in progress
+	inflight *netpolicy.Slots // queries in progress per sandbox ID
 	closed   bool
 	runs     []*run
 }
@@ -127,7 +127,7 @@ func New(o Options) *Filter {
 		o:        o,
 		udp:      &dns.Client{Net: "udp", Timeout: o.Timeout, UDPSize: dns.MaxMsgSize},
 		tcp:      &dns.Client{Net: "tcp", Timeout: o.Timeout},
-		inflight: make(map[string]int),
+		inflight: netpolicy.NewSlots(maxInflight),
 	}
 	if o.CacheSize >= 0 {
 		f.cache = newCache(cmpOr(o.CacheSize, 4096))
@@ -266,29 +266,11 @@ func (f *Filter) handle(src netip.Addr, req *dns.Msg) *dns.Msg {
 	if !ok {
 		return reply(req, dns.RcodeRefused)
 	}
-	if !f.acquire(sb.ID) {
+	if !f.inflight.Acquire(sb.ID) {
 		return reply(req, dns.RcodeServerFailure)
 	}
-	defer f.release(sb.ID)
+	defer f.inflight.Release(sb.ID)
 	return f.answer(src, sb, req)
-}
-
-func (f *Filter) acquire(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.inflight[id] >= maxInflight {
-		return false
-	}
-	f.inflight[id]++
-	return true
-}
-
-func (f *Filter) release(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.inflight[id]--; f.inflight[id] <= 0 {
-		delete(f.inflight, id)
-	}
 }
 
 func addrOf(a net.Addr) netip.Addr {

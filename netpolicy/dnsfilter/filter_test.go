@@ -234,14 +234,14 @@ func TestNoGoroutineLeak(t *testing.T) {
 func TestPerSandboxLimit(t *testing.T) {
 	f := New(Options{Decider: testEngine()})
 	for range maxInflight {
-		if !f.acquire("domains") {
+		if !f.inflight.Acquire("domains") {
 			t.Fatal("refused below the limit")
 		}
 	}
-	if f.acquire("domains") {
+	if f.inflight.Acquire("domains") {
 		t.Error("admitted past the limit")
 	}
-	if !f.acquire("iponly") {
+	if !f.inflight.Acquire("iponly") {
 		t.Error("one sandbox's limit blocks another")
 	}
 	req := new(dns.Msg)
@@ -250,11 +250,15 @@ func TestPerSandboxLimit(t *testing.T) {
 		t.Errorf("over the limit: %v", r)
 	}
 	for range maxInflight {
-		f.release("domains")
+		f.inflight.Release("domains")
 	}
-	f.release("iponly")
-	if len(f.inflight) != 0 {
-		t.Errorf("inflight left %v", f.inflight)
+	f.inflight.Release("iponly")
+	// Released slots are given again (Slots' own test checks nothing is
+	// kept for idle sandboxes).
+	for range maxInflight {
+		if !f.inflight.Acquire("domains") {
+			t.Fatal("released slots are not given again")
+		}
 	}
 }
 

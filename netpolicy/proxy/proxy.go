@@ -84,7 +84,7 @@ type Proxy struct {
 	closed bool
 	lns    map[net.Listener]struct{}
 	conns  map[net.Conn]struct{} // client and upstream conns, closed by Close
-	perSB  map[string]int        // open connections per sandbox ID
+	perSB  *netpolicy.Slots      // open connections per sandbox ID
 	wg     sync.WaitGroup        // Serve loops, connection handlers, watchRules
 
 	// rw is the Decider as a RulesWatcher (nil if it is not one): open
@@ -130,7 +130,7 @@ func New(o Options) *Proxy {
 		o: o, ctx: ctx, cancel: cancel,
 		lns:     map[net.Listener]struct{}{},
 		conns:   map[net.Conn]struct{}{},
-		perSB:   map[string]int{},
+		perSB:   netpolicy.NewSlots(o.MaxConnsPerSandbox),
 		watched: map[*conn]struct{}{},
 	}
 	if rw, ok := o.Decider.(RulesWatcher); ok {
@@ -233,25 +233,6 @@ func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
 }
 
-// acquire takes one of the sandbox's connection slots.
-func (p *Proxy) acquire(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.perSB[id] >= p.o.MaxConnsPerSandbox {
-		return false
-	}
-	p.perSB[id]++
-	return true
-}
-
-func (p *Proxy) release(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.perSB[id]--; p.perSB[id] <= 0 {
-		delete(p.perSB, id)
-	}
-}
-
 // conn is one sandbox connection on its way through the proxy.
 type conn struct {
 	p   *Proxy
@@ -285,11 +266,11 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	x.dst = netip.AddrPortFrom(x.dst.Addr().Unmap(), x.dst.Port())
-	if !p.acquire(sb.ID) {
+	if !p.perSB.Acquire(sb.ID) {
 		x.record(netpolicy.Decision{Reason: "too many connections (MaxConnsPerSandbox)"})
 		return
 	}
-	defer p.release(sb.ID)
+	defer p.perSB.Release(sb.ID)
 	x.run()
 }
 
