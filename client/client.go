@@ -315,15 +315,7 @@ func (c *Client) Events(ctx context.Context, namespace, kind, name string) ([]v1
 
 // Logs copies the sandbox's log to w; with follow it keeps streaming until ctx ends.
 func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, w io.Writer) error {
-	ki, err := v1alpha1.LookupKind(v1alpha1.KindSandbox)
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	if follow {
-		q.Set("follow", "true")
-	}
-	resp, err := c.send(ctx, http.MethodGet, objectPath(ki, namespace, name)+"/log", q, nil)
+	resp, err := c.sandboxStream(ctx, namespace, name, "log", follow)
 	if err != nil {
 		return err
 	}
@@ -333,6 +325,19 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 		return nil // following ends when ctx does
 	}
 	return err
+}
+
+// sandboxStream opens GET .../sandboxes/NAME/<sub> (?follow=true).
+func (c *Client) sandboxStream(ctx context.Context, namespace, name, sub string, follow bool) (*http.Response, error) {
+	ki, err := v1alpha1.LookupKind(v1alpha1.KindSandbox)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "true")
+	}
+	return c.send(ctx, http.MethodGet, objectPath(ki, namespace, name)+"/"+sub, q, nil)
 }
 
 // ExecOptions describes a command to run in a sandbox.

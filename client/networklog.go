@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 
 	"msb.dev/msb/apis/v1alpha1"
 )
@@ -15,15 +13,7 @@ import (
 // answers and connections, allowed and denied), oldest first; with follow it
 // keeps calling it with new ones until ctx ends.
 func (c *Client) NetworkLog(ctx context.Context, namespace, name string, follow bool, fn func(v1alpha1.NetworkDecision) error) error {
-	ki, err := v1alpha1.LookupKind(v1alpha1.KindSandbox)
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	if follow {
-		q.Set("follow", "true")
-	}
-	resp, err := c.send(ctx, http.MethodGet, objectPath(ki, namespace, name)+"/networklog", q, nil)
+	resp, err := c.sandboxStream(ctx, namespace, name, "networklog", follow)
 	if err != nil {
 		return err
 	}
