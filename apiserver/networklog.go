@@ -12,6 +12,8 @@ import (
 // gives a sandbox's recent network decisions, then (follow) new ones as
 // they are made, until ctx ends.
 type NetworkLog interface {
+	// NetworkLogEnabled is false when msbd runs without sandbox networking.
+	NetworkLogEnabled() bool
 	NetworkDecisions(ctx context.Context, sb *v1alpha1.Sandbox, follow bool, emit func(v1alpha1.NetworkDecision) error) error
 }
 
@@ -27,8 +29,9 @@ func (s *server) networkLog(w http.ResponseWriter, r *http.Request) error {
 		return storeError(err, "sandboxes", ns, name)
 	}
 	nl, ok := s.rt.(NetworkLog)
-	if !ok {
-		return &apiError{code: http.StatusNotImplemented, reason: "NotImplemented", msg: "this server enforces no network policy, so it keeps no network log"}
+	if !ok || !nl.NetworkLogEnabled() {
+		return &apiError{code: http.StatusNotImplemented, reason: "NotImplemented",
+			msg: "msbd runs without sandbox networking (--network=false): sandboxes have loopback only and there is no network log; restart msbd without --network=false to enforce NetworkPolicies"}
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -44,12 +44,23 @@ var _ Network = (*NetworkStack)(nil)
 
 // Attach implements Network.
 func (n *NetworkStack) Attach(id string) (NetAttachment, error) {
+	_, existed := n.Net.Get(id)
 	a, err := n.Net.Attach(id)
 	if err != nil {
 		return NetAttachment{}, err
 	}
-	n.refreshHostAddrs()
+	if !existed {
+		// The new host end is a host address before the sandbox runs;
+		// the address subscription would tell the Engine only later.
+		n.refreshHostAddrs()
+	}
 	return NetAttachment{NetNSPath: a.NetNSPath, Gateway: a.HostIP, IP: a.IP}, nil
+}
+
+// Lookup implements Network.
+func (n *NetworkStack) Lookup(id string) (NetAttachment, bool) {
+	a, ok := n.Net.Get(id)
+	return NetAttachment{NetNSPath: a.NetNSPath, Gateway: a.HostIP, IP: a.IP}, ok
 }
 
 // refreshHostAddrs tells the Engine the addresses of msbd's namespace (the
@@ -189,11 +200,11 @@ func describeDecision(d netpolicy.Decision) string {
 	return s
 }
 
+// NetworkLogEnabled implements apiserver.NetworkLog: false with --network=false.
+func (rt Runtime) NetworkLogEnabled() bool { return rt.Engine != nil }
+
 // NetworkDecisions implements apiserver.NetworkLog for Runtime.
 func (rt Runtime) NetworkDecisions(ctx context.Context, sb *v1alpha1.Sandbox, follow bool, emit func(v1alpha1.NetworkDecision) error) error {
-	if rt.Engine == nil {
-		return fmt.Errorf("this msbd enforces no network policy")
-	}
 	id := sb.Metadata.UID
 	var ch <-chan netpolicy.Decision
 	if follow {

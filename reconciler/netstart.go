@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -43,19 +44,34 @@ type NetworkOptions struct {
 // Close stops the listeners and leaves the namespaces and the table, so
 // running sandboxes keep their network while msbd restarts (they reach
 // nothing meanwhile: their traffic has nowhere to go).
-func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
-	pool, err := netip.ParsePrefix(o.Pool)
-	if err != nil || !pool.Addr().Is4() || o.DNSPort == 0 || o.DNSPort > 65535 || o.ProxyPort == 0 || o.ProxyPort > 65535 {
-		return nil, fmt.Errorf("--sandbox-cidr %q --dns-port %d --proxy-port %d: want an IPv4 prefix such as 172.29.0.0/16 and ports 1-65535", o.Pool, o.DNSPort, o.ProxyPort)
+func StartNetwork(o NetworkOptions) (n *NetworkStack, err error) {
+	pool, perr := netip.ParsePrefix(o.Pool)
+	switch {
+	case perr != nil || !pool.Addr().Is4():
+		return nil, fmt.Errorf("--sandbox-cidr %q: want a private IPv4 prefix such as 172.29.0.0/16", o.Pool)
+	case o.DNSPort == 0 || o.DNSPort > 65535 || o.ProxyPort == 0 || o.ProxyPort > 65535:
+		return nil, fmt.Errorf("--dns-port %d --proxy-port %d: want ports 1-65535 (below 1024 keeps them from other users)", o.DNSPort, o.ProxyPort)
 	}
 	if len(o.Upstreams) == 0 {
 		ups, err := dnsfilter.UpstreamsFromResolvConf("/etc/resolv.conf")
-		if err != nil || len(ups) == 0 {
-			return nil, fmt.Errorf("no DNS upstream for sandboxes: /etc/resolv.conf names none (%v); pass --dns-upstream ADDR", err)
+		if err != nil {
+			return nil, fmt.Errorf("finding a DNS upstream for sandboxes: %w; pass --dns-upstream IP:PORT", err)
+		}
+		if len(ups) == 0 {
+			return nil, errors.New("no DNS upstream for sandboxes: /etc/resolv.conf names no nameserver; pass --dns-upstream IP:PORT")
 		}
 		o.Upstreams = ups
 	}
-	n := &NetworkStack{}
+	// What is opened so far is closed again if a later step fails.
+	var opened []io.Closer
+	defer func() {
+		if err != nil {
+			for _, c := range opened {
+				c.Close()
+			}
+		}
+	}()
+	n = &NetworkStack{}
 	n.Engine = netpolicy.NewEngine(netpolicy.EngineOptions{OnDeny: n.DenyEvents(o.Events)})
 	// Secret injection: msbd's CA (STATE/ca, key 0600; sandboxes trust its
 	// certificate only) and the substitutions the proxy applies.
@@ -74,34 +90,28 @@ func StartNetwork(o NetworkOptions) (*NetworkStack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DNS filter (--dns-port): %w", err)
 	}
+	opened = append(opened, udp)
 	tcp, err := net.Listen("tcp4", dnsAddr)
 	if err != nil {
-		udp.Close()
 		return nil, fmt.Errorf("DNS filter (--dns-port): %w", err)
 	}
+	opened = append(opened, tcp)
 	pln, err := net.Listen("tcp4", ":"+strconv.Itoa(int(o.ProxyPort)))
 	if err != nil {
-		udp.Close()
-		tcp.Close()
 		return nil, fmt.Errorf("egress proxy (--proxy-port): %w", err)
 	}
+	opened = append(opened, pln)
 	n.Net, err = hostnet.New(hostnet.Options{StateDir: o.StateDir, Pool: pool.Masked(), DNSPort: uint16(o.DNSPort), ProxyPort: uint16(o.ProxyPort),
 		Logf: func(format string, args ...any) { o.Log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
-		udp.Close()
-		tcp.Close()
-		pln.Close()
 		return nil, err
 	}
+	opened = append(opened, n.Net)
 	// The "host" group is msbd's namespace's addresses as they are now: an
 	// interface that appears later (docker0, a VPN, a DHCP renewal) must not
 	// pass for "private" or "public", so every address change refreshes it.
 	updates, stop := make(chan netlink.AddrUpdate, 16), make(chan struct{})
 	if err := netlink.AddrSubscribe(updates, stop); err != nil {
-		n.Net.Close()
-		udp.Close()
-		tcp.Close()
-		pln.Close()
 		return nil, fmt.Errorf("watching the host's addresses: %w", err)
 	}
 	n.stopAddrs = stop

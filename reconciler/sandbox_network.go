@@ -19,6 +19,9 @@ type Network interface {
 	// Attach gives sandbox id its network namespace and addresses; it is
 	// idempotent (an existing attachment is returned as it is).
 	Attach(id string) (NetAttachment, error)
+	// Lookup returns sandbox id's attachment if it has one (cheap: no
+	// kernel calls, for every reconcile of a running sandbox).
+	Lookup(id string) (NetAttachment, bool)
 	// Detach removes what Attach made; idempotent.
 	Detach(id string) error
 	// Enforce sets what the sandbox may reach: the union of rules (none:
@@ -86,14 +89,19 @@ func (r *SandboxReconciler) enforce(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxSt
 }
 
 // observeNetwork re-applies a running sandbox's rules and ports (after an
-// msbd restart they live only in this process).
+// msbd restart they live only in this process). The attachment itself was
+// made before the sandbox started (and repaired by hostnet when msbd
+// starts); a running sandbox keeps the namespace it joined.
 func (r *SandboxReconciler) observeNetwork(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec []vmdriver.Port) error {
 	if r.Network == nil {
 		return nil
 	}
-	att, err := r.Network.Attach(sb.Metadata.UID)
-	if err != nil {
-		return fmt.Errorf("the sandbox's network: %w", err)
+	att, ok := r.Network.Lookup(sb.Metadata.UID)
+	if !ok {
+		// Started without networking (an msbd with --network=false): it
+		// has loopback only until it restarts.
+		st.IP = ""
+		return nil
 	}
 	st.IP = att.IP.String()
 	if err := r.enforce(sb, st, att.IP); err != nil {

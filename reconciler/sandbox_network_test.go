@@ -41,6 +41,13 @@ func (n *fakeNetwork) Attach(id string) (NetAttachment, error) {
 	return a, nil
 }
 
+func (n *fakeNetwork) Lookup(id string) (NetAttachment, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a, ok := n.attached[id]
+	return a, ok
+}
+
 func (n *fakeNetwork) Detach(id string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()

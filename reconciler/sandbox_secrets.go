@@ -37,26 +37,16 @@ func (r *SandboxReconciler) secretBindings(sb *v1alpha1.Sandbox) ([]secretinject
 			continue
 		}
 		ref := e.ValueFrom.SecretKeyRef
-		sec := &v1alpha1.Secret{}
-		if err := r.Store.Get(v1alpha1.KindSecret, sb.Metadata.Namespace, ref.Name, sec); err != nil {
-			if errors.Is(err, v1alpha1.ErrNotFound) {
-				return nil, &secretinject.RefError{Ref: secretinject.Ref{Env: e.Name, Namespace: sb.Metadata.Namespace, Secret: ref.Name, Key: ref.Key}}
-			}
+		sec, err := r.getSecret(sb.Metadata.Namespace, ref.Name)
+		if err != nil {
 			return nil, err
 		}
-		value, ok := []byte(sec.Spec.StringData[ref.Key]), true
-		if _, plain := sec.Spec.StringData[ref.Key]; !plain {
-			enc, inData := sec.Spec.Data[ref.Key]
-			if !inData {
-				return nil, &secretinject.RefError{Ref: secretinject.Ref{Env: e.Name, Namespace: sb.Metadata.Namespace, Secret: ref.Name, Key: ref.Key}, MissingKey: true}
-			}
-			var err error
-			if value, err = base64.StdEncoding.DecodeString(enc); err != nil {
-				ok = false
-			}
+		value, found, err := secretValue(sec, ref.Key)
+		if err != nil {
+			return nil, fmt.Errorf("secret %q key %q: %w", ref.Name, ref.Key, err)
 		}
-		if !ok {
-			return nil, fmt.Errorf("secret %q key %q: data is not base64", ref.Name, ref.Key)
+		if !found {
+			return nil, &secretinject.RefError{Ref: secretinject.Ref{Env: e.Name, Namespace: sb.Metadata.Namespace, Secret: ref.Name, Key: ref.Key}, MissingKey: sec != nil}
 		}
 		where, err := secretinject.ParseWhere(sec.Spec.SubstituteIn)
 		if err != nil {
@@ -72,6 +62,26 @@ func (r *SandboxReconciler) secretBindings(sb *v1alpha1.Sandbox) ([]secretinject
 		})
 	}
 	return out, nil
+}
+
+// secretValue is key's value in sec (nil: no such Secret): stringData as is,
+// data decoded from base64.
+func secretValue(sec *v1alpha1.Secret, key string) (value []byte, found bool, err error) {
+	if sec == nil {
+		return nil, false, nil
+	}
+	if v, ok := sec.Spec.StringData[key]; ok {
+		return []byte(v), true, nil
+	}
+	enc, ok := sec.Spec.Data[key]
+	if !ok {
+		return nil, false, nil
+	}
+	v, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, false, errors.New("data is not base64: re-apply the Secret with the value base64-encoded, or put it in stringData")
+	}
+	return v, true, nil
 }
 
 // injectSecrets hands the proxy sb's current substitutions. Called at every
@@ -96,9 +106,9 @@ func (r *SandboxReconciler) injectSecrets(sb *v1alpha1.Sandbox) error {
 // trustSecrets makes a sandbox that references a Secret trust msbd's CA,
 // beside its image's own roots: the bundle at the image's usual path,
 // read-only, and the variables Go, Python, curl, Node and git read.
-func (r *SandboxReconciler) trustSecrets(sb *v1alpha1.Sandbox, spec *vmdriver.Spec, layers []string) error {
+func (r *SandboxReconciler) trustSecrets(sb *v1alpha1.Sandbox, spec *vmdriver.Spec, layers []string) {
 	if r.Secrets == nil || !referencesSecret(sb) {
-		return nil
+		return
 	}
 	path, system := secretinject.DefaultBundlePath, []byte(nil)
 	for _, p := range secretinject.SystemBundlePaths {
@@ -118,7 +128,6 @@ func (r *SandboxReconciler) trustSecrets(sb *v1alpha1.Sandbox, spec *vmdriver.Sp
 			spec.Env = mergeEnv(spec.Env, kv)
 		}
 	}
-	return nil
 }
 
 func referencesSecret(sb *v1alpha1.Sandbox) bool {

@@ -21,11 +21,8 @@ const backoffResetAfter = 10 * time.Minute
 
 // secretKeys is secretinject's view of the Secrets in the store.
 func (r *SandboxReconciler) secretKeys(namespace, name string) (map[string]bool, bool, error) {
-	sec := &v1alpha1.Secret{}
-	if err := r.Store.Get(v1alpha1.KindSecret, namespace, name, sec); err != nil {
-		if errors.Is(err, v1alpha1.ErrNotFound) {
-			return nil, false, nil
-		}
+	sec, err := r.getSecret(namespace, name)
+	if sec == nil || err != nil {
 		return nil, false, err
 	}
 	keys := map[string]bool{}
@@ -36,6 +33,18 @@ func (r *SandboxReconciler) secretKeys(namespace, name string) (map[string]bool,
 		keys[k] = true
 	}
 	return keys, true, nil
+}
+
+// getSecret reads a Secret; nil (and no error) when there is none.
+func (r *SandboxReconciler) getSecret(namespace, name string) (*v1alpha1.Secret, error) {
+	sec := &v1alpha1.Secret{}
+	if err := r.Store.Get(v1alpha1.KindSecret, namespace, name, sec); err != nil {
+		if errors.Is(err, v1alpha1.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return sec, nil
 }
 
 // driverSpec merges the image config with the Sandbox spec the way
@@ -96,9 +105,7 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}
 	spec.Ports = specPorts(sb)
-	if err := r.trustSecrets(sb, &spec, img.Layers); err != nil {
-		return vmdriver.Spec{}, err
-	}
+	r.trustSecrets(sb, &spec, img.Layers)
 	return spec, nil
 }
 
