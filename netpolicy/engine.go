@@ -28,8 +28,8 @@ type EngineOptions struct {
 	// OnDeny, if set, sees denials rate-limited: at most once per
 	// (sandbox, reason, name) per DenyInterval, with the number of such
 	// denials suppressed since it was last called for that key. msbd
-	// turns these into Warning Events. Same rules as OnDecision.
-	OnDeny func(d Decision, suppressed int)
+	// turns these into Warning Events on sb. Same rules as OnDecision.
+	OnDeny func(sb Sandbox, d Decision, suppressed int)
 	// DenyInterval is OnDeny's interval. Default 1 minute.
 	DenyInterval time.Duration
 	// Now is the clock (tests). Default time.Now.

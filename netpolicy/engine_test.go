@@ -301,7 +301,7 @@ func BenchmarkAllowConn(b *testing.B) {
 }
 
 func BenchmarkRecord(b *testing.B) {
-	e := NewEngine(EngineOptions{OnDeny: func(Decision, int) {}})
+	e := NewEngine(EngineOptions{OnDeny: func(Sandbox, Decision, int) {}})
 	e.SetSandbox(Sandbox{ID: "uid-1", IP: sbIP})
 	d := e.AllowName(sbIP, "evil.example", 0)
 	for b.Loop() {

@@ -64,7 +64,11 @@ func (e *Engine) Record(d Decision) {
 		e.opts.OnDecision(d)
 	}
 	if report {
-		e.opts.OnDeny(d, suppressed)
+		var sb Sandbox
+		if c := st.rules.Load(); c != nil {
+			sb = c.sb
+		}
+		e.opts.OnDeny(sb, d, suppressed)
 	}
 }
 

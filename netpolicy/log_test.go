@@ -67,7 +67,7 @@ func TestOnDenyRateLimited(t *testing.T) {
 	e, clk := newTestEngine(t, EngineOptions{
 		DenyInterval: time.Minute,
 		OnDecision:   func(Decision) { all++ },
-		OnDeny:       func(d Decision, n int) { calls = append(calls, call{d.Name, n}) },
+		OnDeny:       func(_ Sandbox, d Decision, n int) { calls = append(calls, call{d.Name, n}) },
 	})
 	deny := func(name string) {
 		e.Record(Decision{Sandbox: "uid-1", Name: name, Reason: "no policy allows this name"})

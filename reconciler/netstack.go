@@ -37,7 +37,6 @@ type NetworkStack struct {
 
 	mu        sync.Mutex
 	published map[string][]vmdriver.Port // what Publish last made, per sandbox
-	names     map[string]v1alpha1.ObjectReference
 }
 
 var _ Network = (*NetworkStack)(nil)
@@ -92,23 +91,10 @@ func (n *NetworkStack) AttachedIDs() []string {
 func (n *NetworkStack) Detach(id string) error { return n.Net.Detach(id) }
 
 // Enforce implements Network.
-func (n *NetworkStack) Enforce(sb netpolicy.Sandbox) {
-	n.mu.Lock()
-	if n.names == nil {
-		n.names = map[string]v1alpha1.ObjectReference{}
-	}
-	n.names[sb.ID] = v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Namespace, Name: sb.Name, UID: sb.ID}
-	n.mu.Unlock()
-	n.Engine.SetSandbox(sb)
-}
+func (n *NetworkStack) Enforce(sb netpolicy.Sandbox) { n.Engine.SetSandbox(sb) }
 
 // Forget implements Network.
-func (n *NetworkStack) Forget(id string) {
-	n.mu.Lock()
-	delete(n.names, id)
-	n.mu.Unlock()
-	n.Engine.RemoveSandbox(id)
-}
+func (n *NetworkStack) Forget(id string) { n.Engine.RemoveSandbox(id) }
 
 // Publish implements Network: the ports are published anew only when they
 // changed since the last call.
@@ -147,20 +133,22 @@ func (n *NetworkStack) Unpublish(id string) {
 
 // DenyEvents returns the Engine's OnDeny hook: a Warning event on the
 // sandbox for each (rate-limited) denial.
-func (n *NetworkStack) DenyEvents(rec *Recorder) func(d netpolicy.Decision, suppressed int) {
-	return func(d netpolicy.Decision, suppressed int) {
-		n.mu.Lock()
-		ref, ok := n.names[d.Sandbox]
-		n.mu.Unlock()
-		if !ok {
+func (n *NetworkStack) DenyEvents(rec *Recorder) func(sb netpolicy.Sandbox, d netpolicy.Decision, suppressed int) {
+	return func(sb netpolicy.Sandbox, d netpolicy.Decision, suppressed int) {
+		if sb.ID == "" {
 			return
 		}
 		msg := fmt.Sprintf("denied %s %s", d.Kind, describeDecision(d))
 		if suppressed > 0 {
 			msg += fmt.Sprintf(" (and %d more like it since the last event)", suppressed)
 		}
-		rec.Event(ref, v1alpha1.EventWarning, ReasonEgressDenied, msg)
+		rec.Event(sandboxRef(sb), v1alpha1.EventWarning, ReasonEgressDenied, msg)
 	}
+}
+
+// sandboxRef names the sandbox netpolicy knows in an event.
+func sandboxRef(sb netpolicy.Sandbox) v1alpha1.ObjectReference {
+	return v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Namespace, Name: sb.Name, UID: sb.ID}
 }
 
 // LeakEvents returns the proxy's and DNS filter's OnLeak hook: a Warning
@@ -168,7 +156,7 @@ func (n *NetworkStack) DenyEvents(rec *Recorder) func(d netpolicy.Decision, supp
 // destination, never the value.
 func (n *NetworkStack) LeakEvents(rec *Recorder) func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort) {
 	return func(sb netpolicy.Sandbox, leak *secretinject.Leak, dst netip.AddrPort) {
-		ref := v1alpha1.ObjectReference{Kind: v1alpha1.KindSandbox, Namespace: sb.Namespace, Name: sb.Name, UID: sb.ID}
+		ref := sandboxRef(sb)
 		to := leak.Host
 		if dst.IsValid() {
 			to += " (" + dst.String() + ")"
