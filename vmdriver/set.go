@@ -30,6 +30,7 @@ func (e *UnavailableError) Error() string {
 // again for later reconciles, adoption and orphan collection.
 type Set struct {
 	byName map[string]Driver
+	all    []Driver // by name: the order every caller sees
 	// microVMReason says why no microVM driver is in the set, for users.
 	microVMReason string
 }
@@ -42,6 +43,10 @@ func NewSet(microVMReason string, drivers ...Driver) *Set {
 	for _, d := range drivers {
 		s.byName[d.Name()] = d
 	}
+	for _, d := range s.byName {
+		s.all = append(s.all, d)
+	}
+	sort.Slice(s.all, func(i, j int) bool { return s.all[i].Name() < s.all[j].Name() })
 	return s
 }
 
@@ -51,15 +56,9 @@ func (s *Set) Get(name string) (Driver, bool) {
 	return d, ok
 }
 
-// All returns every driver, ordered by name.
-func (s *Set) All() []Driver {
-	out := make([]Driver, 0, len(s.byName))
-	for _, d := range s.byName {
-		out = append(out, d)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
-	return out
-}
+// All returns every driver, ordered by name. The slice is shared: do not
+// change it.
+func (s *Set) All() []Driver { return s.all }
 
 func (s *Set) byIsolation(iso string) Driver {
 	for _, d := range s.All() {
