@@ -124,7 +124,7 @@ func (r *SandboxReconciler) publish(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxSt
 		return
 	}
 	if err := r.Network.Publish(sb.Metadata.UID, ports, ip); err != nil {
-		msg := "publishing spec.ports: " + err.Error()
+		msg := "publishing spec.ports: " + err.Error() + "; choose another hostPort (or free that one): the sandbox runs meanwhile, unreachable from the host"
 		if cond(st, ConditionPortsPublished) != ReasonPortsNotPublished || v1alpha1.FindCondition(st.Conditions, ConditionPortsPublished).Message != msg {
 			r.event(sb, v1alpha1.EventWarning, ReasonPortsNotPublished, msg)
 		}
