@@ -20,15 +20,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/apiserver"
-	"msb.dev/msb/client"
 	"msb.dev/msb/images"
-	"msb.dev/msb/netpolicy/hostnet"
 	"msb.dev/msb/reconciler"
 	"msb.dev/msb/store"
 	"msb.dev/msb/vmdriver"
@@ -44,26 +41,6 @@ var subcommands = map[string]func(args []string) error{
 	"version": func([]string) error { fmt.Printf("msbd %s %s\n", version, runtime.Version()); return nil },
 }
 
-type options struct {
-	stateDir, socket, agent, logLevel, defaultMemory, sandboxCIDR string
-	dnsUpstreams                                                  stringList
-	upstreamCA                                                    string
-	dnsPort, proxyPort                                            uint
-	network                                                       bool
-	workers                                                       int
-	restartBackoff, restartBackoffMax                             time.Duration
-	stopGrace, resync                                             time.Duration
-	uidBase, uidSize                                              uint
-	insecure                                                      stringList
-	maxImageSize, defaultPIDs                                     int64
-}
-
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
-
 func main() {
 	if len(os.Args) > 1 {
 		if sub, ok := subcommands[os.Args[1]]; ok {
@@ -76,28 +53,7 @@ func main() {
 	}
 	var o options
 	fs := flag.NewFlagSet("msbd", flag.ContinueOnError)
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/msb", "directory for the database, images and sandboxes")
-	fs.StringVar(&o.socket, "socket", client.DefaultSocket, "API unix socket path")
-	fs.StringVar(&o.agent, "agent", "", "path of the static msb-agent binary (default: msb-agent beside msbd)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&o.workers, "workers", 4, "reconcile workers")
-	fs.DurationVar(&o.restartBackoff, "restart-backoff", time.Second, "first delay before restarting a finished sandbox (doubles per restart)")
-	fs.DurationVar(&o.restartBackoffMax, "restart-backoff-max", 5*time.Minute, "longest restart delay")
-	fs.DurationVar(&o.stopGrace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a sandbox")
-	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often every sandbox is reconciled even without changes")
-	fs.UintVar(&o.uidBase, "uid-base", container.DefaultHostID, "first host uid/gid of the range sandboxes' users map to; no host account or /etc/subuid, /etc/subgid range may overlap it")
-	fs.UintVar(&o.uidSize, "uid-size", container.DefaultIDMapSize, "size of that range")
-	fs.Var(&o.insecure, "insecure-registry", "HOST:PORT of a registry reached over plain HTTP (repeatable; loopback registries always may)")
-	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
-	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
-	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
-	fs.BoolVar(&o.network, "network", true, "give sandboxes a network that NetworkPolicies open (false: loopback only, no published ports)")
-	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")
-	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM file of CAs trusted, beside the system's, for upstreams whose TLS msbd terminates to substitute secrets")
-	fs.Var(&o.dnsUpstreams, "dns-upstream", "IP:PORT of a DNS server the sandboxes' DNS filter asks (repeatable; default: the servers of /etc/resolv.conf)")
-	// Below 1024: while msbd restarts, no unprivileged process may take the ports sandboxes' traffic goes to.
-	fs.UintVar(&o.dnsPort, "dns-port", 1017, "port of the sandboxes' DNS filter in msbd's network namespace (below 1024)")
-	fs.UintVar(&o.proxyPort, "proxy-port", 1018, "port of the sandboxes' transparent egress proxy in msbd's network namespace (below 1024)")
+	o.register(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
