@@ -1,7 +1,7 @@
 // Package apiserver serves the msbd HTTP API: Kubernetes-style resource paths
 // under /apis/msb.dev/v1alpha1 backed by the store, plus apply, logs and exec.
 //
-//	GET    /version, /healthz
+//	GET    /version, /healthz, /info (what msbd found on its host)
 //	GET    /apis/msb.dev/v1alpha1/{plural}                              all namespaces (?labelSelector, ?fieldSelector, ?watch)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/{plural}              list or watch
 //	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/{plural}              create
@@ -65,6 +65,9 @@ type Config struct {
 	Logger  *slog.Logger
 	// Images serves the image routes; without it they answer 503.
 	Images ImageService
+	// HostInfo answers GET /info (what msbd found on its host); nil
+	// answers with the version alone.
+	HostInfo func() v1alpha1.HostInfo
 }
 
 // prefix is the root of every resource path.
@@ -80,18 +83,20 @@ type server struct {
 	log     *slog.Logger
 	images  ImageService
 	agents  agentPool
+	info    func() v1alpha1.HostInfo
 }
 
 // New returns the API handler.
 func New(cfg Config) http.Handler {
 	s := &server{store: cfg.Store, rt: cfg.Runtime, version: cfg.Version, log: cfg.Logger,
-		images: cfg.Images}
+		images: cfg.Images, info: cfg.HostInfo}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /version", s.handle(s.getVersion))
 	mux.Handle("GET /healthz", s.handle(s.healthz))
+	mux.Handle("GET /info", s.handle(s.getInfo))
 	mux.Handle("POST "+prefix+"/apply", s.handle(s.apply))
 	mux.Handle("GET "+prefix+"/images", s.handle(s.listImages))
 	mux.Handle("DELETE "+prefix+"/images", s.handle(s.removeImage))
@@ -133,6 +138,16 @@ func (s *server) handle(fn func(http.ResponseWriter, *http.Request) error) http.
 		}
 		writeJSON(w, ae.code, ae.status())
 	})
+}
+
+func (s *server) getInfo(w http.ResponseWriter, r *http.Request) error {
+	info := v1alpha1.HostInfo{Version: s.version}
+	if s.info != nil {
+		info = s.info()
+		info.Version = s.version
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
 }
 
 func (s *server) getVersion(w http.ResponseWriter, r *http.Request) error {

@@ -137,6 +137,9 @@ func newEnv(t *testing.T) *env {
 		Runtime: e.rt,
 		Version: v1alpha1.VersionInfo{Version: "test", GoVersion: "go", Driver: "fake", Isolation: "none"},
 		Logger:  logger,
+		HostInfo: func() v1alpha1.HostInfo {
+			return v1alpha1.HostInfo{Drivers: []v1alpha1.DriverInfo{{Name: "fake", Isolation: "none", Available: true, Auto: true}}}
+		},
 	}))
 	ts.Listener = &tapListener{Listener: ln, out: e.written}
 	ts.Start()

@@ -366,3 +366,11 @@ func (c *Client) Version(ctx context.Context) (v1alpha1.VersionInfo, error) {
 	err := c.do(ctx, http.MethodGet, "/version", nil, nil, &v)
 	return v, err
 }
+
+// Info returns what msbd found on its host: drivers available and why not,
+// and the host facts behind that.
+func (c *Client) Info(ctx context.Context) (v1alpha1.HostInfo, error) {
+	var h v1alpha1.HostInfo
+	err := c.do(ctx, http.MethodGet, "/info", nil, nil, &h)
+	return h, err
+}

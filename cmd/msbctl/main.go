@@ -43,7 +43,7 @@ var stdinReader io.Reader = os.Stdin
 var commands = []func(*env) *cobra.Command{
 	newApplyCommand, newGetCommand, newDescribeCommand, newDeleteCommand, newDiffCommand,
 	newWaitCommand, newLogsCommand, newExecCommand, newEventsCommand, newVersionCommand,
-	newImageCommand, newImagesCommand, newCompletionCommand,
+	newImageCommand, newImagesCommand, newCompletionCommand, newInfoCommand,
 }
 
 // globalOptions are accepted by every command, before or after its name.

@@ -9,6 +9,7 @@ import (
 	"msb.dev/msb/images"
 	"msb.dev/msb/netpolicy/hostnet"
 	"msb.dev/msb/vmdriver/container"
+	"msb.dev/msb/vmdriver/krun"
 )
 
 // options are msbd's flags. Each feature keeps its flags together here so
@@ -25,6 +26,7 @@ type options struct {
 	uidBase, uidSize                                              uint
 	insecure                                                      stringList
 	maxImageSize, defaultPIDs                                     int64
+	krunLib, kvmDevice                                            string
 }
 
 // stringList is a repeatable string flag.
@@ -57,4 +59,6 @@ func (o *options) register(fs *flag.FlagSet) {
 	// Below 1024: while msbd restarts, no unprivileged process may take the ports sandboxes' traffic goes to.
 	fs.UintVar(&o.dnsPort, "dns-port", 1017, "port of the sandboxes' DNS filter in msbd's network namespace (below 1024)")
 	fs.UintVar(&o.proxyPort, "proxy-port", 1018, "port of the sandboxes' transparent egress proxy in msbd's network namespace (below 1024)")
+	fs.StringVar(&o.krunLib, "krun-lib", "", "libkrun shared library for microVMs (default: the loader's search for "+krun.DefaultLibrary+")")
+	fs.StringVar(&o.kvmDevice, "kvm-device", krun.DefaultKVMDevice, "KVM device microVMs run on; it must open read-write")
 }

@@ -31,6 +31,7 @@ import (
 	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/agent"
 	"msb.dev/msb/vmdriver/container"
+	"msb.dev/msb/vmdriver/krun"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -112,9 +113,15 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
+	log.Info("host probe", "microvm", facts.krun.String())
 	// The microVM driver joins this set when it exists; until then the
 	// probe tells users why isolation: microvm waits.
-	drivers := vmdriver.NewSet(vmdriver.Probe().MicroVMReason(), ctr)
+	microVMWhy := facts.krun.Reason()
+	if microVMWhy == "" {
+		microVMWhy = "this msbd has no microVM driver yet"
+	}
+	drivers := vmdriver.NewSet(microVMWhy, ctr)
 	auto, _ := drivers.Choose(vmdriver.IsolationAuto)
 	agentPath, agentErr := agent.Locate(o.agent)
 	if agentErr != nil {
@@ -160,11 +167,12 @@ func run(o options) error {
 		return err
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
-		Store:   st,
-		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
-		Images:  imgs,
-		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
-		Logger:  log,
+		Store:    st,
+		Runtime:  reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
+		Images:   imgs,
+		Version:  v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
+		Logger:   log,
+		HostInfo: func() v1alpha1.HostInfo { return facts.info(drivers) },
 	})}
 
 	// Before serving: once msbd answers, orphans are gone (or held).

@@ -1,0 +1,140 @@
+package krun
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultKVMDevice is the KVM device libkrun opens.
+const DefaultKVMDevice = "/dev/kvm"
+
+// libkrunfwNames are the sonames of libkrunfw (the guest kernel libkrun
+// loads), newest first.
+var libkrunfwNames = []string{"libkrunfw.so.5", "libkrunfw.so.4"}
+
+// features are libkrun's build features worth reporting (KRUN_FEATURE_*).
+var features = []struct {
+	id   uint64
+	name string
+}{{0, "net"}, {1, "blk"}, {2, "gpu"}, {4, "input"}, {6, "tee"}, {7, "amd-sev"}, {8, "intel-tdx"}, {11, "init-blob"}}
+
+// Finding is what Probe learned about running microVMs on this host.
+type Finding struct {
+	// KVMDevice is the device tried; KVM is true when it opened read-write,
+	// KVMError says why not. KVMCharDevice is false for a regular file
+	// (a test's stand-in): it opened, but no VM can run on it.
+	KVMDevice     string
+	KVM           bool
+	KVMError      string
+	KVMCharDevice bool
+	// LibraryTried is the path (or soname) given to the loader; Library is
+	// the file it loaded, empty when loading failed with LibraryError.
+	LibraryTried string
+	Library      string
+	LibraryError string
+	// MissingOptional are optional symbols the library lacks.
+	MissingOptional []string
+	// Libkrunfw is the guest kernel library found by the loader, "" if none.
+	Libkrunfw string
+	// MaxVCPUs is the hypervisor's limit (0: unknown). Features are
+	// libkrun's build features that are on. NestedVirt: whether the host
+	// offers nested virtualisation.
+	MaxVCPUs   int
+	Features   []string
+	NestedVirt bool
+
+	lib *Lib
+}
+
+// Probe checks the KVM device (DefaultKVMDevice when empty) and loads
+// libkrun from libPath (DefaultLibrary when empty).
+func Probe(libPath, kvmDevice string) Finding {
+	if kvmDevice == "" {
+		kvmDevice = DefaultKVMDevice
+	}
+	if libPath == "" {
+		libPath = DefaultLibrary
+	}
+	f := Finding{KVMDevice: kvmDevice, LibraryTried: libPath}
+	if err := openKVM(kvmDevice); err != nil {
+		f.KVMError = err.Error()
+	} else {
+		f.KVM = true
+		if fi, err := os.Stat(kvmDevice); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			f.KVMCharDevice = true
+		}
+	}
+	lib, err := Load(libPath)
+	if err != nil {
+		f.LibraryError = err.Error()
+		return f
+	}
+	f.lib = lib
+	f.Library = lib.Path
+	f.MissingOptional = lib.MissingOptional()
+	f.Libkrunfw = findLibkrunfw()
+	if n, err := lib.MaxVCPUs(); err == nil {
+		f.MaxVCPUs = n
+	}
+	for _, ft := range features {
+		if on, err := lib.HasFeature(ft.id); err == nil && on {
+			f.Features = append(f.Features, ft.name)
+		}
+	}
+	if on, err := lib.NestedVirt(); err == nil {
+		f.NestedVirt = on
+	}
+	return f
+}
+
+// openKVM opens dev read-write (what libkrun does) and closes it. A regular
+// file passes too: tests stand one in for the device; Finding says which.
+func openKVM(dev string) error {
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open read-write", Path: dev, Err: err}
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// Available reports whether a microVM can run: the KVM device opens
+// read-write and libkrun loaded with every required symbol.
+func (f Finding) Available() bool { return f.KVM && f.lib != nil }
+
+// Lib is the loaded library, nil when it did not load.
+func (f Finding) Lib() *Lib { return f.lib }
+
+// Reason says why microVMs are unavailable, for users; "" when they are.
+func (f Finding) Reason() string {
+	var why []string
+	if !f.KVM {
+		why = append(why, "no usable KVM device ("+f.KVMError+")")
+	}
+	if f.lib == nil {
+		why = append(why, f.LibraryError)
+	}
+	return strings.Join(why, "; ")
+}
+
+// findLibkrunfw asks the loader for libkrunfw and returns the file it
+// found, without keeping it loaded.
+func findLibkrunfw() string {
+	for _, name := range libkrunfwNames {
+		if path, ok := locate(name, "krunfw_get_kernel"); ok {
+			return path
+		}
+	}
+	return ""
+}
+
+// String is a one-line summary for msbd's log.
+func (f Finding) String() string {
+	if f.Available() {
+		return fmt.Sprintf("microVMs available: libkrun %s, KVM %s", f.Library, f.KVMDevice)
+	}
+	return "microVMs unavailable: " + f.Reason()
+}
