@@ -13,6 +13,7 @@
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/log  (?follow=true)
 //	GET    /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/networklog  (?follow=true): NDJSON v1alpha1.NetworkDecision
 //	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec?command=...  Upgrade: msb-exec (see v1alpha1.ExecProtocol)
+//	POST   /apis/msb.dev/v1alpha1/namespaces/{ns}/sandboxes/{name}/cp?direction=from|to&path=P  Upgrade: msb-exec, a tar stream (tarcopy)
 //	GET    /apis/msb.dev/v1alpha1/images                                images held, with in-use counts
 //	POST   /apis/msb.dev/v1alpha1/images/pull                           {"ref","policy"}: NDJSON progress, then image or error
 //	DELETE /apis/msb.dev/v1alpha1/images?ref=REF                        forget an image no Sandbox uses
@@ -112,6 +113,7 @@ func New(cfg Config) http.Handler {
 	mux.Handle("GET "+prefix+"/namespaces/{ns}/sandboxes/{name}/log", s.handle(s.logs))
 	mux.Handle("GET "+prefix+"/namespaces/{ns}/sandboxes/{name}/networklog", s.handle(s.networkLog))
 	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/exec", s.handle(s.exec))
+	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/cp", s.handle(s.copy))
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: http.StatusNotFound, reason: "NotFound",
 			msg: "no such API path: " + r.Method + " " + r.URL.Path}

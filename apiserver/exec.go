@@ -225,7 +225,6 @@ func execParams(q url.Values) (agent.ExecRequest, bool, error) {
 // and relays the command's streams, window size and signals to the client
 // as frames (v1alpha1.ExecProtocol), ending with the exit code.
 func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
-	ns, name := r.PathValue("ns"), r.PathValue("name")
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), v1alpha1.ExecProtocol) {
 		return badRequest("exec needs Connection: Upgrade and Upgrade: %s", v1alpha1.ExecProtocol)
 	}
@@ -233,6 +232,13 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.stream(w, r, req, wantStdin)
+}
+
+// stream runs req (a command or a copy) on the sandbox's agent and relays
+// it over the exec stream protocol.
+func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRequest, wantStdin bool) error {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
 	var sb v1alpha1.Sandbox
 	if err := s.store.Get(v1alpha1.KindSandbox, ns, name, &sb); err != nil {
 		return storeError(err, "sandboxes", ns, name)
@@ -329,7 +335,11 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}()
-	s.log.Debug("exec", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "argv0", req.Argv[0])
+	if req.Copy != nil {
+		s.log.Debug("copy", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "direction", req.Copy.Direction)
+	} else {
+		s.log.Debug("exec", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "argv0", req.Argv[0])
+	}
 	code, err := ac.Exec(ctx, req)
 	if errors.Is(err, agent.ErrNoSession) && !fresh {
 		// The kept connection went stale (the agent restarted): nothing

@@ -55,6 +55,12 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	if len(opts.Command) == 0 {
 		return -1, fmt.Errorf("exec: no command given")
 	}
+	return c.stream(ctx, namespace, name, "exec", execQuery(opts), opts)
+}
+
+// stream runs the upgraded exec stream protocol on the sandbox's sub
+// resource (exec or cp) with query q; opts give its streams.
+func (c *Client) stream(ctx context.Context, namespace, name, sub string, q url.Values, opts ExecOptions) (int, error) {
 	ki, err := v1alpha1.LookupKind(v1alpha1.KindSandbox)
 	if err != nil {
 		return -1, err
@@ -69,7 +75,7 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	u := "http://msbd" + objectPath(ki, namespace, name) + "/exec?" + execQuery(opts).Encode()
+	u := "http://msbd" + objectPath(ki, namespace, name) + "/" + sub + "?" + q.Encode()
 	req, err := http.NewRequest(http.MethodPost, u, nil)
 	if err != nil {
 		return -1, err

@@ -40,6 +40,10 @@ type ExecRequest struct {
 
 	Resize  <-chan WindowSize     // optional, TTY only
 	Signals <-chan syscall.Signal // optional: forwarded to the process (its foreground group with TTY)
+
+	// Copy, instead of Argv, makes this a file copy served by the agent
+	// itself (see Client.Copy); the exit code is 0 or 1.
+	Copy *CopyRequest
 }
 
 // Dial connects to the agent socket at socketPath (see DialSocket) and completes
@@ -107,10 +111,18 @@ var ErrNoSession = errors.New("agent connection cannot open a session")
 // only when the exit code could not be learned (connection lost, ctx done); when ctx
 // is done the session is closed, which kills the process.
 func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err error) {
-	if len(req.Argv) == 0 {
+	p := execPayload{Argv: req.Argv, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User}
+	if req.Copy != nil {
+		cp, err := req.Copy.payload()
+		if err != nil {
+			return -1, err
+		}
+		p = execPayload{Copy: cp}
+		req.TTY = false
+	} else if len(req.Argv) == 0 {
 		return -1, errors.New("exec: empty argv")
 	}
-	payload, err := json.Marshal(execPayload{Argv: req.Argv, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User})
+	payload, err := json.Marshal(p)
 	if err != nil {
 		return -1, err
 	}
@@ -152,6 +164,9 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 	}
 	sess.Stdin, sess.Stdout, sess.Stderr = req.Stdin, req.Stdout, req.Stderr
 	if err := sess.Start(string(payload)); err != nil {
+		if req.Copy != nil {
+			return -1, fmt.Errorf("copy: %w", err)
+		}
 		return -1, fmt.Errorf("exec %q: %w", req.Argv[0], err)
 	}
 	done := make(chan error, 1)

@@ -17,6 +17,7 @@
 // The wire protocol is SSH (golang.org/x/crypto/ssh) rather than something home-made:
 // sessions, exec, pty-req, window-change, signal, exit-status and flow control are all
 // specified and battle-tested. "exec" carries a JSON ExecRequest-like object instead of
-// a shell string so argv is passed exactly. File copy will come later as the "sftp"
-// subsystem over the same connection.
+// a shell string so argv is passed exactly. File copy (msbctl cp) is an "exec" whose
+// JSON names a copy instead of an argv: the agent itself reads or writes a tar stream
+// on the session (copy.go, format in msb.dev/msb/tarcopy).
 package agent

@@ -36,6 +36,8 @@ type execPayload struct {
 	Env        []string `json:"env,omitempty"`
 	WorkingDir string   `json:"workingDir,omitempty"`
 	User       string   `json:"user,omitempty"` // "uid[:gid]" or "name[:group]"; default Config UID/GID
+	// Copy, instead of Argv, makes the session a file copy (see copy.go).
+	Copy *copyPayload `json:"copy,omitempty"`
 }
 
 // Server serves exec sessions over SSH. There is no client authentication: the
@@ -211,18 +213,25 @@ func (s *session) handle(req *ssh.Request) bool {
 			return false
 		}
 		var p execPayload
-		if err := json.Unmarshal([]byte(m.Command), &p); err != nil || len(p.Argv) == 0 {
+		if err := json.Unmarshal([]byte(m.Command), &p); err != nil || (len(p.Argv) == 0) == (p.Copy == nil) {
 			return false
 		}
 		s.started = true
 		s.exited = make(chan struct{})
 		s.replied = make(chan struct{})
+		if p.Copy != nil {
+			if s.tty {
+				return false
+			}
+			go s.runCopy(*p.Copy)
+			return true
+		}
 		if err := s.start(p); err != nil {
 			s.failed = err
 		}
 		return true
 	default:
-		// "shell" has no meaning here; file copy will come as the "sftp" subsystem.
+		// "shell" has no meaning here; file copy is an "exec" naming a copy.
 		return false
 	}
 }
