@@ -91,9 +91,10 @@ type SandboxReconciler struct {
 	Requeue func(key string)
 	// BeforeCreate, if set, runs before a sandbox is created in the
 	// runtime; an error fails the start. msbd records there how far the
-	// store had got, so that a store later restored from an older backup is
-	// not mistaken for one whose sandboxes were deleted.
-	BeforeCreate func() error
+	// store had got, and the sandbox's marker, so that a store later
+	// restored from an older backup is not mistaken for one whose
+	// sandboxes were deleted (OrphanCollector.BeforeCreate).
+	BeforeCreate func(sb *v1alpha1.Sandbox) error
 	Log          *slog.Logger
 
 	mu        sync.Mutex
@@ -333,7 +334,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	r.forgetPull(id)
 	t0 := time.Now()
 	if r.BeforeCreate != nil {
-		if err := r.BeforeCreate(); err != nil {
+		if err := r.BeforeCreate(sb); err != nil {
 			msg := "not starting: recording the store's progress for orphan collection failed: " + err.Error()
 			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
 			r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
@@ -350,9 +351,9 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		return err
 	}
 	if err := d.Create(ctx, spec); err != nil {
-		msg := "creating sandbox: " + err.Error()
-		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
-		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		msg, reason := "creating sandbox: "+err.Error(), startFailure(err)
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, reason, msg)
+		r.event(sb, v1alpha1.EventWarning, reason, msg)
 		return errors.New(msg)
 	}
 	if !restart {
@@ -364,9 +365,9 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	r.mu.Unlock()
 	t1 := time.Now()
 	if err := d.Start(ctx, id); err != nil {
-		msg := "starting sandbox: " + err.Error()
-		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
-		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		msg, reason := "starting sandbox: "+err.Error(), startFailure(err)
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, reason, msg)
+		r.event(sb, v1alpha1.EventWarning, reason, msg)
 		return errors.New(msg)
 	}
 	now := time.Now().UTC()

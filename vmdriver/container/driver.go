@@ -316,7 +316,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	}
 	// Right after Create everything is in place; after a Delete(purge=false)
 	// or a reboot the bundle or the overlay is gone and is rebuilt.
-	if !d.prepared(spec) {
+	if !d.prepared(spec) || !d.bundleStagesVolumes(spec) {
 		if err := d.prepare(spec); err != nil {
 			return err
 		}
@@ -324,11 +324,19 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := clearRunState(d.agentDir(id)); err != nil {
 		return err
 	}
+	// Every start opens and checks the volumes' host paths again: a link
+	// put in one since the last start is refused here.
+	release, err := d.stageVolumes(spec)
+	if err != nil {
+		return err
+	}
 	// One `runc run -d` rather than create + start: every runc exec costs
 	// tens of milliseconds. lo is set up right after; the agent waits for it
 	// before it starts the sandbox's command.
 	pidFile := d.pidFile(id)
-	if err := d.launch(ctx, id, "run"); err != nil {
+	err = d.launch(ctx, id, "run")
+	release() // the sandbox has its own mounts of the volumes now
+	if err != nil {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}

@@ -475,24 +475,3 @@ exec sleep 1000`
 		check(t, spec.ID, false)
 	})
 }
-
-// A volume can never hand a sandbox msbd's state directory (the other
-// sandboxes' writable layers and agent sockets, the shared image layers):
-// not the directory, not a path inside it, not a path containing it.
-func TestVolumesCannotExposeStateDir(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	link := filepath.Join(t.TempDir(), "link")
-	must(t, os.Symlink(filepath.Join(f.state, "sandboxes"), link))
-	for _, host := range []string{f.state, filepath.Join(f.state, "sandboxes"), link, "/", filepath.Dir(f.state)} {
-		spec := f.spec("true")
-		spec.Mounts = []vmdriver.Mount{{HostPath: host, Path: "/data"}}
-		err := f.d.Create(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), "state directory") {
-			t.Errorf("volume of %s: Create = %v, want refused (state directory)", host, err)
-		}
-	}
-	spec := f.spec("true")
-	spec.Mounts = []vmdriver.Mount{{HostPath: t.TempDir(), Path: "/data"}}
-	must(t, f.d.Create(ctx, spec))
-}

@@ -203,13 +203,15 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		// runc cannot mount this sysfs: the driver did (see mountSysfs).
 		m[len(m)-1] = specs.Mount{Destination: "/sys", Type: "bind", Source: d.sysfsDir(spec.ID), Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
 	}
-	for _, v := range spec.Mounts {
-		opts := []string{"rbind", "nosuid", "nodev"}
+	for i, v := range spec.Mounts {
+		// The staging mount Start makes from the host path it opened
+		// without following links (see volumes.go); bind, not rbind: it has
+		// nothing mounted below it.
+		opts := []string{"bind", "nosuid", "nodev"}
 		if v.ReadOnly {
-			// rro makes submounts read-only too (mount_setattr, kernel 5.12+).
-			opts = append(opts, "ro", "rro")
+			opts = append(opts, "ro")
 		}
-		m = append(m, specs.Mount{Destination: filepath.Clean(v.Path), Type: "bind", Source: v.HostPath, Options: opts})
+		m = append(m, specs.Mount{Destination: filepath.Clean(v.Path), Type: "bind", Source: d.volumeStage(spec.ID, i), Options: opts})
 	}
 	// After the volumes (validateFiles keeps them apart anyway), before the agent.
 	m = append(m, d.fileMounts(spec)...)

@@ -144,27 +144,6 @@ func checkNetNS(path string) error {
 	return nil
 }
 
-// checkVolumeSources refuses host paths that are, contain or lie inside
-// msbd's state directory: every sandbox's root is the same host uid, so a
-// sandbox given that directory could reach the other sandboxes' writable
-// layers and agent sockets, and the image layers they all share.
-func (d *Driver) checkVolumeSources(spec vmdriver.Spec) error {
-	state := d.opts.StateDir
-	if real, err := filepath.EvalSymlinks(state); err == nil {
-		state = real
-	}
-	for i, m := range spec.Mounts {
-		src, err := filepath.EvalSymlinks(m.HostPath)
-		if err != nil {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath: %w", spec.ID, i, err)
-		}
-		if within(src, state) || within(state, src) {
-			return fmt.Errorf("sandbox %s: mounts[%d].hostPath %q would give the sandbox msbd's state directory %s (other sandboxes' files); mount a directory outside it", spec.ID, i, m.HostPath, d.opts.StateDir)
-		}
-	}
-	return nil
-}
-
 // within reports whether path is dir or below it (both clean and absolute).
 func within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)

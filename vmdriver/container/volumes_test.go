@@ -1,9 +1,16 @@
 package container
 
 import (
+	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"msb.dev/msb/vmdriver"
 )
@@ -25,5 +32,198 @@ func TestVolumeWarnings(t *testing.T) {
 	}})
 	if len(got) != 1 || !strings.Contains(got[0], open) || !strings.Contains(got[0], "/open") {
 		t.Fatalf("warnings %q, want one about %s", got, open)
+	}
+}
+
+// bindMount bind-mounts src at dst (created) for the rest of the test.
+func bindMount(t *testing.T, src, dst string) {
+	t.Helper()
+	must(t, os.MkdirAll(dst, 0o700))
+	must(t, unix.Mount(src, dst, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+}
+
+// The walker and openat2 agree: a link in any component, the last one
+// included, is refused with its name; a path without one opens as the file
+// it names.
+func TestOpenHostPathRefusesLinks(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	must(t, os.MkdirAll(filepath.Join(real, "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(real, "sub", "f"), []byte("x"), 0o644))
+	must(t, os.Symlink("real", filepath.Join(base, "rel")))
+	must(t, os.Symlink("/etc", filepath.Join(real, "etc")))
+	must(t, os.Symlink("/", filepath.Join(real, "root")))
+	must(t, os.Symlink(filepath.Join(real, "sub", "f"), filepath.Join(real, "flink")))
+
+	openers := map[string]func(string) (*hostPathFD, error){
+		"openHostPath": openHostPath,
+		"walk":         walkHostPath,
+	}
+	for name, open := range openers {
+		for _, c := range []struct{ path, link string }{
+			{filepath.Join(base, "rel", "sub"), filepath.Join(base, "rel")},
+			{filepath.Join(real, "etc"), filepath.Join(real, "etc")},
+			{filepath.Join(real, "etc", "hostname"), filepath.Join(real, "etc")},
+			{filepath.Join(real, "root"), filepath.Join(real, "root")},
+			{filepath.Join(real, "root", "etc"), filepath.Join(real, "root")},
+			{filepath.Join(real, "flink"), filepath.Join(real, "flink")},
+			{"/proc/self/root", "/proc/self"},
+			{"/proc/1/root", "/proc/1/root"}, // a magic link
+			{"/proc/1/cwd/etc", "/proc/1/cwd"},
+		} {
+			h, err := open(c.path)
+			if err == nil {
+				h.Close()
+				t.Errorf("%s(%s) opened it, want refused", name, c.path)
+				continue
+			}
+			var le *LinkError
+			if !errors.As(err, &le) || le.Component != c.link || !errors.Is(err, ErrLinkInHostPath) {
+				t.Errorf("%s(%s) = %v, want a LinkError naming %s", name, c.path, err, c.link)
+			}
+			if !strings.Contains(err.Error(), c.link) {
+				t.Errorf("%s(%s): message %q does not name %s", name, c.path, err, c.link)
+			}
+		}
+		for _, p := range []string{real, filepath.Join(real, "sub"), filepath.Join(real, "sub", "f"), "/"} {
+			h, err := open(p)
+			if err != nil {
+				t.Errorf("%s(%s) = %v", name, p, err)
+				continue
+			}
+			want, _ := os.Stat(p)
+			got, _ := fdFileID(h.Leaf)
+			st := want.Sys().(*syscall.Stat_t)
+			if got != (fileID{uint64(st.Dev), st.Ino}) {
+				t.Errorf("%s(%s) opened another file", name, p)
+			}
+			parent, _ := os.Stat(filepath.Dir(p))
+			pst := parent.Sys().(*syscall.Stat_t)
+			if got, _ := fdFileID(h.Parent); got != (fileID{uint64(pst.Dev), pst.Ino}) {
+				t.Errorf("%s(%s): parent is another directory", name, p)
+			}
+			h.Close()
+		}
+		if h, err := open(filepath.Join(real, "missing")); err == nil || !errors.Is(err, os.ErrNotExist) {
+			if h != nil {
+				h.Close()
+			}
+			t.Errorf("%s of a missing path = %v, want not exist", name, err)
+		}
+	}
+	for _, p := range []string{real + "/sub/..", real + "/./sub", "relative/path"} {
+		if h, err := openHostPath(p); err == nil {
+			h.Close()
+			t.Errorf("openHostPath(%q) opened it, want refused", p)
+		}
+	}
+}
+
+// A volume can never hand a sandbox msbd's state directory (the other
+// sandboxes' writable layers and agent sockets, the shared image layers):
+// not the directory, a path inside it, a path containing it, nor the same
+// directories reached through bind mounts elsewhere; known by identity, not
+// by name.
+func TestVolumesCannotExposeStateDir(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	sandboxes := filepath.Join(f.state, "sandboxes")
+	elsewhere := tempDir(t)
+	bindState, bindSandboxes := filepath.Join(elsewhere, "state"), filepath.Join(elsewhere, "sandboxes")
+	bindMount(t, f.state, bindState)
+	bindMount(t, sandboxes, bindSandboxes)
+	must(t, os.WriteFile(filepath.Join(f.state, "afile"), nil, 0o600))
+
+	// A running sandbox: its rootfs overlay is mounted below the state dir.
+	other := f.spec("sleep 100")
+	must(t, f.d.Create(ctx, other))
+	bindRootfs := filepath.Join(elsewhere, "rootfs")
+	bindMount(t, f.d.rootfsDir(other.ID), bindRootfs)
+
+	for _, host := range []string{
+		f.state, sandboxes, filepath.Join(f.state, "afile"), "/", filepath.Dir(f.state),
+		bindState, filepath.Join(bindState, "sandboxes"), bindSandboxes, bindRootfs, filepath.Join(bindRootfs, "etc"),
+	} {
+		spec := f.spec("true")
+		spec.Mounts = []vmdriver.Mount{{HostPath: host, Path: "/data"}}
+		err := f.d.Create(ctx, spec)
+		if err == nil || !strings.Contains(err.Error(), "state directory") {
+			t.Errorf("volume of %s: Create = %v, want refused (state directory)", host, err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	must(t, os.Symlink(sandboxes, link))
+	spec := f.spec("true")
+	spec.Mounts = []vmdriver.Mount{{HostPath: link, Path: "/data"}}
+	if err := f.d.Create(ctx, spec); !errors.Is(err, ErrLinkInHostPath) {
+		t.Errorf("volume of a link to the state dir: Create = %v, want refused (link)", err)
+	}
+	spec = f.spec("true")
+	spec.Mounts = []vmdriver.Mount{{HostPath: t.TempDir(), Path: "/data"}, {HostPath: elsewhere, Path: "/elsewhere"}}
+	must(t, f.d.Create(ctx, spec))
+}
+
+// A link put into a volume's host path after Create is refused at Start,
+// and the sandbox never runs with the link's target; a volume is a plain
+// bind: what is mounted below its host path is not in the sandbox.
+func TestVolumeLinkCaughtAtStart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	shared := filepath.Join(f.base, "shared")
+	sub := filepath.Join(shared, "sub")
+	must(t, os.MkdirAll(sub, 0o755))
+	must(t, os.WriteFile(filepath.Join(sub, "mine"), []byte("volume\n"), 0o644))
+	must(t, os.Mkdir(filepath.Join(sub, "mnt"), 0o755))
+	bindMount(t, "/etc", filepath.Join(sub, "mnt"))
+
+	spec := f.spec(`ls /data > /.msb/ls; ls /data/mnt > /.msb/mnt; cat /data/mine > /.msb/mine; touch /.msb/done; sleep 100`)
+	spec.Mounts = []vmdriver.Mount{{HostPath: sub, Path: "/data", ReadOnly: true}}
+	must(t, f.d.Create(ctx, spec))
+	must(t, f.d.Start(ctx, spec.ID))
+	agent := f.d.agentDir(spec.ID)
+	waitFor(t, filepath.Join(agent, "done"), 10*time.Second)
+	if got, _ := os.ReadFile(filepath.Join(agent, "mine")); string(got) != "volume\n" {
+		t.Errorf("volume file = %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(agent, "mnt")); len(got) != 0 {
+		t.Errorf("what is mounted below the volume's host path reached the sandbox: %q", got)
+	}
+	if mps, _ := mountPoints(f.d.volumesDir(spec.ID)); len(mps) != 0 {
+		t.Errorf("staging mounts left after the start: %v", mps)
+	}
+	must(t, f.d.Stop(ctx, spec.ID, time.Second))
+	must(t, f.d.Delete(ctx, spec.ID, false))
+
+	// Swap the directory for a link to /etc (as a sandbox writing into
+	// shared could), then start again.
+	unix.Unmount(filepath.Join(sub, "mnt"), unix.MNT_DETACH)
+	must(t, os.Rename(sub, filepath.Join(shared, "old")))
+	must(t, os.Symlink("/etc", sub))
+	os.Remove(filepath.Join(agent, "done"))
+	err := f.d.Start(ctx, spec.ID)
+	var le *LinkError
+	if !errors.As(err, &le) || le.Component != sub {
+		t.Fatalf("Start after the swap = %v, want refused naming %s", err, sub)
+	}
+	if st, _ := f.d.State(ctx, spec.ID); st.Status.Alive() {
+		t.Fatalf("the sandbox runs: %+v", st)
+	}
+	if mps, _ := mountPoints(f.d.SandboxDir(spec.ID)); len(mps) > 0 {
+		for _, mp := range mps {
+			if strings.Contains(mp, "/volumes/") {
+				t.Errorf("a staging mount is left: %s", mp)
+			}
+		}
+	}
+}
+
+// Refusals are vmdriver.ErrVolumeRefused, so the reconciler names them.
+func TestVolumeRefusalsAreTyped(t *testing.T) {
+	if !errors.Is(&LinkError{Path: "/a", Component: "/a"}, vmdriver.ErrVolumeRefused) {
+		t.Error("a LinkError is not ErrVolumeRefused")
+	}
+	if !errors.Is(refusedVolume{"x"}, vmdriver.ErrVolumeRefused) {
+		t.Error("a state directory refusal is not ErrVolumeRefused")
 	}
 }
