@@ -60,6 +60,12 @@ type OrphanCollector struct {
 	stop    time.Duration
 	held    string // why orphans are kept, "" when the store matches the fence
 	saved   int64  // revision last written to the fence
+	markers string // the markers' directory (see markers.go)
+
+	reported map[string]bool // orphans kept that have had their event
+
+	// Events, if set, gets a Warning event about each orphan kept.
+	Events EventSink
 
 	// Network, if set, has its attachments of unknown sandboxes removed too.
 	Network NetworkAttachments
@@ -73,7 +79,8 @@ type NetworkAttachments interface {
 
 // NewOrphanCollector checks the store against the fence left by earlier runs.
 func NewOrphanCollector(stateDir string, st FenceStore, drivers *vmdriver.Set, log *slog.Logger) *OrphanCollector {
-	c := &OrphanCollector{path: filepath.Join(stateDir, FenceFile), st: st, drivers: drivers, log: log, stop: 5 * time.Second}
+	c := &OrphanCollector{path: filepath.Join(stateDir, FenceFile), st: st, drivers: drivers, log: log, stop: 5 * time.Second,
+		markers: filepath.Join(stateDir, MarkerDir), reported: map[string]bool{}}
 	b, err := os.ReadFile(c.path)
 	var f fence
 	switch {
@@ -96,7 +103,19 @@ func NewOrphanCollector(stateDir string, st FenceStore, drivers *vmdriver.Set, l
 	case st.Revision() < f.Revision:
 		c.held = fmt.Sprintf("the database is older than this state directory's sandboxes (revision %d, but %d was seen): was it restored from a backup?", st.Revision(), f.Revision)
 	}
-	if c.held != "" && err == nil && f.InstanceID != "" && f.Held == "" {
+	if c.held == "" {
+		if why := c.restoredFrom(); why != "" {
+			// Another history from here on: markers written from now on
+			// must not pass for those of the one the backup lost.
+			c.held = why
+			if err := st.RotateInstanceID(); err != nil {
+				log.Error("giving the restored database a new instance ID", "err", err)
+			}
+			if err := c.write(fence{InstanceID: st.InstanceID(), Revision: st.Revision(), Held: why}); err != nil {
+				log.Error("recording that orphans are held", "err", err)
+			}
+		}
+	} else if err == nil && f.InstanceID != "" && f.Held == "" {
 		// Remember it: later the store's revision may pass the fence's.
 		f.Held = c.held
 		if err := c.write(f); err != nil {
@@ -138,12 +157,14 @@ func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 	var ids []string
 	drivers := c.drivers.All()
 	listed := make([][]string, len(drivers))
+	listedAll := true
 	for i, d := range drivers {
 		// A driver that cannot list is skipped this round: orphans are only
 		// ever removed from drivers that listed, so the others go on.
 		got, err := d.List(ctx)
 		if err != nil {
 			c.log.Warn("listing a driver's sandboxes for orphan collection; skipping it", "driver", d.Name(), "err", err)
+			listedAll = false
 			continue
 		}
 		listed[i] = got
@@ -172,15 +193,24 @@ func (c *OrphanCollector) CollectOnce(ctx context.Context) error {
 		if len(orphans) > 0 {
 			c.log.Warn("keeping sandboxes the store does not know: "+c.held, "ids", ids,
 				"toAccept", "remove "+c.path+" and restart msbd to let it remove them")
+			c.heldEvents(ids)
 		}
 		return nil
+	}
+	keep := map[string]bool{}
+	for id := range known {
+		keep[id] = true
 	}
 	for _, o := range orphans {
 		c.log.Info("removing orphaned sandbox", "id", o.id, "driver", o.drv.Name())
 		_ = o.drv.Stop(ctx, o.id, c.stop)
 		if err := o.drv.Delete(ctx, o.id, true); err != nil {
 			c.log.Warn("removing orphaned sandbox", "id", o.id, "driver", o.drv.Name(), "err", err)
+			keep[o.id] = true
 		}
+	}
+	if listedAll { // a driver that did not list may hold any of them
+		c.pruneMarkers(keep, rev)
 	}
 	// After the sandboxes stopped: a namespace goes when nothing runs in it.
 	for _, id := range attached {
@@ -226,31 +256,5 @@ func (c *OrphanCollector) write(fc fence) error {
 	if err != nil {
 		return err
 	}
-	tmp := c.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, c.path)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(filepath.Dir(c.path)); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", c.path, err)
-	}
-	return nil
+	return writeDurably(c.path, b)
 }

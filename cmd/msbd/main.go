@@ -142,13 +142,14 @@ func run(o options) error {
 	}
 	orphans := reconciler.NewOrphanCollector(stateDir, st, drivers, log)
 	orphans.Network = network.Attachments()
+	orphans.Events = st
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
 		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(), Secrets: network.SecretInjection(),
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
 		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,
-		Requeue: queue.Add, BeforeCreate: orphans.Advance, Log: log,
+		Requeue: queue.Add, BeforeCreate: orphans.BeforeCreate, Log: log,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: events.PanicRecorder(st)}
 	inNamespace := reconciler.SandboxesInNamespace(st)
