@@ -173,7 +173,7 @@ func run(o options) error {
 		Images:   imgs,
 		Version:  v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
 		Logger:   log,
-		HostInfo: func() v1alpha1.HostInfo { return facts.info(drivers) },
+		HostInfo: func() v1alpha1.HostInfo { h := facts.info(drivers); orphans.AddInfo(&h); return h },
 	})}
 
 	// Before serving: once msbd answers, orphans are gone (or held).

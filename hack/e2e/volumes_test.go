@@ -179,6 +179,9 @@ func TestRestoredStateDirKeepsNewerSandboxes(t *testing.T) {
 		if log := d.logBuf.String(); !strings.Contains(log, "restored from a backup") || !strings.Contains(log, "store-fence.json") {
 			t.Errorf("restart %d: msbd did not say why it keeps the sandbox and how to accept the store:\n%s", restart, log)
 		}
+		if info := d.must("info"); !strings.Contains(info, "kept") || !strings.Contains(info, "restored from a backup") {
+			t.Errorf("restart %d: msbctl info does not report the hold:\n%s", restart, info)
+		}
 		events := d.must("events")
 		if !strings.Contains(events, "OrphanKept") || !strings.Contains(events, "restored from a backup") || !strings.Contains(events, "new") {
 			t.Errorf("restart %d: msbctl events does not report the kept sandbox:\n%s", restart, events)
