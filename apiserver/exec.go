@@ -340,20 +340,23 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRe
 	} else {
 		s.log.Debug("exec", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "argv0", req.Argv[0])
 	}
-	code, err := ac.Exec(ctx, req)
+	oomBefore, oomKnown := s.oomKills(&sb)
+	st, err := ac.Run(ctx, req)
 	if errors.Is(err, agent.ErrNoSession) && !fresh {
 		// The kept connection went stale (the agent restarted): nothing
 		// ran; once more on a new one.
 		s.agents.drop(path, ac)
 		if ac, _, err = s.agents.get(ctx, path); err == nil {
-			code, err = ac.Exec(ctx, req)
+			st, err = ac.Run(ctx, req)
 		}
 	}
-	res := v1alpha1.ExecResult{ExitCode: code}
+	res := v1alpha1.ExecResult{ExitCode: st.Code}
 	if msg, _ := protoErr.Load().(string); msg != "" {
 		res.Error = "exec stream: " + msg
 	} else if err != nil {
 		res.Error = err.Error()
+	} else if oomKnown && s.execOOMKilled(&sb, req.Argv, st, oomBefore) {
+		res.Reason = v1alpha1.ExecReasonOOMKilled
 	}
 	b, _ := json.Marshal(res)
 	fw.WriteFrame(v1alpha1.StreamExit, b)

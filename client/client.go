@@ -353,6 +353,9 @@ type ExecOptions struct {
 	Rows, Cols uint16
 	Resize     <-chan v1alpha1.WindowSize
 	Signals    <-chan syscall.Signal
+	// Result, if set, receives msbd's account of the end (its Reason says
+	// OOMKilled when the memory limit killed the command).
+	Result *v1alpha1.ExecResult
 }
 
 // Exec runs a command in a running sandbox and returns its exit code.

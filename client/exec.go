@@ -190,6 +190,9 @@ func (c *Client) stream(ctx context.Context, namespace, name, sub string, q url.
 			if err := json.Unmarshal(p, &res); err != nil {
 				return -1, fmt.Errorf("exec: bad exit frame: %w", err)
 			}
+			if opts.Result != nil {
+				*opts.Result = res
+			}
 			if res.Error != "" {
 				return res.ExitCode, c.ctxErr(ctx, errors.New(res.Error))
 			}

@@ -81,3 +81,17 @@ func (rt Runtime) LayersInUse(ctx context.Context) (map[string]bool, error) {
 	}
 	return used, nil
 }
+
+// OOMKills counts the processes the memory limit's OOM killer ended in sb's
+// workload, where its driver can tell (vmdriver.OOMCounter).
+func (rt Runtime) OOMKills(sb *v1alpha1.Sandbox) (uint64, error) {
+	d, _, err := rt.driverOf(sb)
+	if err != nil {
+		return 0, err
+	}
+	oc, ok := d.(vmdriver.OOMCounter)
+	if !ok {
+		return 0, fmt.Errorf("the %s driver cannot count OOM kills", d.Name())
+	}
+	return oc.OOMKills(sb.Metadata.UID)
+}

@@ -54,6 +54,7 @@ const (
 	ReasonDriverUnavailable  = "DriverUnavailable"
 	ReasonPortsNotPublished  = "PortsNotPublished"
 	ReasonPanic              = "ReconcilePanic"
+	ReasonOOMKilled          = "OOMKilled"
 )
 
 // ConditionPortsPublished says whether spec.ports reach the sandbox.
@@ -375,6 +376,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	st.ImageDigest = digest
 	st.FinishedAt = nil
 	st.ExitCode = nil
+	st.TerminationReason = ""
 	st.SpecHash = hash
 	st.Isolation = v1alpha1.Isolation(d.Isolation())
 	st.Phase = v1alpha1.PhaseRunning
@@ -413,6 +415,10 @@ func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb 
 		st.FinishedAt = &now
 		r.unpublish(sb, st)
 	}
+	st.TerminationReason = terminationReason(state, code)
+	if first && state.OOMKilled {
+		r.event(sb, v1alpha1.EventWarning, ReasonOOMKilled, oomMessage(sb, code))
+	}
 	if !wantsRestart(sb, code) {
 		if code == 0 {
 			st.Phase = v1alpha1.PhaseSucceeded
@@ -420,6 +426,9 @@ func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb 
 			if first {
 				r.event(sb, v1alpha1.EventNormal, ReasonCompleted, "Sandbox command exited with code 0")
 			}
+		} else if state.OOMKilled {
+			st.Phase = v1alpha1.PhaseFailed
+			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonOOMKilled, oomMessage(sb, code))
 		} else {
 			st.Phase = v1alpha1.PhaseFailed
 			msg := fmt.Sprintf("the sandbox command exited with code %d", code)
@@ -443,6 +452,9 @@ func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb 
 	wait := time.Until(st.FinishedAt.Add(delay))
 	if wait > 0 {
 		msg := fmt.Sprintf("Back-off %s restarting sandbox (exit code %d)", delay.Round(time.Millisecond), code)
+		if state.OOMKilled {
+			msg = fmt.Sprintf("Back-off %s restarting sandbox (OOMKilled: exit code %d, killed by the memory limit)", delay.Round(time.Millisecond), code)
+		}
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonBackOff, msg)
 		if first {
 			r.event(sb, v1alpha1.EventWarning, ReasonBackOff, msg)

@@ -114,6 +114,11 @@ type State struct {
 	// writing its code.
 	ExitCode int
 	Exited   bool
+	// OOMKilled is set for a stopped sandbox whose run the kernel's OOM
+	// killer ended: the main command (or the agent) was killed by SIGKILL
+	// while the sandbox's memory cgroup counted an OOM kill. A command that
+	// exited 137 by itself is not OOMKilled.
+	OOMKilled bool
 	// StartedAt is when the current run began, if known.
 	StartedAt time.Time
 }
@@ -165,6 +170,14 @@ type Driver interface {
 	// answers (a log follower may wait for a sandbox still being pulled).
 	// An error means no endpoint can exist for id (a malformed id).
 	Endpoint(id string) (Endpoint, error)
+}
+
+// OOMCounter is implemented by drivers that can count the processes the
+// kernel's OOM killer ended in a sandbox's workload (its memory cgroup's
+// oom_kill counter). msbd reads it before and after an exec to tell a
+// command killed by the memory limit from one that exited 137 by itself.
+type OOMCounter interface {
+	OOMKills(id string) (uint64, error)
 }
 
 // LayerUser is implemented by drivers that can tell which image layer

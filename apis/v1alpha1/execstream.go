@@ -48,7 +48,14 @@ const MaxFramePayload = 1 << 20
 type ExecResult struct {
 	ExitCode int    `json:"exitCode"`
 	Error    string `json:"error,omitempty"`
+	// Reason says why the command ended when it was not its own doing:
+	// ExecReasonOOMKilled when the sandbox's memory limit killed it.
+	Reason string `json:"reason,omitempty"`
 }
+
+// ExecReasonOOMKilled is ExecResult.Reason for a command the kernel's OOM
+// killer ended because the sandbox reached its memory limit.
+const ExecReasonOOMKilled = "OOMKilled"
 
 // FrameWriter writes whole frames to w; safe for concurrent use.
 type FrameWriter struct {

@@ -208,6 +208,10 @@ type SandboxStatus struct {
 	// SpecHash identifies the runtime spec the sandbox was started with, so a
 	// spec change restarts it and a no-op update does not.
 	SpecHash string `json:"specHash,omitempty" yaml:"specHash,omitempty"`
+	// TerminationReason says how the last run ended, with ExitCode:
+	// Completed (exit 0), Error, or OOMKilled (killed by the memory limit,
+	// unlike a command that exited 137 by itself).
+	TerminationReason string `json:"terminationReason,omitempty" yaml:"terminationReason,omitempty"`
 }
 
 // ---- NetworkPolicy ----

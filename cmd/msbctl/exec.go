@@ -147,7 +147,9 @@ input) streamed. Flags after the command are the command's own.
 
 msbctl exits with the command's exit code. Errors of msbctl itself (sandbox
 not found or not running) print "Error: ..." and exit 1. Without -t, ^C is
-passed to the command; a second ^C hangs up, which stops it (exit 130).`
+passed to the command; a second ^C hangs up, which stops it (exit 130).
+SIGTERM and SIGHUP end msbctl at once and stop the command (exit 143, 129).
+A command killed by the sandbox's memory limit is reported as OOMKilled.`
 	cmd.Example = `  # List a sandbox's root directory
   msbctl exec web -- ls -la /
 
@@ -156,7 +158,7 @@ passed to the command; a second ^C hangs up, which stops it (exit 130).`
 
   # Feed standard input to the command
   echo hi | msbctl exec -i web -- cat`
-	cmd.Annotations = map[string]string{exitCodesAnnotation: "Exit codes: the command's own; 1 when msbctl fails, 2 on a usage error, 130 when interrupted twice."}
+	cmd.Annotations = map[string]string{exitCodesAnnotation: "Exit codes: the command's own; 1 when msbctl fails, 2 on a usage error, 130 when interrupted twice, 143 on SIGTERM, 129 on SIGHUP."}
 	cmd.ValidArgsFunction = completeSandbox(&o.globalOptions)
 	cmd.RunE = e.action(fs, &o.globalOptions, true, func(ctx context.Context, c *client.Client, args []string) int {
 		return runExec(ctx, c, o, args, e.stdout, e.stderr)
@@ -193,8 +195,8 @@ func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string
 	}
 	execCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var aborted atomic.Bool
-	abort := func() { aborted.Store(true); cancel() }
+	var aborted atomic.Value // os.Signal: why msbctl hung up
+	abort := func(sig os.Signal) { aborted.CompareAndSwap(nil, sig); cancel() }
 
 	if o.tty {
 		opts.Term = os.Getenv("TERM")
@@ -242,46 +244,24 @@ func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string
 			}()
 			opts.Resize = resize
 		}
-	} else {
-		// Without a terminal, ^C and SIGTERM go to the remote command, which
-		// decides how to end; its exit code comes back as ours. A second
-		// ^C gives up on it: msbctl hangs up, which kills the command.
-		sigs := make(chan syscall.Signal, 4)
-		osSigs := make(chan os.Signal, 4)
-		signal.Notify(osSigs, os.Interrupt, syscall.SIGTERM)
-		defer signal.Stop(osSigs)
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			interrupts := 0
-			for {
-				select {
-				case <-done:
-					return
-				case s := <-osSigs:
-					if s == os.Interrupt {
-						if interrupts++; interrupts > 1 {
-							abort()
-							return
-						}
-					}
-					if ss, ok := s.(syscall.Signal); ok {
-						select {
-						case sigs <- ss:
-						case <-done:
-							return
-						}
-					}
-				}
-			}
-		}()
+	}
+	// ^C goes to the remote command first (without a terminal; with one it
+	// is a byte on stdin), a second one hangs up. SIGTERM and SIGHUP end
+	// msbctl at once: it hangs up, which kills the remote command.
+	sigs, stopSignals := execSignals(abort)
+	defer stopSignals()
+	if !o.tty {
 		opts.Signals = sigs
 	}
+	var result v1alpha1.ExecResult
+	opts.Result = &result
 
 	code, err := c.Exec(execCtx, o.namespace, name, opts)
-	if err != nil && aborted.Load() {
-		fmt.Fprintln(stderr, "msbctl: interrupted twice: hung up, which stops the command")
-		return 130
+	if err != nil && aborted.Load() != nil {
+		if o.tty {
+			fmt.Fprint(stderr, "\r\n")
+		}
+		return abortedExit(stderr, aborted.Load().(os.Signal))
 	}
 	if err != nil {
 		if client.IsNotFound(err) {
@@ -293,6 +273,12 @@ func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string
 		}
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return exitFail
+	}
+	if result.Reason == v1alpha1.ExecReasonOOMKilled {
+		if o.tty {
+			fmt.Fprint(stderr, "\r\n")
+		}
+		fmt.Fprintf(stderr, "msbctl: the command was killed by the sandbox's memory limit (OOMKilled, exit code %d)\n", code)
 	}
 	return code
 }

@@ -116,12 +116,14 @@ func TestMainCommand(t *testing.T) {
 		args    []string
 		code    int
 		wantLog string
+		signal  int // what ReadExitSignal must say
 	}{
-		{"exit 3", []string{"sh", "-c", "echo out; echo err >&2; echo out2; exit 3"}, 3, "out\nerr\nout2\n"},
-		{"killed", []string{"sh", "-c", "kill -9 $$"}, 128 + 9, ""},
-		{"not found", []string{"no-such-command"}, 127, `msb-agent: exec "no-such-command": executable file not found in $PATH`},
-		{"not executable", []string{"/etc/passwd"}, 126, "permission denied"},
-		{"workdir and env", []string{"sh", "-c", "pwd; echo $FOO"}, 0, "/tmp\nbar\n"},
+		{"exit 3", []string{"sh", "-c", "echo out; echo err >&2; echo out2; exit 3"}, 3, "out\nerr\nout2\n", 0},
+		{"killed", []string{"sh", "-c", "kill -9 $$"}, 128 + 9, "", 9},
+		{"exit 137", []string{"sh", "-c", "exit 137"}, 137, "", 0},
+		{"not found", []string{"no-such-command"}, 127, `msb-agent: exec "no-such-command": executable file not found in $PATH`, 0},
+		{"not executable", []string{"/etc/passwd"}, 126, "permission denied", 0},
+		{"workdir and env", []string{"sh", "-c", "pwd; echo $FOO"}, 0, "/tmp\nbar\n", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := startAgent(t, "", Config{Args: tc.args, Env: []string{"PATH=/usr/bin:/bin", "FOO=bar"}, WorkingDir: "/tmp"})
@@ -131,6 +133,9 @@ func TestMainCommand(t *testing.T) {
 			code, ok, err := ReadExitCode(a.dir)
 			if err != nil || !ok || code != tc.code {
 				t.Errorf("ReadExitCode = %d, %v, %v; want %d", code, ok, err, tc.code)
+			}
+			if sig := ReadExitSignal(a.dir); sig != tc.signal {
+				t.Errorf("ReadExitSignal = %d, want %d", sig, tc.signal)
 			}
 			if got := readLog(t, a.dir); !strings.Contains(got, tc.wantLog) {
 				t.Errorf("log = %q, want it to contain %q", got, tc.wantLog)
@@ -316,6 +321,7 @@ func TestExecExitCodes(t *testing.T) {
 		{[]string{"sh", "-c", "exit 1"}, 1, ""},
 		{[]string{"sh", "-c", "exit 42"}, 42, ""},
 		{[]string{"sh", "-c", "kill -KILL $$"}, 128 + 9, ""},
+		{[]string{"sh", "-c", "exit 137"}, 137, ""},
 		{[]string{"foo-not-there"}, 127, `msb-agent: exec "foo-not-there": executable file not found in $PATH` + "\n"},
 		{[]string{"/no/such/file"}, 127, "no such file or directory"},
 		{[]string{noexec}, 126, "permission denied"},
@@ -325,6 +331,15 @@ func TestExecExitCodes(t *testing.T) {
 			code, err := c.Exec(context.Background(), ExecRequest{Argv: tc.argv, Stderr: &stderr})
 			if err != nil || code != tc.code {
 				t.Errorf("exec = %d, %v; want %d", code, err, tc.code)
+			}
+			// Run tells a signal from an exit code of the same value.
+			st, err := c.Run(context.Background(), ExecRequest{Argv: tc.argv})
+			wantSig := syscall.Signal(0)
+			if strings.Contains(strings.Join(tc.argv, " "), "kill -KILL") {
+				wantSig = syscall.SIGKILL
+			}
+			if err != nil || st.Code != tc.code || st.Signal != wantSig {
+				t.Errorf("run = %+v, %v; want code %d signal %d", st, err, tc.code, wantSig)
 			}
 			if !strings.Contains(stderr.String(), tc.wantStderr) {
 				t.Errorf("stderr = %q, want %q", stderr.String(), tc.wantStderr)

@@ -111,20 +111,40 @@ var ErrNoSession = errors.New("agent connection cannot open a session")
 // only when the exit code could not be learned (connection lost, ctx done); when ctx
 // is done the session is closed, which kills the process.
 func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err error) {
+	st, err := c.Run(ctx, req)
+	return st.Code, err
+}
+
+// ExitStatus is how an exec'd command ended.
+type ExitStatus struct {
+	// Code is the shell-style exit code: 128+signal when killed; -1 unknown.
+	Code int
+	// Signal is the signal that killed the command, 0 if it exited by
+	// itself: "killed by SIGKILL" and "exit 137" share Code 137.
+	Signal syscall.Signal
+}
+
+// Run is Exec, telling also which signal (if any) ended the command.
+func (c *Client) Run(ctx context.Context, req ExecRequest) (ExitStatus, error) {
+	code, sig, err := c.run(ctx, req)
+	return ExitStatus{Code: code, Signal: sig}, err
+}
+
+func (c *Client) run(ctx context.Context, req ExecRequest) (exitCode int, sig syscall.Signal, err error) {
 	p := execPayload{Argv: req.Argv, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User}
 	if req.Copy != nil {
 		cp, err := req.Copy.payload()
 		if err != nil {
-			return -1, err
+			return -1, 0, err
 		}
 		p = execPayload{Copy: cp}
 		req.TTY = false
 	} else if len(req.Argv) == 0 {
-		return -1, errors.New("exec: empty argv")
+		return -1, 0, errors.New("exec: empty argv")
 	}
 	payload, err := json.Marshal(p)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	// Opening a session waits for the agent; a frozen one must not hold the
 	// caller past ctx.
@@ -141,7 +161,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 	select {
 	case o := <-ch:
 		if o.err != nil {
-			return -1, fmt.Errorf("exec: %w: %w", ErrNoSession, o.err)
+			return -1, 0, fmt.Errorf("exec: %w: %w", ErrNoSession, o.err)
 		}
 		sess = o.sess
 	case <-ctx.Done():
@@ -150,7 +170,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 				o.sess.Close()
 			}
 		}()
-		return -1, ctx.Err()
+		return -1, 0, ctx.Err()
 	}
 	defer sess.Close()
 	if req.TTY {
@@ -159,15 +179,15 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 			term = "xterm"
 		}
 		if err := sess.RequestPty(term, int(req.Rows), int(req.Cols), ssh.TerminalModes{}); err != nil {
-			return -1, fmt.Errorf("exec: pty: %w", err)
+			return -1, 0, fmt.Errorf("exec: pty: %w", err)
 		}
 	}
 	sess.Stdin, sess.Stdout, sess.Stderr = req.Stdin, req.Stdout, req.Stderr
 	if err := sess.Start(string(payload)); err != nil {
 		if req.Copy != nil {
-			return -1, fmt.Errorf("copy: %w", err)
+			return -1, 0, fmt.Errorf("copy: %w", err)
 		}
-		return -1, fmt.Errorf("exec %q: %w", req.Argv[0], err)
+		return -1, 0, fmt.Errorf("exec %q: %w", req.Argv[0], err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
@@ -191,21 +211,22 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (exitCode int, err e
 			}
 		case <-ctx.Done():
 			sess.Close()
-			return -1, ctx.Err()
+			return -1, 0, ctx.Err()
 		}
 	}
 }
 
-func waitResult(err error) (int, error) {
+func waitResult(err error) (int, syscall.Signal, error) {
 	if err == nil {
-		return 0, nil
+		return 0, 0, nil
 	}
 	var ee *ssh.ExitError
 	if errors.As(err, &ee) {
 		if ee.Signal() != "" {
-			return 128 + int(signalNum(ee.Signal())), nil
+			sig := signalNum(ee.Signal())
+			return 128 + int(sig), sig, nil
 		}
-		return ee.ExitStatus(), nil
+		return ee.ExitStatus(), 0, nil
 	}
-	return -1, fmt.Errorf("exec: %w", err)
+	return -1, 0, fmt.Errorf("exec: %w", err)
 }

@@ -18,6 +18,10 @@ const (
 	LogFile      = "log"
 	LogOldFile   = "log.1"
 	ExitCodeFile = "exit-code"
+	// ExitSignalFile holds the signal number that killed the main command,
+	// written before ExitCodeFile and only when a signal ended it: the host
+	// tells "killed by SIGKILL" (the OOM killer's way) from "exit 137".
+	ExitSignalFile = "exit-signal"
 )
 
 // DefaultLogMaxBytes caps log+log.1 when Config.LogMaxBytes is not set.
@@ -86,7 +90,7 @@ func ReadConfig(dir string) (Config, error) {
 }
 
 func clearRunState(dir string) error {
-	for _, name := range []string{ReadyFile, ExitCodeFile, SocketFile} {
+	for _, name := range []string{ReadyFile, ExitCodeFile, ExitSignalFile, SocketFile} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

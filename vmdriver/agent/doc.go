@@ -12,6 +12,7 @@
 //	├── ready         created once agent.sock accepts connections (WaitReady)
 //	├── log           main command stdout+stderr, raw bytes in arrival order
 //	├── log.1         the previous log after rotation; log + log.1 ≤ Config.LogMaxBytes
+//	├── exit-signal   signal number that killed the main command, if one did (ReadExitSignal)
 //	└── exit-code     decimal exit code of the main command, written atomically (ReadExitCode)
 //
 // The wire protocol is SSH (golang.org/x/crypto/ssh) rather than something home-made:

@@ -40,6 +40,30 @@ func writeExitCode(dir string, code int) error {
 	return writeFileAtomic(filepath.Join(dir, ExitCodeFile), []byte(strconv.Itoa(code)+"\n"))
 }
 
+// ReadExitSignal returns the signal that killed the main command, or 0 when it
+// exited by itself (or has not ended). Like ReadExitCode it reads a file the
+// sandbox can write: it says how the sandbox's own command ended, nothing more.
+func ReadExitSignal(dir string) int {
+	f, err := openSandboxFile(filepath.Join(dir, ExitSignalFile))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 32))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 || n > 64 {
+		return 0
+	}
+	return n
+}
+
+func writeExitSignal(dir string, sig int) error {
+	return writeFileAtomic(filepath.Join(dir, ExitSignalFile), []byte(strconv.Itoa(sig)+"\n"))
+}
+
 // openSandboxFile opens a file the sandbox can write (everything in the agent
 // directory) for reading on the host, without letting the sandbox redirect
 // the host: a symlink planted in its place is not followed, and anything but

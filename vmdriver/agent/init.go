@@ -96,7 +96,12 @@ func RunInit(dir string, seccompFD int) int {
 		os.Remove(sock)
 	}()
 
-	code := runMain(cfg, r, lw, sigc)
+	code, sig := runMain(cfg, r, lw, sigc)
+	if sig != 0 {
+		if err := writeExitSignal(dir, int(sig)); err != nil {
+			fmt.Fprintf(os.Stderr, "msb-agent: write exit signal: %v\n", err)
+		}
+	}
 	if err := writeExitCode(dir, code); err != nil {
 		fmt.Fprintf(os.Stderr, "msb-agent: write exit code: %v\n", err)
 	}
@@ -104,18 +109,19 @@ func RunInit(dir string, seccompFD int) int {
 	return code
 }
 
-// runMain runs the main command to its end and returns its exit code. Its stdout and
-// stderr share one pipe so the log keeps them in arrival order.
-func runMain(cfg Config, r *reaper, lw *logWriter, sigc <-chan os.Signal) int {
+// runMain runs the main command to its end and returns its exit code, and the
+// signal that killed it if one did. Its stdout and stderr share one pipe so the
+// log keeps them in arrival order.
+func runMain(cfg Config, r *reaper, lw *logWriter, sigc <-chan os.Signal) (int, syscall.Signal) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		fmt.Fprintf(lw, "msb-agent: %v\n", err)
-		return ExitAgentError
+		return ExitAgentError, 0
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		fmt.Fprintf(lw, "msb-agent: %v\n", err)
-		return ExitAgentError
+		return ExitAgentError, 0
 	}
 	exited := make(chan struct{})
 	logged := make(chan struct{})
@@ -143,7 +149,7 @@ func runMain(cfg Config, r *reaper, lw *logWriter, sigc <-chan os.Signal) int {
 		fmt.Fprintf(lw, "msb-agent: %v\n", ee)
 		close(exited)
 		<-logged
-		return ee.code
+		return ee.code, 0
 	}
 	var ws syscall.WaitStatus
 loop:
@@ -157,7 +163,11 @@ loop:
 	}
 	close(exited)
 	<-logged
-	return exitCode(ws)
+	var sig syscall.Signal
+	if ws.Signaled() {
+		sig = ws.Signal()
+	}
+	return exitCode(ws), sig
 }
 
 // terminateAll stops whatever the main command left behind: SIGTERM, a grace period,

@@ -22,7 +22,7 @@ const (
 
 // staleRunFiles are removed before every start so State never reports the
 // previous run's exit code.
-var staleRunFiles = []string{agent.ReadyFile, agentExitCodeFile, agent.SocketFile}
+var staleRunFiles = []string{agent.ReadyFile, agentExitCodeFile, agent.ExitSignalFile, agent.SocketFile}
 
 // prepareAgentDir creates dir (owned by the sandbox's root, which writes
 // there), the placeholder the agent binary is bind-mounted over, and

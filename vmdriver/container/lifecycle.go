@@ -86,6 +86,7 @@ func (d *Driver) State(ctx context.Context, id string) (vmdriver.State, error) {
 		}
 		out := vmdriver.State{Status: vmdriver.StatusStopped}
 		out.ExitCode, out.Exited = readExitCode(d.agentDir(id))
+		out.OOMKilled = d.endedByOOM(id, out)
 		return out, nil
 	}
 	if err != nil {
@@ -94,6 +95,7 @@ func (d *Driver) State(ctx context.Context, id string) (vmdriver.State, error) {
 	out := vmdriver.State{Status: st.Status, StartedAt: st.Created}
 	if st.Status == vmdriver.StatusStopped {
 		out.ExitCode, out.Exited = readExitCode(d.agentDir(id))
+		out.OOMKilled = d.endedByOOM(id, out)
 	} else {
 		out.PID = st.PID
 	}

@@ -46,6 +46,7 @@ type Box struct {
 	PID       int
 	ExitCode  int
 	Exited    bool
+	OOMKilled bool
 	StartedAt time.Time
 }
 
@@ -101,7 +102,7 @@ func (d *Fake) record(method, call string) error {
 
 // end finishes b's current run, waking its waiters.
 func (b *fakeBox) end(exited bool, code int) {
-	b.Status, b.PID, b.Exited, b.ExitCode = vmdriver.StatusStopped, 0, exited, code
+	b.Status, b.PID, b.Exited, b.ExitCode, b.OOMKilled = vmdriver.StatusStopped, 0, exited, code, false
 	if b.ended != nil {
 		close(b.ended)
 		b.ended = nil
@@ -189,7 +190,7 @@ func (d *Fake) State(_ context.Context, id string) (vmdriver.State, error) {
 }
 
 func (b *fakeBox) state() vmdriver.State {
-	return vmdriver.State{Status: b.Status, PID: b.PID, ExitCode: b.ExitCode, Exited: b.Exited, StartedAt: b.StartedAt}
+	return vmdriver.State{Status: b.Status, PID: b.PID, ExitCode: b.ExitCode, Exited: b.Exited, OOMKilled: b.OOMKilled, StartedAt: b.StartedAt}
 }
 
 // Wait implements vmdriver.Driver: it returns when the run ends through
@@ -268,6 +269,20 @@ func (d *Fake) Exit(id string, code int) error {
 		return fmt.Errorf("exit %s: sandbox is not running", id)
 	}
 	b.end(true, code)
+	return nil
+}
+
+// OOMKill ends the running sandbox's main command as the memory limit's OOM
+// killer would: SIGKILL (exit code 137), reported as OOMKilled.
+func (d *Fake) OOMKill(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := d.boxes[id]
+	if b == nil || !b.Status.Alive() {
+		return fmt.Errorf("oom kill %s: sandbox is not running", id)
+	}
+	b.end(true, 137)
+	b.OOMKilled = true
 	return nil
 }
 

@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildHostile builds testdata/hostile, static, into a directory a sandbox
+// mounts read-only at /probe; it returns the volume lines of a manifest.
+func buildHostile(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	root, _ := filepath.Abs("../..")
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "hostile"), "./hack/e2e/testdata/hostile")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building hostile: %v\n%s", err, out)
+	}
+	return "  volumes: [{hostPath: " + dir + ", mountPath: /probe, readOnly: true}]\n"
+}
+
+// eventsFor returns `msbctl events --for sandbox/NAME` output.
+func (d *daemon) eventsFor(name string) string {
+	d.t.Helper()
+	return d.must("events", "--for", "sandbox/"+name)
+}
+
+// TestOOMKilledReported: a main command and an exec killed by the memory
+// limit are reported as OOMKilled (status, condition, event, msbctl exec's
+// message); a command that exits 137 by itself is not.
+func TestOOMKilledReported(t *testing.T) {
+	d := startDaemon(t)
+	vol := buildHostile(t)
+	limits := "  resources: {memory: 48Mi}\n  restartPolicy: Never\n"
+	d.apply(sandboxYAML("oom-main", vol+limits, "/probe/hostile", "mem", "400") + "---\n" +
+		sandboxYAML("exit137", vol+limits, "sh", "-c", "exit 137") + "---\n" +
+		sandboxYAML("oom-exec", vol+limits, "sleep", "3600"))
+
+	phase := func(name string) string { s, _ := field(d.sandbox(name), "status.phase").(string); return s }
+	waitFor(t, 60*time.Second, "oom-main and exit137 to fail", func() bool {
+		return phase("oom-main") == "Failed" && phase("exit137") == "Failed"
+	})
+	sb := d.sandbox("oom-main")
+	if r, _ := field(sb, "status.terminationReason").(string); r != "OOMKilled" {
+		t.Errorf("oom-main: terminationReason %q, want OOMKilled", r)
+	}
+	if code, _ := field(sb, "status.exitCode").(float64); code != 137 {
+		t.Errorf("oom-main: exitCode %v, want 137", code)
+	}
+	if _, r, m := condition(sb, "Ready"); r != "OOMKilled" || !strings.Contains(m, "memory limit (48Mi)") {
+		t.Errorf("oom-main: Ready reason %q message %q, want OOMKilled naming the limit", r, m)
+	}
+	if ev := d.eventsFor("oom-main"); !strings.Contains(ev, "OOMKilled") || !strings.Contains(ev, "Warning") {
+		t.Errorf("oom-main: no OOMKilled Warning event:\n%s", ev)
+	}
+	sb = d.sandbox("exit137")
+	if r, _ := field(sb, "status.terminationReason").(string); r != "Error" {
+		t.Errorf("exit137: terminationReason %q, want Error", r)
+	}
+	if _, r, _ := condition(sb, "Ready"); r == "OOMKilled" {
+		t.Errorf("exit137: a command that exited 137 itself is called OOMKilled")
+	}
+	if ev := d.eventsFor("exit137"); strings.Contains(ev, "OOMKilled") {
+		t.Errorf("exit137: OOMKilled event:\n%s", ev)
+	}
+
+	d.must("wait", "sandbox/oom-exec", "--for=condition=Ready", "--timeout=60s")
+	out, errOut, code := d.ctl("exec", "oom-exec", "--", "/probe/hostile", "mem", "400")
+	if code != 137 || !strings.Contains(errOut, "OOMKilled") {
+		t.Errorf("exec killed by the memory limit: exit %d, stderr %q (stdout %q), want 137 and OOMKilled", code, errOut, out)
+	}
+	_, errOut, code = d.ctl("exec", "oom-exec", "--", "sh", "-c", "exit 137")
+	if code != 137 || strings.Contains(errOut, "OOMKilled") {
+		t.Errorf("exec that exits 137 itself: exit %d, stderr %q, want 137 without OOMKilled", code, errOut)
+	}
+	ev := d.eventsFor("oom-exec")
+	n := 0
+	for _, line := range strings.Split(ev, "\n") {
+		if strings.Contains(line, "OOMKilled") {
+			n++
+		}
+	}
+	if n != 1 || !strings.Contains(ev, `exec "/probe/hostile"`) {
+		t.Errorf("oom-exec: want exactly one OOMKilled event naming the exec:\n%s", ev)
+	}
+	if p := phase("oom-exec"); p != "Running" {
+		t.Errorf("oom-exec: phase %s after an exec was OOM-killed, want Running", p)
+	}
+}
+
+// TestExecEndsOnTermAndHup: SIGTERM or SIGHUP ends msbctl exec at once
+// (143, 129) even when the remote command ignores them, and the remote
+// command is gone; SIGINT is passed to the command first.
+func TestExecEndsOnTermAndHup(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("sig", "", "sleep", "3600"))
+	d.must("wait", "sandbox/sig", "--for=condition=Ready", "--timeout=60s")
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		want int
+	}{{"TERM", syscall.SIGTERM, 143}, {"HUP", syscall.SIGHUP, 129}} {
+		t.Run(tc.name, func(t *testing.T) {
+			marker := fmt.Sprintf("sleep %d", 1000+tc.want) // one per case, seen in ps
+			cmd := exec.Command(filepath.Join(binDir, "msbctl"), "exec", "sig", "--", "sh", "-c",
+				"trap '' TERM HUP INT; echo started; exec "+marker)
+			cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+			var stdout, stderr guardBuffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			t.Cleanup(func() { cmd.Process.Kill(); <-done })
+			waitFor(t, 30*time.Second, "the command to start", func() bool { return strings.Contains(stdout.String(), "started") })
+			cmd.Process.Signal(tc.sig)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("msbctl exec still running 30s after SIG%s", tc.name)
+			}
+			if code := cmd.ProcessState.ExitCode(); code != tc.want {
+				t.Errorf("exit %d, want %d; stderr %q", code, tc.want, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "hung up") {
+				t.Errorf("stderr does not say msbctl hung up: %q", stderr.String())
+			}
+			waitFor(t, 30*time.Second, "the remote command to be killed", func() bool {
+				out, _, _ := d.ctl("exec", "sig", "--", "ps", "-o", "args")
+				return !strings.Contains(out, marker)
+			})
+		})
+	}
+	t.Run("INT", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(binDir, "msbctl"), "exec", "sig", "--", "sh", "-c",
+			"trap 'echo got-int; exit 7' INT; echo started; while :; do sleep 0.1; done")
+		cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+		var stdout, stderr guardBuffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-done })
+		waitFor(t, 30*time.Second, "the command to start", func() bool { return strings.Contains(stdout.String(), "started") })
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("msbctl exec still running 30s after SIGINT")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 7 || !strings.Contains(stdout.String(), "got-int") {
+			t.Errorf("SIGINT: exit %d stdout %q, want the command's own exit 7 after its trap ran", code, stdout.String())
+		}
+	})
+}
+
+// guardBuffer is a bytes.Buffer safe for a writer and a polling reader.
+type guardBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *guardBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *guardBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
