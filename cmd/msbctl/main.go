@@ -42,7 +42,7 @@ var stdinReader io.Reader = os.Stdin
 // values never leak from one run to the next (tests run many in one process).
 var commands = []func(*env) *cobra.Command{
 	newApplyCommand, newGetCommand, newDescribeCommand, newDeleteCommand, newDiffCommand,
-	newWaitCommand, newLogsCommand, newExecCommand, newCpCommand, newEventsCommand, newVersionCommand,
+	newWaitCommand, newLogsCommand, newExecCommand, newCpCommand, newMCPCommand, newEventsCommand, newVersionCommand,
 	newImageCommand, newImagesCommand, newCompletionCommand, newInfoCommand,
 }
 

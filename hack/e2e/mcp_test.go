@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// mcpSession starts `msbctl mcp` against d and connects the SDK's client to
+// it over its real stdin and stdout.
+func mcpSession(t *testing.T, d *daemon, args ...string) *mcp.ClientSession {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "msbctl"), append([]string{"mcp"}, args...)...)
+	cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	cmd.Stderr = os.Stderr
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "v0"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call calls a tool and decodes its structured result into out (if not nil).
+// It returns the text content and whether the call was a tool error.
+func call(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any, out any) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: protocol error: %v", tool, err)
+	}
+	var text strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			text.WriteString(tc.Text)
+		}
+	}
+	if out != nil && !res.IsError {
+		b, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s: structured content %s: %v", tool, b, err)
+		}
+	}
+	return text.String(), res.IsError
+}
+
+// TestMCPStdio drives `msbctl mcp` as an agent app would: over stdio with the
+// SDK's client, against a real msbd.
+func TestMCPStdio(t *testing.T) {
+	d := startDaemon(t)
+	cs := mcpSession(t, d, "--ttl", "1h")
+	ctx := context.Background()
+
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools.Tools {
+		names = append(names, tl.Name)
+		if tl.Description == "" || tl.InputSchema == nil {
+			t.Errorf("%s: no description or input schema", tl.Name)
+		}
+	}
+	sort.Strings(names)
+	if got := strings.Join(names, " "); got != "sandbox_create sandbox_delete sandbox_exec sandbox_list sandbox_logs sandbox_read_file sandbox_write_file" {
+		t.Fatalf("tools: %s", got)
+	}
+
+	// create: an ordinary Sandbox afterwards, labelled, with the session's TTL.
+	var created struct {
+		Name  string `json:"name"`
+		Ready bool   `json:"ready"`
+	}
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{
+		"name": "agent", "image": "oci:" + imageDir + ":latest",
+		"command": []string{"sh", "-c", "echo booted; exec sleep 1000"},
+		"env":     map[string]string{"GREETING": "hello"},
+	}, &created); isErr || created.Name != "agent" || !created.Ready {
+		t.Fatalf("create: %v %q %+v", isErr, txt, created)
+	}
+	sb := d.sandbox("agent")
+	if labels, _ := field(sb, "metadata.labels").(map[string]any); labels["msb.dev/mcp"] != "true" {
+		t.Errorf("labels: %v", field(sb, "metadata.labels"))
+	}
+	if ttl := field(sb, "spec.lifecycle.ttl"); ttl != "1h0m0s" {
+		t.Errorf("ttl %v, want the session's 1h", ttl)
+	}
+
+	// exec: a shell string with stdin; an argv array; exit codes.
+	var ex struct {
+		ExitCode int    `json:"exitCode"`
+		Stdout   string `json:"stdout"`
+		Stderr   string `json:"stderr"`
+		TimedOut bool   `json:"timedOut"`
+	}
+	call(t, cs, "sandbox_exec", map[string]any{"name": "agent", "command": "cat; echo $GREETING; echo oops >&2; exit 3", "stdin": "from-stdin\n"}, &ex)
+	if ex.ExitCode != 3 || ex.Stdout != "from-stdin\nhello\n" || ex.Stderr != "oops\n" {
+		t.Errorf("exec string: %+v", ex)
+	}
+	ex.Stdout = ""
+	call(t, cs, "sandbox_exec", map[string]any{"name": "agent", "command": []string{"echo", "a b", "$HOME"}}, &ex)
+	if ex.ExitCode != 0 || ex.Stdout != "a b $HOME\n" {
+		t.Errorf("exec argv: %+v", ex)
+	}
+	call(t, cs, "sandbox_exec", map[string]any{"name": "agent", "command": "sleep 30", "timeoutSeconds": 1}, &ex)
+	if !ex.TimedOut {
+		t.Errorf("exec timeout: %+v", ex)
+	}
+	var big struct {
+		Stdout          string `json:"stdout"`
+		StdoutTruncated bool   `json:"stdoutTruncated"`
+	}
+	txt, _ := call(t, cs, "sandbox_exec", map[string]any{"name": "agent", "command": "head -c 3000000 /dev/zero | tr '\\0' x"}, &big)
+	if !big.StdoutTruncated || len(big.Stdout) != 1<<20 || !strings.Contains(txt, "truncated") {
+		t.Errorf("exec output bound: %d bytes, truncated %v", len(big.Stdout), big.StdoutTruncated)
+	}
+
+	// write then read, byte-exact: text, and binary through base64.
+	bin := make([]byte, 3000)
+	for i := range bin {
+		bin[i] = byte(i * 7)
+	}
+	if txt, isErr := call(t, cs, "sandbox_write_file", map[string]any{"name": "agent", "path": "/tmp/bin.dat", "content": base64.StdEncoding.EncodeToString(bin), "encoding": "base64", "mode": "0600"}, nil); isErr {
+		t.Fatalf("write binary: %s", txt)
+	}
+	if txt, isErr := call(t, cs, "sandbox_write_file", map[string]any{"name": "agent", "path": "/tmp/t.txt", "content": "line1\nünïcode\n"}, nil); isErr {
+		t.Fatalf("write text: %s", txt)
+	}
+	var rf struct {
+		Content  string `json:"content"`
+		Encoding string `json:"encoding"`
+		Mode     string `json:"mode"`
+		Size     int64  `json:"size"`
+	}
+	call(t, cs, "sandbox_read_file", map[string]any{"name": "agent", "path": "/tmp/bin.dat"}, &rf)
+	got, _ := base64.StdEncoding.DecodeString(rf.Content)
+	if rf.Encoding != "base64" || !bytes.Equal(got, bin) || rf.Mode != "0600" {
+		t.Errorf("read binary: encoding %s, %d bytes, mode %s", rf.Encoding, len(got), rf.Mode)
+	}
+	call(t, cs, "sandbox_read_file", map[string]any{"name": "agent", "path": "/tmp/t.txt"}, &rf)
+	if rf.Encoding != "text" || rf.Content != "line1\nünïcode\n" {
+		t.Errorf("read text: %+v", rf)
+	}
+	if txt, isErr := call(t, cs, "sandbox_read_file", map[string]any{"name": "agent", "path": "/tmp/nope"}, nil); !isErr || !strings.Contains(txt, "/tmp/nope") {
+		t.Errorf("read missing file: error %v, %q", isErr, txt)
+	}
+
+	// logs, list.
+	var lg struct {
+		Logs string `json:"logs"`
+	}
+	call(t, cs, "sandbox_logs", map[string]any{"name": "agent", "tail": 5}, &lg)
+	if lg.Logs != "booted\n" {
+		t.Errorf("logs: %q", lg.Logs)
+	}
+	var ls struct {
+		Sandboxes []struct {
+			Name         string `json:"name"`
+			CreatedByMCP bool   `json:"createdByMCP"`
+		} `json:"sandboxes"`
+	}
+	call(t, cs, "sandbox_list", nil, &ls)
+	if len(ls.Sandboxes) != 1 || ls.Sandboxes[0].Name != "agent" || !ls.Sandboxes[0].CreatedByMCP {
+		t.Errorf("list: %+v", ls)
+	}
+
+	// Failures are tool errors, and the server keeps serving.
+	if txt, isErr := call(t, cs, "sandbox_exec", map[string]any{"name": "missing", "command": "true"}, nil); !isErr || !strings.Contains(txt, `"missing" not found`) {
+		t.Errorf("exec in a missing sandbox: error %v, %q", isErr, txt)
+	}
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "bad", "image": "oci:/nonexistent/image:latest"}, nil); !isErr || !strings.Contains(txt, "image") {
+		t.Errorf("bad image: error %v, %q", isErr, txt)
+	}
+	if _, _, code := d.ctl("get", "sandbox", "bad"); code == 0 {
+		t.Error("the sandbox of a bad image was left behind")
+	}
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "agent", "image": "oci:" + imageDir + ":latest"}, nil); !isErr || !strings.Contains(txt, "exists") {
+		t.Errorf("create over an existing sandbox: error %v, %q", isErr, txt)
+	}
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"image": "x", "labels": map[string]string{"msb.dev/mcp": "false"}}, nil); !isErr || !strings.Contains(txt, "reserved") {
+		t.Errorf("reserved label: error %v, %q", isErr, txt)
+	}
+
+	// delete: gone for msbd too.
+	var del struct {
+		Deleted bool `json:"deleted"`
+	}
+	call(t, cs, "sandbox_delete", map[string]any{"name": "agent"}, &del)
+	if !del.Deleted {
+		t.Error("delete did not finish")
+	}
+	if _, _, code := d.ctl("get", "sandbox", "agent"); code == 0 {
+		t.Error("sandbox still there after sandbox_delete")
+	}
+	if _, isErr := call(t, cs, "sandbox_delete", map[string]any{"name": "agent"}, nil); !isErr {
+		t.Error("deleting a missing sandbox is not a tool error")
+	}
+}
