@@ -370,7 +370,12 @@ func (d *Driver) launch(ctx context.Context, id, verb string) error {
 	if verb == "run" {
 		args = append(args, "--detach")
 	}
-	args = append(args, "--bundle", d.bundleDir(id), "--pid-file", d.pidFile(id))
+	// --no-new-keyring: no session keyring per sandbox. runc would make one
+	// for every container, each charged to the sandboxes' host uid, and the
+	// kernel gives a uid 200 keys (kernel.keys.maxkeys): sandbox 201 would
+	// not start. The sandbox keeps msbd's session keyring, which its
+	// seccomp profile and user namespace keep it from reading.
+	args = append(args, "--no-new-keyring", "--bundle", d.bundleDir(id), "--pid-file", d.pidFile(id))
 	var extra []*os.File
 	if d.seccompFilter != nil && d.bundleTakesFilter(id) {
 		f, err := filterPipe(d.seccompFilter)
