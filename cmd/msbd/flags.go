@@ -27,6 +27,9 @@ type options struct {
 	insecure                                                      stringList
 	maxImageSize, defaultPIDs                                     int64
 	krunLib, kvmDevice                                            string
+	mcpListen, mcpTokenFile                                       string
+	mcpAllowRemote                                                bool
+	mcpTTL                                                        time.Duration
 }
 
 // stringList is a repeatable string flag.
@@ -61,4 +64,8 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.UintVar(&o.proxyPort, "proxy-port", 1018, "port of the sandboxes' transparent egress proxy in msbd's network namespace (below 1024)")
 	fs.StringVar(&o.krunLib, "krun-lib", "", "libkrun shared library for microVMs (default: the loader's search for "+krun.DefaultLibrary+")")
 	fs.StringVar(&o.kvmDevice, "kvm-device", krun.DefaultKVMDevice, "KVM device microVMs run on; it must open read-write")
+	fs.StringVar(&o.mcpListen, "mcp-listen", "", "HOST:PORT to serve MCP (streamable HTTP) on for AI agents, e.g. 127.0.0.1:8765; needs --mcp-token-file")
+	fs.StringVar(&o.mcpTokenFile, "mcp-token-file", "", "file holding the bearer token MCP clients must send")
+	fs.BoolVar(&o.mcpAllowRemote, "mcp-allow-remote", false, "let --mcp-listen use a non-loopback address")
+	fs.DurationVar(&o.mcpTTL, "mcp-ttl", 0, "lifetime of sandboxes created over MCP that ask for none (0: until deleted)")
 }

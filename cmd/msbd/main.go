@@ -79,6 +79,10 @@ func run(o options) error {
 	if err := defMem.Validate(); err != nil {
 		return fmt.Errorf("--default-memory: %w", err)
 	}
+	mcpCfg, err := o.checkMCP()
+	if err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("msbd must run as root (it creates namespaces, mounts and cgroups)")
 	}
@@ -176,6 +180,14 @@ func run(o options) error {
 		HostInfo: func() v1alpha1.HostInfo { h := facts.info(drivers); orphans.AddInfo(&h); return h },
 	})}
 
+	if mcpCfg != nil {
+		stopMCP, err := serveMCP(ctx, mcpCfg, o.socket, o.mcpTTL, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMCP()
+	}
 	// Before serving: once msbd answers, orphans are gone (or held).
 	if err := orphans.CollectOnce(ctx); err != nil {
 		log.Warn("collecting orphaned sandboxes", "err", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,5 +211,78 @@ func TestMCPStdio(t *testing.T) {
 	}
 	if _, isErr := call(t, cs, "sandbox_delete", map[string]any{"name": "agent"}, nil); !isErr {
 		t.Error("deleting a missing sandbox is not a tool error")
+	}
+}
+
+// bearerTransport adds the Authorization header to every request.
+type bearerTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b.token != "" {
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.base.RoundTrip(r)
+}
+
+// TestMCPStreamableHTTP: msbd --mcp-listen serves the same tools over
+// streamable HTTP, only to a client with the token; it refuses to start
+// without a token file or on a non-loopback address.
+func TestMCPStreamableHTTP(t *testing.T) {
+	requireRoot(t)
+	// Refusals come before msbd touches anything.
+	tmp := t.TempDir()
+	tokenFile := filepath.Join(tmp, "token")
+	os.WriteFile(tokenFile, []byte("e2e-token-0123456789abcdef\n"), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mcp-listen", "127.0.0.1:18765"}, "--mcp-token-file"},
+		{[]string{"--mcp-listen", "0.0.0.0:18765", "--mcp-token-file", tokenFile}, "not a loopback address"},
+		{[]string{"--mcp-listen", "127.0.0.1:18765", "--mcp-token-file", filepath.Join(tmp, "missing")}, "no such file"},
+	} {
+		out, err := exec.Command(filepath.Join(binDir, "msbd"), append([]string{"--state-dir", filepath.Join(tmp, "state"), "--socket", filepath.Join(tmp, "s")}, c.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("msbd %v: %v, %q; want a refusal mentioning %q", c.args, err, out, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(tmp, "state")); err == nil {
+			t.Errorf("msbd %v made its state dir before refusing", c.args)
+		}
+	}
+
+	const addr = "127.0.0.1:18765" // in the daemon's own network namespace
+	d := startDaemon(t, "--mcp-listen", addr, "--mcp-token-file", tokenFile)
+	d.apply(sandboxYAML("h", "", "sleep", "1000"))
+	d.must("wait", "sandbox/h", "--for=condition=Ready", "--timeout=60s")
+	connect := func(token string) (*mcp.ClientSession, error) {
+		hc := &http.Client{Transport: bearerTransport{token: token, base: &http.Transport{DialContext: netnsDialer(d.netns)}}}
+		c := mcp.NewClient(&mcp.Implementation{Name: "e2e-http", Version: "v0"}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/", HTTPClient: hc, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
+	}
+	for _, tok := range []string{"", "wrong-token-0123456789"} {
+		if cs, err := connect(tok); err == nil {
+			cs.Close()
+			t.Errorf("token %q: connected", tok)
+		} else if !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+			t.Errorf("token %q: %v, want 401 Unauthorized", tok, err)
+		}
+	}
+	cs, err := connect("e2e-token-0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	var ex struct {
+		ExitCode int    `json:"exitCode"`
+		Stdout   string `json:"stdout"`
+	}
+	if txt, isErr := call(t, cs, "sandbox_exec", map[string]any{"name": "h", "command": "echo over-http; exit 7"}, &ex); isErr || ex.ExitCode != 7 || ex.Stdout != "over-http\n" {
+		t.Errorf("exec over HTTP: %v %q %+v", isErr, txt, ex)
 	}
 }
