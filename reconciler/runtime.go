@@ -41,13 +41,34 @@ func (rt Runtime) AgentSocket(sb *v1alpha1.Sandbox) (string, error) {
 		if phase == "" {
 			phase = string(v1alpha1.PhasePending)
 		}
-		return "", fmt.Errorf("sandbox %q is not running (phase %s); wait for it with 'msbctl wait sandbox/%s --for=condition=Ready'", sb.Metadata.Name, phase, sb.Metadata.Name)
+		return "", fmt.Errorf("sandbox %q is not running (phase %s); %s", sb.Metadata.Name, phase, notRunningHint(sb))
 	}
 	_, ep, err := rt.driverOf(sb)
 	if err != nil {
 		return "", err
 	}
 	return ep.AgentSocket, nil
+}
+
+// notRunningHint says what brings a sandbox that is not running to run: a
+// wait only helps one that is on its way (Pending), never one that ended or
+// was suspended.
+func notRunningHint(sb *v1alpha1.Sandbox) string {
+	name := sb.Metadata.Name
+	switch sb.Status.Phase {
+	case v1alpha1.PhaseSuspended:
+		return fmt.Sprintf("it is suspended (spec.operatingMode: Suspended): resume it with 'msbctl resume %s'", name)
+	case v1alpha1.PhaseFailed, v1alpha1.PhaseSucceeded:
+		how := "its command has ended"
+		if sb.Status.ExitCode != nil {
+			how = fmt.Sprintf("its command exited with code %d", *sb.Status.ExitCode)
+		}
+		if c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Reason == "Expired" {
+			how = "its lifecycle expired"
+		}
+		return fmt.Sprintf("%s and restartPolicy %s does not start it again: start a fresh run with 'msbctl restart %s' (see 'msbctl describe sandbox %s')", how, sb.Spec.RestartPolicy, name, name)
+	}
+	return fmt.Sprintf("wait for it with 'msbctl wait sandbox/%s --for=condition=Ready'", name)
 }
 
 // LogDir returns the host directory of sb's log.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,7 +56,10 @@ Every object is validated before anything is written: if one is invalid,
 all problems are listed (file:line: field: message) and nothing changes.
 
 --wait is apply followed by "wait --for=condition=Ready" on every applied
-Sandbox, in the same process; it stops early, exit 1, when one fails.`
+Sandbox, in the same process. It stops early, exit 1, with the phase, exit
+code and reason, when one fails or cannot start (a missing or invalid image
+under imagePullPolicy: Never); a sandbox that runs to completion (Succeeded)
+is a success when its restartPolicy is Never or OnFailure.`
 	cmd.Example = `  # Apply one manifest
   msbctl apply -f sandbox.yaml
 
@@ -70,6 +74,7 @@ Sandbox, in the same process; it stops early, exit 1, when one fails.`
 
   # Apply and wait until the sandboxes are Ready, in one command
   msbctl apply -f sb.yaml --wait`
+	cmd.Annotations = map[string]string{exitCodesAnnotation: interruptedExitCodes}
 	cmd.ValidArgsFunction = cobra.NoFileCompletions
 	manifestFlag(fs)
 	cmd.RegisterFlagCompletionFunc("dry-run", fixedValues(dryRunNone, dryRunClient, dryRunServer))
@@ -241,13 +246,21 @@ func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []str
 	return exitOK
 }
 
+// settleAfterReady is how long apply --wait keeps watching a Sandbox after it
+// turned Ready: a command that exits at once (exit 3, or not found) has its
+// Ready=True for a few milliseconds before msbd records the failure, and
+// "ready" must not be the answer then. Like kubectl's minReadySeconds, a
+// short time the sandbox must stay up to count as started.
+const settleAfterReady = 300 * time.Millisecond
+
 // waitApplied waits until every applied Sandbox is Ready for its current
 // spec, or done for good (Succeeded, Suspended): what `apply` + `wait
-// --for=condition=Ready` do, in one process, for all of them at once; a
-// Sandbox that fails ends the wait at once with its reason instead of at the
-// timeout.
+// --for=condition=Ready` do, in one process, for all of them at once. A
+// Sandbox that fails (or is stuck where msbd will not retry) ends the wait at
+// once with its phase, exit code and reason, exit 1; a signal ends it with
+// what was still awaited, exit 130 or 143.
 func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyResult, timeout time.Duration, stdout, stderr io.Writer) int {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type outcome struct {
 		name string
@@ -255,31 +268,52 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 		err  error
 	}
 	var names []string
+	var mu sync.Mutex // stderr, pending
+	pending := map[string]bool{}
 	done := make(chan outcome)
 	for _, r := range results {
 		if r.Kind != v1alpha1.KindSandbox {
 			continue
 		}
 		names = append(names, r.Name)
+		pending["sandbox/"+r.Name] = true
 		go func() {
 			var last *v1alpha1.Sandbox
-			err := waitFor(ctx, c, r.Kind, r.Namespace, r.Name, func(obj v1alpha1.Object) bool {
+			lastRetry := ""
+			cond := func(obj v1alpha1.Object) bool {
 				sb, ok := obj.(*v1alpha1.Sandbox)
 				if !ok {
 					return false
 				}
 				last = sb
-				// Only a status written for this very spec counts.
-				if sb.Status.ObservedGeneration < sb.Metadata.Generation {
-					return false
+				v, msg, retrying := sandboxVerdict(sb)
+				if retrying && msg != lastRetry {
+					lastRetry = msg
+					mu.Lock()
+					fmt.Fprintf(stderr, "sandbox/%s: %s; msbd retries the pull, still waiting\n", r.Name, msg)
+					mu.Unlock()
 				}
-				switch sb.Status.Phase {
-				case v1alpha1.PhaseFailed, v1alpha1.PhaseSucceeded, v1alpha1.PhaseSuspended:
-					return true
+				return v != verdictWaiting
+			}
+			err := waitFor(wctx, c, r.Kind, r.Namespace, r.Name, cond)
+			if err == nil && last != nil {
+				if v, _, _ := sandboxVerdict(last); v == verdictReady {
+					// Stay a moment: a command that dies at once fails now.
+					sctx, scancel := context.WithTimeout(wctx, settleAfterReady)
+					waitFor(sctx, c, r.Kind, r.Namespace, r.Name, func(obj v1alpha1.Object) bool {
+						if sb, ok := obj.(*v1alpha1.Sandbox); ok {
+							last = sb
+							v, _, _ := sandboxVerdict(sb)
+							return v == verdictFailed || v == verdictFinished
+						}
+						return false
+					})
+					scancel()
+					if wctx.Err() != nil {
+						err = errTimeout
+					}
 				}
-				c := v1alpha1.FindCondition(sb.Status.Conditions, v1alpha1.ConditionReady)
-				return c != nil && (c.Status == v1alpha1.ConditionTrue || stuckReasons[c.Reason])
-			})
+			}
 			done <- outcome{r.Name, last, err}
 		}()
 	}
@@ -287,37 +321,48 @@ func waitApplied(ctx context.Context, c *client.Client, results []client.ApplyRe
 	code := exitOK
 	for range names {
 		o := <-done
-		if errors.Is(o.err, errTimeout) && errors.Is(ctx.Err(), context.Canceled) {
+		mu.Lock()
+		delete(pending, "sandbox/"+o.name)
+		mu.Unlock()
+		if sig, ok := interrupted(ctx); ok && o.err != nil {
+			if code == exitOK || code == exitFail {
+				var left []string
+				mu.Lock()
+				for n := range pending {
+					left = append(left, n)
+				}
+				mu.Unlock()
+				printInterrupted(stderr, ctx, append(left, "sandbox/"+o.name))
+				code = sig
+			}
+			continue
+		}
+		if errors.Is(o.err, errTimeout) && errors.Is(wctx.Err(), context.Canceled) {
 			continue // given up on after another one failed
 		}
 		switch {
 		case errors.Is(o.err, errTimeout):
 			timeoutError(stderr, ki, o.name)
 			if o.last != nil {
-				if c := v1alpha1.FindCondition(o.last.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Message != "" {
-					fmt.Fprintf(stderr, "  last seen: phase %s, Ready=%s %s: %s\n", o.last.Status.Phase, c.Status, c.Reason, c.Message)
-				}
+				fmt.Fprintf(stderr, "  last seen: %s\n", describeState(o.last))
 			}
 			code = exitFail
 			continue // the others time out too: each is told
 		case o.err != nil:
 			code = fail(stderr, o.err)
-		case o.last.Status.Phase == v1alpha1.PhaseFailed || stuckReasons[readyReason(o.last)]:
-			msg := ""
-			if c := v1alpha1.FindCondition(o.last.Status.Conditions, v1alpha1.ConditionReady); c != nil {
-				msg = ": " + c.Reason
-				if c.Message != "" {
-					msg += ": " + c.Message
-				}
-			}
-			fmt.Fprintf(stderr, "error: sandbox/%s failed%s (see msbctl describe sandbox %s)\n", o.name, msg, o.name)
-			code = exitFail
 		default:
-			state := "ready"
-			if o.last.Status.Phase != v1alpha1.PhaseRunning {
-				state = strings.ToLower(string(o.last.Status.Phase))
+			v, msg, _ := sandboxVerdict(o.last)
+			switch {
+			case v == verdictReady:
+				fmt.Fprintf(stdout, "sandbox/%s ready\n", o.name)
+			case v == verdictFinished && o.last.Status.Phase == v1alpha1.PhaseSuspended:
+				fmt.Fprintf(stdout, "sandbox/%s suspended\n", o.name)
+			case v == verdictFinished && meantToFinish(o.last):
+				fmt.Fprintf(stdout, "sandbox/%s succeeded (exit code 0)\n", o.name)
+			default:
+				fmt.Fprintf(stderr, "error: sandbox/%s failed: %s (see msbctl describe sandbox %s)\n", o.name, msg, o.name)
+				code = exitFail
 			}
-			fmt.Fprintf(stdout, "sandbox/%s %s\n", o.name, state)
 		}
 		if code != exitOK {
 			cancel() // stop waiting for the others

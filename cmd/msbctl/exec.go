@@ -182,6 +182,9 @@ func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string
 			return usageFail(stderr, "exec", "-e %q: want K=V", e)
 		}
 	}
+	if err := ttyNeedsTerminal(o.tty, o.stdin, stdinReader); err != nil {
+		return fail(stderr, err)
+	}
 	opts := client.ExecOptions{
 		Command:    pos[1:],
 		Env:        o.env,
@@ -281,6 +284,20 @@ func runExec(ctx context.Context, c *client.Client, o *execOptions, pos []string
 		fmt.Fprintf(stderr, "msbctl: the command was killed by the sandbox's memory limit (OOMKilled, exit code %d)\n", code)
 	}
 	return code
+}
+
+// ttyNeedsTerminal refuses -it when standard input is not a terminal (a pipe,
+// a file): a remote terminal reads keystrokes and never sees the end of a
+// pipe, so the command would wait for input forever. docker refuses the same.
+func ttyNeedsTerminal(tty, stdin bool, in io.Reader) error {
+	if !tty || !stdin {
+		return nil
+	}
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return usagef("-t asks for a terminal, but standard input is not one (a pipe or a file): " +
+		"drop -t to pass input through, e.g. echo ls | msbctl exec -i NAME -- sh")
 }
 
 func cutEnv(s string) (string, string, bool) {

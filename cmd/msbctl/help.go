@@ -128,7 +128,8 @@ func printMainHelp(w io.Writer, root *cobra.Command) {
 Resource types: sandbox (sandboxes, sb), networkpolicy (networkpolicies, netpol),
 secret (secrets), event (events, ev). KIND/NAME works wherever a name does.
 
-Exit codes: 0 success, 1 failure, 2 usage error; exec exits with the command's code.
+Exit codes: 0 success, 1 failure, 2 usage error; exec exits with the command's code,
+diff 1 when something differs, wait and apply --wait 130/143 when interrupted.
 Use "msbctl COMMAND --help" for more about a command.
 `)
 }

@@ -40,7 +40,7 @@ func newImageCommand(e *env) *cobra.Command {
 	o := &imageOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "image pull REF [--policy Always|IfNotPresent] | image ls [-o table|json|yaml|name] | image rm REF... | image prune"
+	cmd.Use = "image pull REF [--policy Always|IfNotPresent|Never] | image ls [-o table|json|yaml|name] | image rm REF... | image prune"
 	cmd.Short = "Pull, list, remove and prune images"
 	cmd.Long = `Manage the images msbd holds.
 

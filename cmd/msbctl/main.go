@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -128,8 +126,8 @@ func (e *env) action(fs *flagSet, g *globalOptions, forwardsSignals bool, run ru
 		}
 		ctx := cmd.Context()
 		if !forwardsSignals {
-			var stop context.CancelFunc
-			ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			var stop func()
+			ctx, stop = notifyContext(ctx)
 			defer stop()
 		}
 		if code := run(ctx, g.client(), fs.args()); code != exitOK {

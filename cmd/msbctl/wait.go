@@ -40,7 +40,12 @@ func newWaitCommand(e *env) *cobra.Command {
 (Ready by default), its deletion, or a field's value. It checks after every
 change msbd reports, so it returns as soon as the condition holds.
 
-On timeout it exits 1 with "error: timed out waiting for the condition on sandboxes/NAME".`
+On timeout it exits 1 with "error: timed out waiting for the condition on sandboxes/NAME".
+
+Waiting for a Sandbox to be Ready stops at once, exit 1, with the phase, exit
+code and reason, when Ready cannot come: the sandbox Failed, Succeeded or is
+Suspended, or its image is invalid or missing under imagePullPolicy: Never.
+A failed pull that msbd retries is reported and the wait goes on.`
 	cmd.Example = `  # Wait up to two minutes for a sandbox to be Ready
   msbctl wait sb/web --for=condition=Ready --timeout=2m
 
@@ -52,6 +57,7 @@ On timeout it exits 1 with "error: timed out waiting for the condition on sandbo
 
   # Wait until a job-like sandbox has finished
   msbctl wait sb/job --for=jsonpath='{.status.phase}'=Succeeded`
+	cmd.Annotations = map[string]string{exitCodesAnnotation: interruptedExitCodes}
 	cmd.ValidArgsFunction = completeRefs(&o.globalOptions, writableKinds)
 	cmd.RegisterFlagCompletionFunc("for", fixedValues("condition=Ready", "condition=Ready=False", "delete",
 		"jsonpath={.status.phase}=Running", "jsonpath={.status.phase}=Succeeded"))
@@ -65,6 +71,7 @@ On timeout it exits 1 with "error: timed out waiting for the condition on sandbo
 // (nil: it does not exist) satisfies the condition.
 type waitCond struct {
 	met     func(obj v1alpha1.Object) bool
+	ready   bool   // --for=condition=Ready(=True): a failed Sandbox ends the wait
 	deleted bool   // --for=delete
 	verb    string // printed on success: "condition met" or "deleted"
 }
@@ -83,7 +90,8 @@ func parseWaitFor(s string) (waitCond, error) {
 		if typ == "" || want == "" {
 			return waitCond{}, usagef("--for=%s: want condition=TYPE or condition=TYPE=STATUS", s)
 		}
-		return waitCond{verb: "condition met", met: func(obj v1alpha1.Object) bool {
+		ready := strings.EqualFold(typ, v1alpha1.ConditionReady) && strings.EqualFold(want, "True")
+		return waitCond{verb: "condition met", ready: ready, met: func(obj v1alpha1.Object) bool {
 			if obj == nil {
 				return false
 			}
@@ -175,6 +183,9 @@ func lookupPath(obj v1alpha1.Object, path string) (string, bool) {
 
 var errTimeout = errors.New("timed out")
 
+// interruptedExitCodes is the exit code line of commands that wait.
+const interruptedExitCodes = "Exit codes: 0 success, 1 failure or timeout, 2 usage error, 130 or 143 when\ninterrupted (SIGINT, SIGTERM), after printing what was still awaited."
+
 // waitFor waits until cond is met for one object, re-checking after every
 // change a watch reports. It lists first (so nothing between the check and
 // the watch is missed) and watches from the list's revision.
@@ -247,15 +258,27 @@ func runWait(ctx context.Context, c *client.Client, o *waitOptions, args []strin
 	if o.allNamespaces {
 		return usageFail(stderr, "wait", "-A is not supported; name the namespace with -n")
 	}
+	sigCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	for _, r := range refs {
+	for i, r := range refs {
+		pending := func() []string {
+			var p []string
+			for _, r := range refs[i:] {
+				p = append(p, r.String())
+			}
+			return p
+		}
 		if !cond.deleted {
 			// A condition on an object that does not exist will not come true.
 			if _, err := c.Get(ctx, r.kind.Kind, o.namespace, r.name); err != nil {
 				if client.IsNotFound(err) {
 					fmt.Fprintf(stderr, "Error: %v\n", notFound(r.kind, o.namespace, r.name))
 					return exitFail
+				}
+				if code, ok := interrupted(sigCtx); ok {
+					printInterrupted(stderr, sigCtx, pending())
+					return code
 				}
 				if ctx.Err() != nil {
 					timeoutError(stderr, r.kind, r.name)
@@ -264,13 +287,43 @@ func runWait(ctx context.Context, c *client.Client, o *waitOptions, args []strin
 				return fail(stderr, err)
 			}
 		}
-		err := waitFor(ctx, c, r.kind.Kind, o.namespace, r.name, cond.met)
+		met := cond.met
+		var stopped *v1alpha1.Sandbox // a Sandbox that will not get Ready
+		if cond.ready && r.kind.Kind == v1alpha1.KindSandbox {
+			lastRetry := ""
+			met = func(obj v1alpha1.Object) bool {
+				sb, ok := obj.(*v1alpha1.Sandbox)
+				if !ok {
+					return false
+				}
+				v, msg, retrying := sandboxVerdict(sb)
+				if retrying && msg != lastRetry {
+					lastRetry = msg
+					fmt.Fprintf(stderr, "%s: %s; msbd retries the pull, still waiting\n", r, msg)
+				}
+				if v == verdictFailed || v == verdictFinished {
+					stopped = sb
+					return true
+				}
+				return cond.met(obj)
+			}
+		}
+		err := waitFor(ctx, c, r.kind.Kind, o.namespace, r.name, met)
+		if code, ok := interrupted(sigCtx); ok && err != nil {
+			printInterrupted(stderr, sigCtx, pending())
+			return code
+		}
 		if errors.Is(err, errTimeout) {
 			timeoutError(stderr, r.kind, r.name)
 			return exitFail
 		}
 		if err != nil {
 			return fail(stderr, err)
+		}
+		if stopped != nil {
+			_, msg, _ := sandboxVerdict(stopped)
+			fmt.Fprintf(stderr, "error: %s will not become Ready: %s; %s\n", r, msg, howToStart(stopped))
+			return exitFail
 		}
 		fmt.Fprintf(stdout, "%s %s\n", r, cond.verb)
 	}
