@@ -2,6 +2,8 @@
 # Benchmarks, each beside its baseline measured in the same run:
 #   - end to end: apply→Ready (with and without sandbox networking), apply→first
 #     exec output and the exec round trip, beside bare `runc run` of the same rootfs;
+#   - MCP: sandbox_exec of `true` through `msbctl mcp`, beside `msbctl exec`;
+#   - msbctl cp of 200 MiB in and out, beside tar through `msbctl exec -i`;
 #   - the egress proxy: added latency of an HTTP request and 100 MB download
 #     throughput, beside the same request straight to the upstream;
 #   - the DNS filter: queries/s for an allowed cached name, beside the upstream.

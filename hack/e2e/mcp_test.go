@@ -19,7 +19,7 @@ import (
 
 // mcpSession starts `msbctl mcp` against d and connects the SDK's client to
 // it over its real stdin and stdout.
-func mcpSession(t *testing.T, d *daemon, args ...string) *mcp.ClientSession {
+func mcpSession(t testing.TB, d *daemon, args ...string) *mcp.ClientSession {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "msbctl"), append([]string{"mcp"}, args...)...)
 	cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
@@ -37,7 +37,7 @@ func mcpSession(t *testing.T, d *daemon, args ...string) *mcp.ClientSession {
 
 // call calls a tool and decodes its structured result into out (if not nil).
 // It returns the text content and whether the call was a tool error.
-func call(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any, out any) (string, bool) {
+func call(t testing.TB, cs *mcp.ClientSession, tool string, args map[string]any, out any) (string, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
