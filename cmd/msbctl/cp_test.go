@@ -1,0 +1,184 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/apiserver"
+	"msb.dev/msb/client"
+	"msb.dev/msb/store/storetest"
+)
+
+// hostileAgent is what a sandbox that took over its agent socket could
+// serve: an SSH server answering every copy with a crafted tar stream.
+type hostileAgent struct {
+	sock   string
+	stream []byte
+}
+
+func (h *hostileAgent) AgentSocket(*v1alpha1.Sandbox) (string, error) { return h.sock, nil }
+func (h *hostileAgent) LogDir(*v1alpha1.Sandbox) (string, error)      { return "", fmt.Errorf("no logs") }
+
+func startHostileAgent(t *testing.T, dir string) *hostileAgent {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(key)
+	conf := &ssh.ServerConfig{NoClientAuth: true}
+	conf.AddHostKey(signer)
+	h := &hostileAgent{sock: filepath.Join(dir, "agent.sock")}
+	ln, err := net.Listen("unix", h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, chans, reqs, err := ssh.NewServerConn(c, conf)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nc := range chans {
+					ch, creqs, err := nc.Accept()
+					if err != nil {
+						continue
+					}
+					go func() {
+						for req := range creqs {
+							req.Reply(req.Type == "exec", nil)
+							if req.Type == "exec" {
+								ch.Write(h.stream)
+								ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+								ch.Close()
+							}
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	return h
+}
+
+// TestCpRefusesHostileSandbox: msbctl cp from a sandbox whose agent sends
+// each escape form writes nothing outside the destination and names the
+// entry; the same stream without the hostile entry lands (the control).
+func TestCpRefusesHostileSandbox(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "msbctl-cp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	agent := startHostileAgent(t, dir)
+	st := storetest.Open(t)
+	sock := filepath.Join(dir, "msbd.sock")
+	ln, err := apiserver.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: apiserver.New(apiserver.Config{Store: st, Runtime: agent})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c := client.New(sock)
+	if _, err := c.Create(context.Background(), &v1alpha1.Sandbox{
+		TypeMeta: v1alpha1.TypeMeta{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindSandbox},
+		Metadata: v1alpha1.ObjectMeta{Name: "evil", Namespace: "default"},
+		Spec:     v1alpha1.SandboxSpec{Image: "busybox"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	type ent struct {
+		name, link string
+		typ        byte
+	}
+	good := ent{name: "d/ok", typ: tar.TypeReg}
+	cases := []struct {
+		form string
+		ents []ent
+		bad  string
+	}{
+		{"absolute name", []ent{{name: "/tmp/OUTSIDE", typ: tar.TypeReg}}, "/tmp/OUTSIDE"},
+		{"dotdot", []ent{{name: "d/../../OUTSIDE", typ: tar.TypeReg}}, "d/../../OUTSIDE"},
+		{"symlink out", []ent{{name: "d/l", link: "/etc", typ: tar.TypeSymlink}}, "d/l"},
+		{"relative symlink out", []ent{{name: "d/l", link: "../../..", typ: tar.TypeSymlink}}, "d/l"},
+		{"through a symlink", []ent{{name: "d/l", link: ".", typ: tar.TypeSymlink}, {name: "d/l/OUTSIDE", typ: tar.TypeReg}}, "d/l/OUTSIDE"},
+		{"hardlink out", []ent{{name: "d/h", link: "/etc/passwd", typ: tar.TypeLink}}, "d/h"},
+		{"device", []ent{{name: "d/null", typ: tar.TypeChar}}, "d/null"},
+		{"fifo", []ent{{name: "d/p", typ: tar.TypeFifo}}, "d/p"},
+		{"symlink swapped in", []ent{{name: "d/s/", typ: tar.TypeDir}, {name: "d/s", link: "..", typ: tar.TypeSymlink}}, "d/s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.form, func(t *testing.T) {
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			for _, e := range append([]ent{{name: "d/", typ: tar.TypeDir}, good}, tc.ents...) {
+				h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644}
+				if e.typ == tar.TypeReg {
+					h.Size = 2
+				}
+				tw.WriteHeader(h)
+				if e.typ == tar.TypeReg {
+					tw.Write([]byte("x\n"))
+				}
+			}
+			tw.Close()
+			agent.stream = b.Bytes()
+			base := t.TempDir()
+			dest := filepath.Join(base, "dest")
+			code, _, errs := cli(t, sock, "cp", "evil:/d", dest)
+			if code != exitFail || !strings.Contains(errs, fmt.Sprintf("%q", tc.bad)) || !strings.Contains(errs, "refused") {
+				t.Errorf("exit %d, stderr %q: want a refusal naming %q", code, errs, tc.bad)
+			}
+			filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+				if p != base && !strings.HasPrefix(p, dest) {
+					t.Errorf("%s written outside the destination", p)
+				}
+				if d != nil && d.Type()&fs.ModeSymlink != 0 {
+					tgt, _ := os.Readlink(p)
+					if rel, _ := filepath.Rel(dest, filepath.Join(filepath.Dir(p), tgt)); filepath.IsAbs(tgt) || (rel != "." && !filepath.IsLocal(rel)) {
+						t.Errorf("symlink %s -> %s left pointing out", p, tgt)
+					}
+				}
+				return nil
+			})
+			if _, err := os.Lstat("/tmp/OUTSIDE"); err == nil {
+				t.Error("/tmp/OUTSIDE written")
+			}
+		})
+	}
+	// The control: the same stream without a hostile entry lands.
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "d/ok", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2})
+	tw.Write([]byte("x\n"))
+	tw.Close()
+	agent.stream = b.Bytes()
+	dest := filepath.Join(t.TempDir(), "dest")
+	if code, _, errs := cli(t, sock, "cp", "evil:/d", dest); code != exitOK {
+		t.Fatalf("control: exit %d, %s", code, errs)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "ok")); string(got) != "x\n" {
+		t.Errorf("control: ok reads %q", got)
+	}
+}
