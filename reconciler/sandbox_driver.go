@@ -73,6 +73,14 @@ func (r *SandboxReconciler) driverFor(ctx context.Context, sb *v1alpha1.Sandbox,
 			}
 		}
 	}
+	if st.Driver == "" && !explicit && d.Isolation() != vmdriver.IsolationMicroVM {
+		// auto settles for a container: say why, once (st.Driver is
+		// recorded from now on).
+		if why := r.Drivers.MicroVMReason(); why != "" {
+			r.event(sb, v1alpha1.EventWarning, ReasonContainerFallback,
+				"isolation auto runs this sandbox in a container, not a microVM: "+why)
+		}
+	}
 	return d, nil
 }
 

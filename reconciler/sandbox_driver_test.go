@@ -380,3 +380,38 @@ func TestSandboxDeletionSkipsBrokenDriver(t *testing.T) {
 		t.Error("the driver still holds the sandbox")
 	}
 }
+
+// isolation auto takes a microVM where the set has one, and otherwise a
+// container with one Warning event that says why microVMs are unavailable.
+func TestSandboxAutoIsolation(t *testing.T) {
+	h := newHarness(t)
+	h.create("auto-ctr", nil)
+	h.mustReconcile("auto-ctr")
+	h.mustReconcile("auto-ctr")
+	got := h.get("auto-ctr")
+	if got.Status.Driver != "fake" || got.Status.Isolation != v1alpha1.IsolationContainer {
+		t.Errorf("driver/isolation = %q/%q, want fake/container", got.Status.Driver, got.Status.Isolation)
+	}
+	var fallback []v1alpha1.Event
+	for _, ev := range h.events("auto-ctr") {
+		if ev.Reason == ReasonContainerFallback {
+			fallback = append(fallback, ev)
+		}
+	}
+	if len(fallback) != 1 || fallback[0].Type != v1alpha1.EventWarning || fallback[0].Count > 1 ||
+		!strings.Contains(fallback[0].Message, "no usable KVM device") {
+		t.Errorf("fallback events %+v: want one Warning saying why", fallback)
+	}
+
+	vm := drivertest.NewFake("vm", "microvm")
+	h.r.Drivers = vmdriver.NewSet("", h.drv, vm)
+	h.create("auto-vm", nil)
+	h.mustReconcile("auto-vm")
+	got = h.get("auto-vm")
+	if got.Status.Driver != "vm" || got.Status.Isolation != v1alpha1.IsolationMicroVM {
+		t.Errorf("driver/isolation = %q/%q, want vm/microvm", got.Status.Driver, got.Status.Isolation)
+	}
+	if n := h.eventCount("auto-vm", ReasonContainerFallback); n != 0 {
+		t.Errorf("%d fallback events for a sandbox in a microVM", n)
+	}
+}

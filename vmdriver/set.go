@@ -50,6 +50,15 @@ func NewSet(microVMReason string, drivers ...Driver) *Set {
 	return s
 }
 
+// MicroVMReason says why no driver of the set gives microVMs ("" when one
+// does, or when nothing was said).
+func (s *Set) MicroVMReason() string {
+	if s.byIsolation(IsolationMicroVM) != nil {
+		return ""
+	}
+	return s.microVMReason
+}
+
 // Get returns the driver named name.
 func (s *Set) Get(name string) (Driver, bool) {
 	d, ok := s.byName[name]

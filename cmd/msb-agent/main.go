@@ -13,11 +13,13 @@ import (
 	"msb.dev/msb/vmdriver/agent"
 )
 
-const usage = `usage: msb-agent init [--dir DIR] [--seccomp-fd N]
+const usage = `usage: msb-agent init [--dir DIR] [--seccomp-fd N] [--vsock-port P | --listen-fd N]
 
 Runs as the sandbox's init. DIR (default /.msb) holds config.json, agent.sock,
 ready, log, log.1 and exit-code. With --seccomp-fd, descriptor N carries the
-compiled seccomp filter, installed before anything else.
+compiled seccomp filter, installed before anything else. In a microVM the
+agent serves on vsock port P instead of DIR/agent.sock; --listen-fd serves on
+an inherited listening socket.
 `
 
 func main() {
@@ -29,8 +31,14 @@ func main() {
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	dir := fs.String("dir", agent.DefaultDir, "shared directory with the host")
 	seccompFD := fs.Int("seccomp-fd", -1, "descriptor with the compiled seccomp filter")
+	vsockPort := fs.Uint("vsock-port", 0, "serve on this vsock port (in a microVM)")
+	listenFD := fs.Int("listen-fd", -1, "serve on this inherited listening socket")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
 	}
-	os.Exit(agent.RunInit(*dir, *seccompFD))
+	if *vsockPort > 1<<32-1 || (*vsockPort != 0 && *listenFD >= 0) || (*listenFD >= 0 && *listenFD <= 2) {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	os.Exit(agent.RunInitListen(*dir, *seccompFD, agent.Listen{VsockPort: uint32(*vsockPort), FD: *listenFD}))
 }

@@ -30,6 +30,7 @@ type options struct {
 	mcpListen, mcpTokenFile                                       string
 	mcpAllowRemote                                                bool
 	mcpTTL                                                        time.Duration
+	defaultVCPUs                                                  int
 }
 
 // stringList is a repeatable string flag.
@@ -68,4 +69,5 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.mcpTokenFile, "mcp-token-file", "", "file holding the bearer token MCP clients must send")
 	fs.BoolVar(&o.mcpAllowRemote, "mcp-allow-remote", false, "let --mcp-listen use a non-loopback address")
 	fs.DurationVar(&o.mcpTTL, "mcp-ttl", 0, "lifetime of sandboxes created over MCP that ask for none (0: until deleted)")
+	fs.IntVar(&o.defaultVCPUs, "default-vcpus", 1, "vCPUs of microVMs whose spec sets no cpus")
 }

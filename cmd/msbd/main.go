@@ -119,13 +119,12 @@ func run(o options) error {
 	}
 	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
 	log.Info("host probe", "microvm", facts.krun.String())
-	// The microVM driver joins this set when it exists; until then the
-	// probe tells users why isolation: microvm waits.
-	microVMWhy := facts.krun.Reason()
-	if microVMWhy == "" {
-		microVMWhy = "this msbd has no microVM driver yet"
+	all := []vmdriver.Driver{ctr}
+	vm, microVMWhy := microVMDriver(o, stateDir, uid, size, facts.krun, log)
+	if vm != nil {
+		all = append(all, vm)
 	}
-	drivers := vmdriver.NewSet(microVMWhy, ctr)
+	drivers := vmdriver.NewSet(microVMWhy, all...)
 	auto, _ := drivers.Choose(vmdriver.IsolationAuto)
 	agentPath, agentErr := agent.Locate(o.agent)
 	if agentErr != nil {

@@ -44,7 +44,8 @@ func TestKrunProbeFindings(t *testing.T) {
 			waitFor(t, 30*time.Second, "Ready=False MicroVMUnavailable", func() bool {
 				sb := d.sandbox("vm")
 				_, r, m := condition(sb, "Ready")
-				msg, phase = m, field(sb, "status.phase").(string)
+				msg = m
+				phase, _ = field(sb, "status.phase").(string)
 				return r == "MicroVMUnavailable"
 			})
 			if !strings.Contains(msg, c.want) || phase != "Pending" {
@@ -68,5 +69,107 @@ func TestKrunProbeFindings(t *testing.T) {
 				t.Errorf("msbctl info does not name the library and device tried:\n%s", info)
 			}
 		})
+	}
+}
+
+// startKrunDaemon runs msbd whose microVM driver loads the stand-in libkrun.
+func startKrunDaemon(t *testing.T) (*daemon, string) {
+	t.Helper()
+	requireRoot(t)
+	lib := krunstandin.Build(t)
+	return startDaemon(t, "--krun-lib", lib, "--kvm-device", krunstandin.Device(t, lib)), lib
+}
+
+// TestKrunCoreFlow: with libkrun (the stand-in) and a KVM device, auto
+// runs sandboxes in microVMs: apply, Ready, exec with exit codes, logs,
+// adoption across an msbd crash, delete — the same as with containers.
+func TestKrunCoreFlow(t *testing.T) {
+	d, lib := startKrunDaemon(t)
+	info := d.must("info")
+	if !strings.Contains(strings.Join(strings.Fields(info), " "), "Drivers: krun microvm available isolation auto uses it container") || !strings.Contains(info, lib) {
+		t.Errorf("msbctl info does not say krun is available and used by auto:\n%s", info)
+	}
+	d.apply(sandboxYAML("vm", "", "sh", "-c", "echo hello from the guest; exec sleep 100000"))
+	d.must("wait", "sandbox/vm", "--for=condition=Ready", "--timeout=60s")
+	sb := d.sandbox("vm")
+	if field(sb, "status.driver") != "krun" || field(sb, "status.isolation") != "microvm" {
+		t.Fatalf("status driver %v isolation %v, want krun microvm", field(sb, "status.driver"), field(sb, "status.isolation"))
+	}
+	uid, _ := field(sb, "metadata.uid").(string)
+	if out := d.must("exec", "vm", "--", "echo", "hi"); out != "hi\n" {
+		t.Errorf("exec echo hi: %q", out)
+	}
+	if _, _, code := d.ctl("exec", "vm", "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Errorf("exec exit 7: exit %d", code)
+	}
+	waitFor(t, 30*time.Second, "the command's output in the log", func() bool {
+		out, _, _ := d.ctl("logs", "vm")
+		return strings.Contains(out, "hello from the guest")
+	})
+	console := filepath.Join(d.stateDir, "krun", "sandboxes", uid, "vm", "console.log")
+	calls, err := krunstandin.Calls(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start := krunstandin.Find(calls, "krun_start_enter"); start == nil || strings.Contains(strings.Join(start.Strs("environ"), " "), "MSB_SOCKET") {
+		t.Errorf("krun_start_enter %v: want it called, without msbd's environment", start)
+	}
+	pid := field(sb, "status.pid")
+
+	// msbd crashes; the VM runs on and is adopted.
+	d.kill9()
+	d.start()
+	waitFor(t, 30*time.Second, "the sandbox adopted", func() bool {
+		sb := d.sandbox("vm")
+		s, _, _ := condition(sb, "Ready")
+		return s == "True" && field(sb, "status.pid") == pid
+	})
+	if out := d.must("exec", "vm", "--", "echo", "still here"); out != "still here\n" {
+		t.Errorf("exec after adoption: %q", out)
+	}
+
+	// A command that ends gives its exit code.
+	d.apply(sandboxYAML("ends", "  restartPolicy: Never\n", "sh", "-c", "exit 3"))
+	waitFor(t, 60*time.Second, "ends to fail with 3", func() bool {
+		sb := d.sandbox("ends")
+		return field(sb, "status.phase") == "Failed" && field(sb, "status.exitCode") == float64(3)
+	})
+
+	d.must("delete", "sandbox", "vm", "ends", "--wait", "--timeout=60s")
+	if ents, _ := os.ReadDir(filepath.Join(d.stateDir, "krun", "sandboxes")); len(ents) > 0 {
+		t.Errorf("krun sandbox directories left after delete: %d", len(ents))
+	}
+}
+
+// TestKrunIsolationChoice: microvm never falls back; container always uses
+// runc, also where microVMs run.
+func TestKrunIsolationChoice(t *testing.T) {
+	d, _ := startKrunDaemon(t)
+	d.apply(sandboxYAML("ctr", "  isolation: container\n", "sleep", "100000"))
+	d.apply(sandboxYAML("vm", "  isolation: microvm\n", "sleep", "100000"))
+	d.must("wait", "sandbox/ctr", "sandbox/vm", "--for=condition=Ready", "--timeout=60s")
+	for name, want := range map[string]string{"ctr": "container", "vm": "krun"} {
+		if got := field(d.sandbox(name), "status.driver"); got != want {
+			t.Errorf("%s: status.driver %v, want %s", name, got, want)
+		}
+	}
+	if events := d.must("get", "events"); strings.Contains(events, "ContainerFallback") {
+		t.Errorf("a fallback event where microVMs run:\n%s", events)
+	}
+}
+
+// TestAutoFallsBackWithWarning: without microVMs, auto runs a container and
+// a Warning event says why.
+func TestAutoFallsBackWithWarning(t *testing.T) {
+	requireRoot(t)
+	d := startDaemon(t, "--krun-lib", filepath.Join(t.TempDir(), "libkrun.so.1"))
+	d.apply(sandboxYAML("auto", "", "sleep", "100000"))
+	d.must("wait", "sandbox/auto", "--for=condition=Ready", "--timeout=60s")
+	if got := field(d.sandbox("auto"), "status.isolation"); got != "container" {
+		t.Errorf("status.isolation %v, want container", got)
+	}
+	events := d.must("get", "events")
+	if !strings.Contains(events, "Warning") || !strings.Contains(events, "ContainerFallback") || !strings.Contains(events, "cannot open shared object file") {
+		t.Errorf("no Warning saying why auto fell back:\n%s", events)
 	}
 }

@@ -36,7 +36,11 @@ var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, sys
 // seccompFD, when not negative, is a descriptor the host passed with the
 // sandbox's compiled seccomp filter (see InstallSeccomp): it is installed
 // before anything else, and the agent refuses to run without it.
-func RunInit(dir string, seccompFD int) int {
+func RunInit(dir string, seccompFD int) int { return RunInitListen(dir, seccompFD, Listen{}) }
+
+// RunInitListen is RunInit serving where l says (a vsock port in a
+// microVM) instead of dir/agent.sock.
+func RunInitListen(dir string, seccompFD int, l Listen) int {
 	fatal := func(format string, args ...any) int {
 		msg := fmt.Sprintf("msb-agent: "+format+"\n", args...)
 		os.Stderr.WriteString(msg)
@@ -78,13 +82,19 @@ func RunInit(dir string, seccompFD int) int {
 	defer lw.Close()
 
 	sock := filepath.Join(dir, SocketFile)
-	ln, err := listenUnix(sock)
+	ln, err := l.listen(sock)
 	if err != nil {
 		return fatal("listen: %v", err)
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
 		return fatal("%v", err)
+	}
+	srv.signalMain = func(sig syscall.Signal) {
+		select {
+		case sigc <- sig:
+		default: // as many signals already pending: one more changes nothing
+		}
 	}
 	go srv.Serve(ln)
 	if f, err := os.OpenFile(filepath.Join(dir, ReadyFile), os.O_WRONLY|os.O_CREATE, 0o600); err == nil {

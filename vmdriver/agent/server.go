@@ -46,6 +46,9 @@ type execPayload struct {
 type Server struct {
 	cfg  Config
 	conf *ssh.ServerConfig
+	// signalMain passes a signal to the main command (see SignalMain);
+	// nil where the server runs none.
+	signalMain func(syscall.Signal)
 }
 
 // NewServer returns a server running exec'd commands with cfg's environment,
@@ -93,7 +96,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	defer sconn.Close()
-	go ssh.DiscardRequests(reqs)
+	go s.globalRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "only session channels are served")

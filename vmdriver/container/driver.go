@@ -189,6 +189,29 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
+	if err := d.prepareHost(spec); err != nil {
+		return err
+	}
+	if spec.NetNSPath != "" {
+		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
+			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
+	}
+	oci, err := d.ociSpec(spec, d.rootfsDir(spec.ID))
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(oci, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(d.bundleDir(spec.ID), "config.json"), b, 0o600)
+}
+
+// prepareHost makes what every backend needs on the host for spec (see
+// Host): the sandbox directory, the saved spec, the mounted overlay, the
+// agent directory and the placed files. It is idempotent.
+func (d *Driver) prepareHost(spec vmdriver.Spec) error {
 	dir := d.SandboxDir(spec.ID)
 	if err := d.sandboxDirPerms(dir); err != nil {
 		return err
@@ -228,20 +251,7 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	if err := d.placeFiles(spec); err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
-	if spec.NetNSPath != "" {
-		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
-			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
-		}
-	}
-	oci, err := d.ociSpec(spec, rootfs)
-	if err != nil {
-		return err
-	}
-	b, err = json.MarshalIndent(oci, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(d.bundleDir(spec.ID), "config.json"), b, 0o600)
+	return nil
 }
 
 // prepared reports whether Create's work for spec is still in place: the

@@ -54,11 +54,13 @@ func (d *Driver) lockDown() error {
 	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirGroupMode); err != nil {
 		return err
 	}
-	if err := os.Mkdir(d.runcRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if err := os.Chmod(d.runcRoot, 0o700); err != nil {
-		return err
+	if d.runcRoot != "" { // a Host has no runc
+		if err := os.Mkdir(d.runcRoot, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := os.Chmod(d.runcRoot, 0o700); err != nil {
+			return err
+		}
 	}
 	if err := d.sandboxDirPerms(sandboxes); err != nil {
 		return err

@@ -51,6 +51,22 @@ func Build(t testing.TB, omit ...string) string {
 	return out
 }
 
+// Device makes a stand-in KVM device beside lib (as Build returned it): a
+// regular file every user may open read-write, which is all msb asks of
+// the device before libkrun uses it. The probe reports that it is not a
+// character device.
+func Device(t testing.TB, lib string) string {
+	t.Helper()
+	p := filepath.Join(filepath.Dir(lib), "kvm")
+	if err := os.WriteFile(p, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Call is one recorded call: "fn" names the function, the other keys are
 // its arguments (see the C source for each function's keys).
 type Call map[string]any

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"log/slog"
+	"runtime"
+
+	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/krun"
+)
+
+// The hidden runner: "msbd krun-runner ID" becomes one sandbox's VMM (see
+// krun.RunnerMain). msbd starts it; users never do.
+func init() { subcommands[krun.RunnerSubcommand] = krun.RunnerMain }
+
+// microVMDriver returns the krun driver when the probe found a usable KVM
+// device and libkrun, else nil and why microVMs are unavailable.
+func microVMDriver(o options, stateDir string, uid, size uint32, f krun.Finding, log *slog.Logger) (vmdriver.Driver, string) {
+	if !f.Available() {
+		return nil, f.Reason()
+	}
+	maxCPUs := runtime.NumCPU()
+	if f.MaxVCPUs > 0 && f.MaxVCPUs < maxCPUs {
+		maxCPUs = f.MaxVCPUs
+	}
+	d, err := krun.New(krun.Options{
+		StateDir: stateDir, HostUID: uid, HostGID: uid, IDMapSize: size,
+		Library: f.Library, KVMDevice: f.KVMDevice,
+		DefaultVCPUs: o.defaultVCPUs, MaxVCPUs: maxCPUs,
+	})
+	if err != nil {
+		log.Error("microVM driver", "err", err)
+		return nil, err.Error()
+	}
+	if f.Libkrunfw == "" {
+		log.Warn("libkrunfw not found: libkrun will fail to boot guests until it is installed")
+	}
+	return d, ""
+}

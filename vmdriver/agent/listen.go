@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listen says where the agent serves its protocol. The zero value is the
+// container's: a unix socket in the shared directory (SocketFile).
+type Listen struct {
+	// VsockPort, when not 0, makes the agent listen on this vsock port of
+	// any CID: in a microVM, where libkrun maps the port to a unix socket on
+	// the host.
+	VsockPort uint32
+	// FD, when above 2, is an inherited listening socket to serve on
+	// (socket activation; the libkrun stand-in of msb's tests hands the
+	// agent the socket its vsock mapping names this way).
+	FD int
+}
+
+func (l Listen) listen(sock string) (net.Listener, error) {
+	switch {
+	case l.VsockPort != 0:
+		return listenVsock(l.VsockPort)
+	case l.FD > 2:
+		f := os.NewFile(uintptr(l.FD), "listen-fd")
+		defer f.Close()
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("listen fd %d: %w", l.FD, err)
+		}
+		return ln, nil
+	}
+	return listenUnix(sock)
+}
+
+// listenVsock listens on port of any CID. The net package knows no vsock,
+// so the listener accepts through Go's poller on the raw descriptor.
+func listenVsock(port uint32) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("vsock socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsock bind port %d: %w", port, err)
+	}
+	if err := unix.Listen(fd, 64); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsock listen port %d: %w", port, err)
+	}
+	f := os.NewFile(uintptr(fd), "vsock")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &vsockListener{f: f, rc: rc, port: port}, nil
+}
+
+type vsockListener struct {
+	f    *os.File
+	rc   syscall.RawConn
+	port uint32
+}
+
+func (l *vsockListener) Accept() (net.Conn, error) {
+	var nfd int
+	var aerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		return !errors.Is(aerr, unix.EAGAIN)
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil, net.ErrClosed
+		}
+		return nil, err
+	}
+	if aerr != nil {
+		return nil, aerr
+	}
+	return &vsockConn{File: os.NewFile(uintptr(nfd), "vsock-conn"), port: l.port}, nil
+}
+
+func (l *vsockListener) Close() error   { return l.f.Close() }
+func (l *vsockListener) Addr() net.Addr { return vsockAddr(l.port) }
+
+// vsockConn is an accepted vsock connection; os.File gives it reads,
+// writes and deadlines through the poller.
+type vsockConn struct {
+	*os.File
+	port uint32
+}
+
+func (c *vsockConn) LocalAddr() net.Addr  { return vsockAddr(c.port) }
+func (c *vsockConn) RemoteAddr() net.Addr { return vsockAddr(0) }
+
+type vsockAddr uint32
+
+func (a vsockAddr) Network() string { return "vsock" }
+func (a vsockAddr) String() string  { return fmt.Sprintf("vsock:%d", uint32(a)) }

@@ -1,0 +1,146 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"msb.dev/msb/vmdriver"
+)
+
+// Host is the host-side half of this driver without runc: the sandbox
+// directory and its permissions, the overlay rootfs, the agent directory
+// (/.msb) with the agent's config, the placed files, and the exit code the
+// agent writes. The microVM driver shares a sandbox's preparation with
+// containers through it, so both give the agent the same files and both
+// keep the same rules about what the sandbox may touch on the host.
+type Host struct {
+	d *Driver
+	// protected is the directory no volume may reach (msbd's state dir).
+	protected *Driver
+}
+
+// NewHost returns a Host on opts.StateDir (made group HostGID 0710, like the
+// driver's, with sandboxes/ below it). opts.RuncPath is not used. No
+// volume may be, hold or lie in protected (msbd's whole state directory,
+// which holds opts.StateDir).
+func NewHost(opts Options, protected string) (*Host, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("sandbox host: StateDir is empty")
+	}
+	abs, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.StateDir = abs
+	if opts.HostUID == 0 {
+		opts.HostUID = DefaultHostID
+	}
+	if opts.HostGID == 0 {
+		opts.HostGID = DefaultHostID
+	}
+	if opts.IDMapSize == 0 {
+		opts.IDMapSize = DefaultIDMapSize
+	}
+	d := &Driver{opts: opts, cgroupPrefix: CgroupPrefix(abs), locks: map[string]*idLock{}}
+	if err := d.lockDown(); err != nil {
+		return nil, fmt.Errorf("sandbox host: %w", err)
+	}
+	return &Host{d: d, protected: &Driver{opts: Options{StateDir: protected}}}, nil
+}
+
+// Options are the Host's options with defaults applied.
+func (h *Host) Options() Options { return h.d.opts }
+
+// SandboxDir is StateDir/sandboxes/<id>.
+func (h *Host) SandboxDir(id string) string { return h.d.SandboxDir(id) }
+
+// Rootfs is where the sandbox's overlay is mounted.
+func (h *Host) Rootfs(id string) string { return h.d.rootfsDir(id) }
+
+// AgentDir is the host directory the sandbox sees at /.msb.
+func (h *Host) AgentDir(id string) string { return h.d.agentDir(id) }
+
+// AgentMountDir is where the agent directory appears in the sandbox, and
+// AgentBinary where the agent binary does.
+const (
+	AgentMountDir = agentMountDir
+	AgentBinary   = agentBinary
+)
+
+// Prepare makes the sandbox directory, saves spec, mounts the overlay
+// (keeping an existing writable layer), writes the agent's config and the
+// placed files. It is idempotent.
+func (h *Host) Prepare(spec vmdriver.Spec) error { return h.d.prepareHost(spec) }
+
+// Prepared reports whether the overlay of id is mounted.
+func (h *Host) Prepared(id string) bool {
+	ok, err := isMountPoint(h.d.rootfsDir(id))
+	return err == nil && ok
+}
+
+// LoadSpec returns the spec Prepare saved; ErrNotFound (wrapped) if none.
+func (h *Host) LoadSpec(id string) (vmdriver.Spec, error) { return h.d.loadSpec(id) }
+
+// ClearRunState removes what the agent's previous run left (ready, exit
+// code, socket) so a new run never reports the old one's end.
+func (h *Host) ClearRunState(id string) error { return clearRunState(h.d.agentDir(id)) }
+
+// ExitCode is the main command's exit code, if the agent wrote one.
+func (h *Host) ExitCode(id string) (int, bool) { return readExitCode(h.d.agentDir(id)) }
+
+// Unmount unmounts everything under the sandbox directory.
+func (h *Host) Unmount(id string) error { return unmountAll(h.d.SandboxDir(id)) }
+
+// SandboxDirPerms makes dir (created if missing) root:HostGID 0710.
+func (h *Host) SandboxDirPerms(dir string) error { return h.d.sandboxDirPerms(dir) }
+
+// BindMount is a bind mount into the sandbox's root.
+type BindMount struct {
+	Source, Target string
+	ReadOnly       bool
+	// NoExec for placed files without an execute bit.
+	NoExec bool
+}
+
+// BindMounts are the bind mounts a backend makes inside the rootfs, in
+// order: the agent directory at /.msb, the agent binary over its
+// placeholder, the placed files and the volumes.
+func (h *Host) BindMounts(spec vmdriver.Spec) []BindMount {
+	out := []BindMount{
+		{Source: h.d.agentDir(spec.ID), Target: agentMountDir},
+		{Source: spec.AgentPath, Target: agentBinary, ReadOnly: true},
+	}
+	for i, f := range spec.Files {
+		out = append(out, BindMount{Source: filepath.Join(h.d.filesDir(spec.ID), strconv.Itoa(i)), Target: f.Path, ReadOnly: true, NoExec: f.Mode&0o111 == 0})
+	}
+	for _, m := range spec.Mounts {
+		out = append(out, BindMount{Source: m.HostPath, Target: m.Path, ReadOnly: m.ReadOnly})
+	}
+	return out
+}
+
+// ValidID checks a sandbox id (it names directories and cgroups).
+func ValidID(id string) error { return validID(id) }
+
+// ValidateSpec checks spec before anything is made for it, as Create does.
+func (h *Host) ValidateSpec(spec vmdriver.Spec) error {
+	if err := validateSpec(spec); err != nil {
+		return err
+	}
+	if err := h.d.checkVolumeSources(spec); err != nil {
+		return err
+	}
+	return h.protected.checkVolumeSources(spec)
+}
+
+// CheckNetNS says why path is not a network namespace file, if it is not.
+func CheckNetNS(path string) error { return checkNetNS(path) }
+
+// SetLoopbackUp brings lo up in the calling thread's network namespace.
+func SetLoopbackUp() error { return setLinkUp("lo") }
+
+// CgroupMounts returns the mount points of every cgroup hierarchy (v1
+// controllers, the hybrid unified mount, or the v2 root).
+func CgroupMounts() ([]string, error) { return cgroupMounts() }

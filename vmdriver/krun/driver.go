@@ -1,0 +1,360 @@
+package krun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/container"
+)
+
+// Layout. The driver keeps its sandboxes apart from the container driver's,
+// under StateDir/krun, and prepares each one with container.Host (the same
+// overlay rootfs, agent directory and placed files):
+//
+//	StateDir/krun/sandboxes/<id>/      root:HostGID 0710 (container.Host)
+//	├── spec.json upper/ work/ rootfs/ agent/ files/   as for containers
+//	├── runner.pid     "PID STARTTIME" of the runner (the VMM) while it may run
+//	├── runner.log     the runner's own output (errors before the VM boots)
+//	└── vm/            HostUID:HostGID 0700, written by the runner:
+//	    ├── agent.vsock   the unix socket libkrun maps to the guest's vsock AgentPort
+//	    └── console.log   the guest console
+const (
+	// RunnerSubcommand is the hidden msbd subcommand that runs one VM.
+	RunnerSubcommand = "krun-runner"
+	// AgentPort is the guest vsock port msb-agent listens on.
+	AgentPort = 1024
+
+	vmDirName      = "vm"
+	vsockSocket    = "agent.vsock"
+	consoleLogName = "console.log"
+	runnerPidFile  = "runner.pid"
+	runnerLogFile  = "runner.log"
+)
+
+// Defaults when neither the spec nor the options say.
+const (
+	defaultVCPUs  = 1
+	defaultRAMMiB = 1024
+)
+
+// Options configure the krun driver.
+type Options struct {
+	// StateDir is msbd's state directory; sandboxes live under StateDir/krun.
+	StateDir string
+	// The sandboxes' host ids, as for containers: the runner runs in a user
+	// namespace mapping 0..IDMapSize-1 to HostUID.. and HostGID...
+	HostUID, HostGID, IDMapSize uint32
+	// Library is the libkrun the runner loads (DefaultLibrary when empty);
+	// KVMDevice the device it checks (DefaultKVMDevice when empty).
+	Library, KVMDevice string
+	// RunnerPath is the executable re-run as RunnerSubcommand (msbd
+	// itself, os.Executable, when empty).
+	RunnerPath string
+	// DefaultVCPUs and DefaultRAMMiB size a VM whose spec sets no cpus or
+	// memory. MaxVCPUs caps vCPUs (the host's CPUs when 0; libkrun's limit
+	// applies too).
+	DefaultVCPUs  int
+	DefaultRAMMiB int
+	MaxVCPUs      int
+	// LogLevel is libkrun's (0 off … 5 trace), written to runner.log.
+	LogLevel uint32
+}
+
+// Driver runs sandboxes as libkrun microVMs, one runner process each.
+type Driver struct {
+	opts     Options
+	host     *container.Host
+	cgPrefix string
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+var _ vmdriver.Driver = (*Driver)(nil)
+
+// New returns a driver on opts.StateDir. Runners that an earlier msbd
+// started on the same state directory are adopted as they are.
+func New(opts Options) (*Driver, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("krun driver: StateDir is empty")
+	}
+	abs, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.StateDir = abs
+	if opts.RunnerPath == "" {
+		if opts.RunnerPath, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DefaultVCPUs <= 0 {
+		opts.DefaultVCPUs = defaultVCPUs
+	}
+	if opts.DefaultRAMMiB <= 0 {
+		opts.DefaultRAMMiB = defaultRAMMiB
+	}
+	if opts.MaxVCPUs <= 0 {
+		opts.MaxVCPUs = runtime.NumCPU()
+	}
+	// msbd's state dir as the container driver leaves it (group HostGID,
+	// g=x): the runner, the sandboxes' uid, searches it to reach the root.
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, err
+	}
+	if opts.HostGID == 0 {
+		opts.HostGID = container.DefaultHostID
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return nil, err
+	} else if err := os.Chown(abs, -1, int(opts.HostGID)); err != nil {
+		return nil, err
+	} else if err := os.Chmod(abs, fi.Mode().Perm()&0o700|0o010); err != nil {
+		return nil, err
+	}
+	host, err := container.NewHost(container.Options{StateDir: filepath.Join(abs, "krun"),
+		HostUID: opts.HostUID, HostGID: opts.HostGID, IDMapSize: opts.IDMapSize}, abs)
+	if err != nil {
+		return nil, fmt.Errorf("krun driver: %w", err)
+	}
+	ho := host.Options()
+	opts.HostUID, opts.HostGID, opts.IDMapSize = ho.HostUID, ho.HostGID, ho.IDMapSize
+	// Same cgroup names as the container driver's for this state dir (ids
+	// never collide: they are Sandbox UIDs), so one leak check finds both.
+	return &Driver{opts: opts, host: host, cgPrefix: container.CgroupPrefix(abs), locks: map[string]*sync.Mutex{}}, nil
+}
+
+// Name implements vmdriver.Driver.
+func (d *Driver) Name() string { return "krun" }
+
+// Isolation implements vmdriver.Driver.
+func (d *Driver) Isolation() string { return vmdriver.IsolationMicroVM }
+
+func (d *Driver) sandboxDir(id string) string { return d.host.SandboxDir(id) }
+func (d *Driver) vmDir(id string) string      { return filepath.Join(d.sandboxDir(id), vmDirName) }
+
+// ConsolePath is the file the guest console of id goes to.
+func (d *Driver) ConsolePath(id string) string { return filepath.Join(d.vmDir(id), consoleLogName) }
+
+// RunnerLogPath is the runner's own output of id.
+func (d *Driver) RunnerLogPath(id string) string {
+	return filepath.Join(d.sandboxDir(id), runnerLogFile)
+}
+
+func (d *Driver) lock(id string) func() {
+	d.mu.Lock()
+	l := d.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		d.locks[id] = l
+	}
+	d.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Create implements vmdriver.Driver: it prepares the rootfs, the agent's
+// directory and the placed files as for a container. A running VM is left
+// alone.
+func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
+	if err := d.host.ValidateSpec(spec); err != nil {
+		return err
+	}
+	if err := d.checkSocketPath(spec.ID); err != nil {
+		return err
+	}
+	defer d.lock(spec.ID)()
+	if st, err := d.state(spec.ID); err == nil && st.Status.Alive() {
+		return nil
+	}
+	return d.prepare(spec)
+}
+
+func (d *Driver) prepare(spec vmdriver.Spec) error {
+	if err := d.host.Prepare(spec); err != nil {
+		return err
+	}
+	vm := d.vmDir(spec.ID)
+	if err := os.Mkdir(vm, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if fi, err := os.Lstat(vm); err != nil || !fi.IsDir() {
+		return fmt.Errorf("sandbox %s: %s is not a directory", spec.ID, vm)
+	}
+	return os.Lchown(vm, int(d.opts.HostUID), int(d.opts.HostGID))
+}
+
+// checkSocketPath refuses a state dir so deep that libkrun could not bind
+// the agent's socket (sockaddr_un holds 107 bytes).
+func (d *Driver) checkSocketPath(id string) error {
+	if err := container.ValidID(id); err != nil {
+		return err
+	}
+	if p := filepath.Join(d.vmDir(id), vsockSocket); len(p) > 107 {
+		return fmt.Errorf("sandbox %s: the agent socket path %s is longer than a unix socket allows (107 bytes): use a shorter --state-dir", id, p)
+	}
+	return nil
+}
+
+// Start implements vmdriver.Driver: it rebuilds what a Delete without
+// purge removed, then starts the runner and waits until it has configured
+// libkrun and is about to boot (or says why it could not).
+func (d *Driver) Start(ctx context.Context, id string) error {
+	if err := d.checkSocketPath(id); err != nil {
+		return err
+	}
+	defer d.lock(id)()
+	if st, err := d.state(id); err != nil {
+		return err
+	} else if st.Status.Alive() {
+		return nil
+	}
+	spec, err := d.host.LoadSpec(id)
+	if err != nil {
+		return err
+	}
+	if spec.NetNSPath != "" {
+		if err := container.CheckNetNS(spec.NetNSPath); err != nil {
+			return fmt.Errorf("sandbox %s: %w", id, err)
+		}
+	}
+	if !d.host.Prepared(id) {
+		if err := d.prepare(spec); err != nil {
+			return err
+		}
+	} else if err := d.prepare(spec); err != nil { // the vm dir, after a crash
+		return err
+	}
+	if err := d.host.ClearRunState(id); err != nil {
+		return err
+	}
+	for _, name := range []string{vsockSocket, consoleLogName, consoleLogName + ".calls"} {
+		if err := os.Remove(filepath.Join(d.vmDir(id), name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	cfg := d.runnerConfig(spec)
+	if err := d.setupCgroup(id, spec, cfg); err != nil {
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if err := d.spawn(ctx, spec, cfg); err != nil {
+		d.killRunner(id)
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+// List implements vmdriver.Driver: every sandbox directory.
+func (d *Driver) List(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.opts.StateDir, "krun", "sandboxes"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && container.ValidID(e.Name()) == nil {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// LayersInUse returns the image layers of every sandbox this driver holds.
+func (d *Driver) LayersInUse(ctx context.Context) (map[string]bool, error) {
+	ids, err := d.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, id := range ids {
+		spec, err := d.host.LoadSpec(id)
+		if errors.Is(err, vmdriver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range spec.Layers {
+			used[filepath.Clean(l)] = true
+		}
+	}
+	return used, nil
+}
+
+// Endpoint implements vmdriver.Driver: the host end of the guest agent's
+// vsock port, and the agent directory (shared through the root) for logs.
+func (d *Driver) Endpoint(id string) (vmdriver.Endpoint, error) {
+	if err := container.ValidID(id); err != nil {
+		return vmdriver.Endpoint{}, err
+	}
+	return vmdriver.Endpoint{AgentSocket: filepath.Join(d.vmDir(id), vsockSocket), LogDir: d.host.AgentDir(id)}, nil
+}
+
+// Delete implements vmdriver.Driver: it kills the runner, removes the
+// cgroup and the mounts, and with purge the sandbox directory.
+func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
+	if err := container.ValidID(id); err != nil {
+		return err
+	}
+	defer d.lock(id)()
+	if err := d.killRunner(id); err != nil {
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if err := d.removeCgroup(id); err != nil {
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if err := d.host.Unmount(id); err != nil {
+		return fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	dir := d.sandboxDir(id)
+	if purge {
+		return os.RemoveAll(dir)
+	}
+	if err := os.Remove(filepath.Join(dir, runnerPidFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Stop implements vmdriver.Driver: it asks the agent to pass SIGTERM to
+// the main command, waits grace for the VM to end, then kills the runner.
+func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error {
+	if err := container.ValidID(id); err != nil {
+		return err
+	}
+	defer d.lock(id)()
+	st, err := d.state(id)
+	if errors.Is(err, vmdriver.ErrNotFound) || (err == nil && !st.Status.Alive()) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if grace > 0 {
+		ep, _ := d.Endpoint(id)
+		askCtx, cancel := context.WithTimeout(ctx, min(grace, 5*time.Second))
+		err := signalMain(askCtx, ep.AgentSocket)
+		cancel()
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, grace)
+			err = d.waitRun(wctx, id, st.PID)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+	}
+	return d.killRunner(id)
+}
