@@ -175,7 +175,7 @@ func writeDurably(path string, data []byte) error {
 // removed or kept, and why and how to accept the store while they are kept.
 func (c *OrphanCollector) AddInfo(h *v1alpha1.HostInfo) {
 	item := v1alpha1.InfoItem{Name: "orphaned sandboxes", Value: "removed", OK: true,
-		Detail: "sandboxes the store does not know are removed (the store matches " + c.path + ")"}
+		Detail: "the store matches " + c.path}
 	if c.held != "" {
 		item = v1alpha1.InfoItem{Name: "orphaned sandboxes", Value: "kept", OK: false,
 			Detail: c.held + "; to let msbd remove them, remove " + c.path + " and restart msbd"}

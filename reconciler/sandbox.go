@@ -355,7 +355,8 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		return err
 	}
 	if err := d.Create(ctx, spec); err != nil {
-		msg, reason := "creating sandbox: "+err.Error(), startFailure(err)
+		reason, err := startFailure(err)
+		msg := "creating sandbox: " + err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, reason, msg)
 		r.event(sb, v1alpha1.EventWarning, reason, msg)
 		return errors.New(msg)
@@ -369,7 +370,8 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	r.mu.Unlock()
 	t1 := time.Now()
 	if err := d.Start(ctx, id); err != nil {
-		msg, reason := "starting sandbox: "+err.Error(), startFailure(err)
+		reason, err := startFailure(err)
+		msg := "starting sandbox: " + err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, reason, msg)
 		r.event(sb, v1alpha1.EventWarning, reason, msg)
 		return errors.New(msg)

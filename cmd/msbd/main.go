@@ -16,6 +16,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -146,6 +147,11 @@ func run(o options) error {
 	orphans := reconciler.NewOrphanCollector(stateDir, st, drivers, log)
 	orphans.Network = network.Attachments()
 	orphans.Events = st
+	limits := &hostLimits{drivers: drivers, network: network.Attachments()}
+	if o.network {
+		limits.pool, _ = netip.ParsePrefix(o.sandboxCIDR)
+	}
+	limits.log(log)
 	queue := reconciler.NewQueue(50*time.Millisecond, 30*time.Second)
 	sbr := &reconciler.SandboxReconciler{
 		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(), Secrets: network.SecretInjection(),
@@ -171,12 +177,17 @@ func run(o options) error {
 		return err
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
-		Store:    st,
-		Runtime:  reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
-		Images:   imgs,
-		Version:  v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
-		Logger:   log,
-		HostInfo: func() v1alpha1.HostInfo { h := facts.info(drivers); orphans.AddInfo(&h); return h },
+		Store:   st,
+		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
+		Images:  imgs,
+		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
+		Logger:  log,
+		HostInfo: func() v1alpha1.HostInfo {
+			h := facts.info(drivers)
+			orphans.AddInfo(&h)
+			limits.addInfo(&h)
+			return h
+		},
 	})}
 
 	if mcpCfg != nil {

@@ -54,6 +54,10 @@ func TestDensityPastKeyringLimit(t *testing.T) {
 	d := startDaemon(t, "--log-level", "info")
 	uid := container.DefaultHostID
 	keysBefore := hostKeys(t, uid)
+	info := d.must("info")
+	if !strings.Contains(info, "host limits") || !strings.Contains(info, "room for sandboxes") || !strings.Contains(info, "kernel.pid_max") {
+		t.Errorf("msbctl info has no host limits section:\n%s", info)
+	}
 
 	var docs []string
 	for i := range n {

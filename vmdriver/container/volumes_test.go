@@ -227,3 +227,19 @@ func TestVolumeRefusalsAreTyped(t *testing.T) {
 		t.Error("a state directory refusal is not ErrVolumeRefused")
 	}
 }
+
+// The host budgets are read from this host: pid_max is there, and keys are
+// not charged per sandbox (runc --no-new-keyring).
+func TestHostLimitsRead(t *testing.T) {
+	d := &Driver{}
+	seen := map[string]vmdriver.HostLimit{}
+	for _, l := range d.HostLimits() {
+		seen[l.Name] = l
+	}
+	if l := seen["kernel.pid_max"]; l.Limit <= 0 || l.Used <= 0 || l.Room() < 0 {
+		t.Errorf("kernel.pid_max: %+v", l)
+	}
+	if l, ok := seen["kernel.keys.maxkeys"]; !ok || l.Room() != -1 {
+		t.Errorf("kernel.keys.maxkeys: %+v, want listed and not bounding sandboxes", l)
+	}
+}
