@@ -102,6 +102,25 @@ type BindMount struct {
 	ReadOnly       bool
 	// NoExec for placed files without an execute bit.
 	NoExec bool
+	// Volume is set for the sandbox's volumes: open them with
+	// Host.VolumeTree, which follows no link in Source and keeps msbd's
+	// state out of reach, never by path.
+	Volume bool
+}
+
+// VolumeTree opens the host path of volume m without following a link in
+// any component, refuses one that reaches msbd's state directory (wrapping
+// vmdriver.ErrVolumeRefused), and returns a detached plain-bind mount of
+// what it opened (open_tree on the descriptor), nosuid, nodev and read-only
+// as m says. Call it at every start.
+func (h *Host) VolumeTree(m BindMount) (int, error) {
+	g, err := h.protected.newVolumeGuard()
+	if err != nil {
+		return -1, err
+	}
+	defer g.Close()
+	tree, _, err := openVolumeTree(g, vmdriver.Mount{HostPath: m.Source, Path: m.Target, ReadOnly: m.ReadOnly})
+	return tree, err
 }
 
 // BindMounts are the bind mounts a backend makes inside the rootfs, in
@@ -116,7 +135,7 @@ func (h *Host) BindMounts(spec vmdriver.Spec) []BindMount {
 		out = append(out, BindMount{Source: filepath.Join(h.d.filesDir(spec.ID), strconv.Itoa(i)), Target: f.Path, ReadOnly: true, NoExec: f.Mode&0o111 == 0})
 	}
 	for _, m := range spec.Mounts {
-		out = append(out, BindMount{Source: m.HostPath, Target: m.Path, ReadOnly: m.ReadOnly})
+		out = append(out, BindMount{Source: m.HostPath, Target: m.Path, ReadOnly: m.ReadOnly, Volume: true})
 	}
 	return out
 }

@@ -166,21 +166,14 @@ func (d *Driver) bundleStagesVolumes(spec vmdriver.Spec) bool {
 }
 
 func stageVolume(g *volumeGuard, m vmdriver.Mount, target string) error {
-	h, err := openHostPath(m.HostPath)
+	tree, isDir, err := openVolumeTree(g, m)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	if err := g.check(h); err != nil {
-		return err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(h.Leaf, &st); err != nil {
-		return err
-	}
+	defer unix.Close(tree)
 	// The mount target matches the source: a directory or a file.
 	os.RemoveAll(target) // an empty leftover at most: staging is unmounted above
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if isDir {
 		err = os.Mkdir(target, 0o700)
 	} else {
 		err = os.WriteFile(target, nil, 0o600)
@@ -188,25 +181,44 @@ func stageVolume(g *volumeGuard, m vmdriver.Mount, target string) error {
 	if err != nil {
 		return err
 	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("%s: move_mount to %s: %w", m.HostPath, target, err)
+	}
+	return nil
+}
+
+// openVolumeTree opens m's host path without following links, checks it
+// with g and returns a detached mount of it (nosuid, nodev, and read-only
+// as m says) for the caller to attach, and whether it is a directory.
+func openVolumeTree(g *volumeGuard, m vmdriver.Mount) (tree int, isDir bool, err error) {
+	h, err := openHostPath(m.HostPath)
+	if err != nil {
+		return -1, false, err
+	}
+	defer h.Close()
+	if err := g.check(h); err != nil {
+		return -1, false, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(h.Leaf, &st); err != nil {
+		return -1, false, err
+	}
 	// A clone of the opened directory only, without what is mounted below
 	// it (no AT_RECURSIVE): what is visible is the one filesystem tree the
 	// guard checked.
-	tree, err := unix.OpenTree(h.Leaf, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	tree, err = unix.OpenTree(h.Leaf, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if err != nil {
-		return fmt.Errorf("%s: open_tree: %w", m.HostPath, err)
+		return -1, false, fmt.Errorf("%s: open_tree: %w", m.HostPath, err)
 	}
-	defer unix.Close(tree)
 	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
 	if m.ReadOnly {
 		attr |= unix.MOUNT_ATTR_RDONLY
 	}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attr}); err != nil {
-		return fmt.Errorf("%s: mount_setattr: %w", m.HostPath, err)
+		unix.Close(tree)
+		return -1, false, fmt.Errorf("%s: mount_setattr: %w", m.HostPath, err)
 	}
-	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("%s: move_mount to %s: %w", m.HostPath, target, err)
-	}
-	return nil
+	return tree, st.Mode&unix.S_IFMT == unix.S_IFDIR, nil
 }
 
 // fileID is a file's identity.

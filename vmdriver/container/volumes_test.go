@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,5 +242,40 @@ func TestHostLimitsRead(t *testing.T) {
 	}
 	if l, ok := seen["kernel.keys.maxkeys"]; !ok || l.Room() != -1 {
 		t.Errorf("kernel.keys.maxkeys: %+v, want listed and not bounding sandboxes", l)
+	}
+}
+
+// The microVM driver opens volumes through Host.VolumeTree: the same rules
+// (no link, msbd's state out of reach) and a detached tree of what was
+// opened, without what is mounted below it.
+func TestHostVolumeTree(t *testing.T) {
+	requireRunc(t)
+	base := tempDir(t)
+	state := filepath.Join(base, "state")
+	must(t, os.Mkdir(state, 0o711))
+	h, err := NewHost(Options{StateDir: filepath.Join(state, "krun")}, state)
+	must(t, err)
+	vol := filepath.Join(base, "vol")
+	must(t, os.MkdirAll(filepath.Join(vol, "mnt"), 0o755))
+	must(t, os.WriteFile(filepath.Join(vol, "f"), []byte("x"), 0o644))
+	bindMount(t, "/etc", filepath.Join(vol, "mnt"))
+	must(t, os.Symlink(vol, filepath.Join(base, "link")))
+
+	fd, err := h.VolumeTree(BindMount{Source: vol, Target: "/v", ReadOnly: true, Volume: true})
+	must(t, err)
+	defer unix.Close(fd)
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/fd/%d/f", fd)); err != nil {
+		t.Errorf("the tree lacks the volume's file: %v", err)
+	}
+	if ents, _ := os.ReadDir(fmt.Sprintf("/proc/self/fd/%d/mnt", fd)); len(ents) != 0 {
+		t.Errorf("what is mounted below the volume is in the tree: %d entries", len(ents))
+	}
+	if _, err := h.VolumeTree(BindMount{Source: filepath.Join(base, "link"), Target: "/v"}); !errors.Is(err, ErrLinkInHostPath) {
+		t.Errorf("a link: %v, want refused", err)
+	}
+	for _, p := range []string{state, filepath.Join(state, "krun", "sandboxes"), base} {
+		if _, err := h.VolumeTree(BindMount{Source: p, Target: "/v"}); !errors.Is(err, vmdriver.ErrVolumeRefused) {
+			t.Errorf("%s: %v, want refused (state directory)", p, err)
+		}
 	}
 }

@@ -131,7 +131,12 @@ func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig
 	closeAfter = append(closeAfter, exe)
 	extra = append(extra, exe)
 	for _, m := range d.host.BindMounts(spec) {
-		fd, err := detachedBind(m)
+		fd, err := -1, error(nil)
+		if m.Volume { // no link followed, msbd's state out of reach
+			fd, err = d.host.VolumeTree(m)
+		} else {
+			fd, err = detachedBind(m)
+		}
 		if err != nil {
 			return fmt.Errorf("bind mount of %s: %w", m.Source, err)
 		}
