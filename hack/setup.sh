@@ -16,8 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
 	fi
 	echo "setup: installing ${need[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq "${need[@]}" >/dev/null
+	# Another apt run (unattended-upgrades on a fresh machine) may hold the
+	# lock: wait for it instead of failing.
+	apt-get -o DPkg::Lock::Timeout=300 update -qq
+	apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}" >/dev/null
 fi
 if ! command -v go >/dev/null; then
 	if [ -x /usr/local/go/bin/go ]; then
