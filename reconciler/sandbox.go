@@ -14,6 +14,7 @@ import (
 	"msb.dev/msb/images"
 	"msb.dev/msb/secretinject"
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/agent"
 )
 
 // Store is what the controllers need from the store.
@@ -57,6 +58,8 @@ const (
 	ReasonDriverUnavailable  = "DriverUnavailable"
 	ReasonPortsNotPublished  = "PortsNotPublished"
 	ReasonPanic              = "ReconcilePanic"
+	ReasonSpecChanged        = "SpecChanged"
+	ReasonRestartRequested   = "RestartRequested"
 	ReasonOOMKilled          = "OOMKilled"
 )
 
@@ -229,7 +232,8 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	// started with. Nothing to resolve (image, secrets): just observe it.
 	hash := r.specHash(sb)
 	running := state.Status.Alive()
-	if running && (st.SpecHash == hash || st.SpecHash == "") {
+	restartAsked := restartRequested(sb, st)
+	if running && (st.SpecHash == hash || st.SpecHash == "") && !restartAsked {
 		r.observeRunning(d, sb, st, state, hash)
 		return res, nil
 	}
@@ -273,9 +277,15 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	// runtime spec (image, command, env, resources, ...) restarts it on its
 	// existing writable layer; so does leaving Suspended, or a finished run
 	// whose spec changed.
-	if !notFound && st.SpecHash != hash {
+	// A restart asked for with AnnotationRestartedAt (msbctl restart) is a
+	// fresh run of the same spec, counted in restartCount.
+	if !notFound && (st.SpecHash != hash || restartAsked) {
+		why, rec := "its spec changed", v1alpha1.RestartRecord{Reason: ReasonSpecChanged}
+		if st.SpecHash == hash {
+			why, rec.Reason = "a restart was requested", ReasonRestartRequested
+		}
 		if running {
-			if err := r.stop(ctx, d, sb, "its spec changed"); err != nil {
+			if err := r.stop(ctx, d, sb, why); err != nil {
 				return res, err
 			}
 		}
@@ -283,14 +293,36 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 			return res, err
 		}
 		notFound = true
-		st.RestartCount = 0
+		if rec.Reason == ReasonSpecChanged {
+			st.RestartCount = 0
+		} else {
+			st.RestartCount++
+		}
+		rec.Time = time.Now().UTC()
+		st.LastRestart = &rec
+		r.event(sb, v1alpha1.EventNormal, rec.Reason, "Restarting sandbox: "+why)
 	}
 
 	if notFound || state.Status == "" || state.Status == vmdriver.StatusCreated {
+		st.RestartedAt = sb.Metadata.Annotations[v1alpha1.AnnotationRestartedAt]
 		return res, r.start(ctx, d, sb, st, spec, hash, img.Digest, false)
 	}
 	// stopped: the main command ended
 	return r.finished(ctx, d, sb, st, spec, hash, img.Digest, state, res)
+}
+
+// restartRequested reports whether sb's AnnotationRestartedAt asks for a
+// run the current one does not answer.
+func restartRequested(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) bool {
+	want := sb.Metadata.Annotations[v1alpha1.AnnotationRestartedAt]
+	return want != "" && want != st.RestartedAt && st.SpecHash != ""
+}
+
+// observeLog records how much output the log cap dropped.
+func (r *SandboxReconciler) observeLog(d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) {
+	if ep, err := d.Endpoint(sb.Metadata.UID); err == nil && ep.LogDir != "" {
+		st.LogDroppedBytes = agent.ReadLogDropped(ep.LogDir)
+	}
 }
 
 // observeRunning records a sandbox that runs its current spec, adopting it
@@ -314,6 +346,7 @@ func (r *SandboxReconciler) observeRunning(d vmdriver.Driver, sb *v1alpha1.Sandb
 	}
 	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
 	r.watchExit(d, sb)
+	r.observeLog(d, sb, st)
 	if err := r.observeNetwork(sb, st, specPorts(sb)); err != nil {
 		r.Log.Warn("sandbox network", "sandbox", sb.Metadata.Name, "err", err)
 	}
@@ -410,6 +443,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 // finished handles a sandbox whose main command ended: restart it per
 // restartPolicy with backoff, or record the final phase.
 func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, state vmdriver.State, res Result) (Result, error) {
+	r.observeLog(d, sb, st)
 	code := exitCode(state)
 	c32 := int32(code)
 	first := st.FinishedAt == nil || st.ExitCode == nil

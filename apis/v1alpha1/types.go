@@ -212,7 +212,29 @@ type SandboxStatus struct {
 	// Completed (exit 0), Error, or OOMKilled (killed by the memory limit,
 	// unlike a command that exited 137 by itself).
 	TerminationReason string `json:"terminationReason,omitempty" yaml:"terminationReason,omitempty"`
+	// LogDroppedBytes is how much of the sandbox's output the log size cap
+	// has dropped (the oldest output goes first).
+	LogDroppedBytes int64 `json:"logDroppedBytes,omitempty" yaml:"logDroppedBytes,omitempty"`
+	// LastRestart says when and why msbd last replaced a run by a fresh one
+	// that the restart policy did not ask for: a spec change, or a restart
+	// requested with AnnotationRestartedAt (msbctl restart).
+	LastRestart *RestartRecord `json:"lastRestart,omitempty" yaml:"lastRestart,omitempty"`
+	// RestartedAt is the value of AnnotationRestartedAt the current run
+	// answers; a different value asks for a fresh run.
+	RestartedAt string `json:"restartedAt,omitempty" yaml:"restartedAt,omitempty"`
 }
+
+// RestartRecord is one restart msbd made on its own account.
+type RestartRecord struct {
+	Time   time.Time `json:"time" yaml:"time"`
+	Reason string    `json:"reason" yaml:"reason"` // SpecChanged | RestartRequested
+}
+
+// AnnotationRestartedAt on a Sandbox asks for a fresh run of its spec: when
+// its value differs from status.restartedAt, msbd stops the sandbox (if it
+// runs) and starts it again, counting it in status.restartCount. msbctl
+// restart sets it to the current time, as kubectl rollout restart does.
+const AnnotationRestartedAt = "msb.dev/restartedAt"
 
 // ---- NetworkPolicy ----
 

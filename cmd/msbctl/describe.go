@@ -361,6 +361,17 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 		d.line(1, "Exit Code", "<none>")
 	}
 	d.line(1, "Restarts", strconv.Itoa(int(st.RestartCount)))
+	if lr := st.LastRestart; lr != nil {
+		why := "the spec changed"
+		if lr.Reason != "SpecChanged" {
+			why = "requested (msbctl restart)"
+		}
+		t := lr.Time
+		d.line(1, "Last Restart", timeString(&t)+": "+why)
+	}
+	if st.LogDroppedBytes > 0 {
+		d.line(1, "Log Dropped", fmt.Sprintf("%d bytes of the oldest output (the log size cap keeps the most recent)", st.LogDroppedBytes))
+	}
 	d.line(1, "Observed Generation", strconv.FormatInt(st.ObservedGeneration, 10))
 }
 

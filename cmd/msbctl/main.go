@@ -42,6 +42,8 @@ var commands = []func(*env) *cobra.Command{
 	newApplyCommand, newGetCommand, newDescribeCommand, newDeleteCommand, newDiffCommand,
 	newWaitCommand, newLogsCommand, newExecCommand, newCpCommand, newMCPCommand, newEventsCommand, newVersionCommand,
 	newImageCommand, newImagesCommand, newCompletionCommand, newInfoCommand,
+	// issue 8's commands (cli)
+	newSuspendCommand, newResumeCommand, newRestartCommand,
 }
 
 // globalOptions are accepted by every command, before or after its name.

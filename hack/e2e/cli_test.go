@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,4 +134,111 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSuspendResumeRestart drives the lifecycle commands: suspend and resume
+// set operatingMode, restart starts a fresh run counted in restartCount (also
+// of a sandbox that failed), and describe says why the last restart happened.
+func TestSuspendResumeRestart(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("lc", "", "sh", "-c", "echo run; exec sleep 1000") + "---\n" + sandboxYAML("job", "  restartPolicy: Never\n", "sh", "-c", "echo job ran; exit 3"))
+	d.must("wait", "sb/lc", "--for=condition=Ready", "--timeout=60s")
+	waitFor(t, 60*time.Second, "job Failed", func() bool { return field(d.sandbox("job"), "status.phase") == "Failed" })
+
+	if out := d.must("restart", "lc"); out != "sandbox/lc restarted\n" {
+		t.Errorf("restart printed %q", out)
+	}
+	d.must("wait", "sb/lc", "--for=condition=Ready", "--timeout=60s")
+	sb := d.sandbox("lc")
+	if n := field(sb, "status.restartCount"); n != float64(1) {
+		t.Errorf("restartCount after restart = %v, want 1", n)
+	}
+	if desc := d.must("describe", "sb", "lc"); !strings.Contains(desc, "Last Restart:") || !strings.Contains(desc, "requested (msbctl restart)") {
+		t.Errorf("describe after restart lacks the restart:\n%s", desc)
+	}
+	// The restart shows as an event too.
+	if ev := d.must("get", "events"); !strings.Contains(ev, "RestartRequested") {
+		t.Errorf("events lack RestartRequested:\n%s", ev)
+	}
+
+	// A Failed sandbox with restartPolicy Never runs again.
+	d.must("restart", "job")
+	waitFor(t, 60*time.Second, "job ran twice", func() bool {
+		out, _, _ := d.ctl("logs", "job")
+		return strings.Count(out, "job ran") == 2
+	})
+	waitFor(t, 60*time.Second, "job Failed again", func() bool { return field(d.sandbox("job"), "status.phase") == "Failed" })
+	if n := field(d.sandbox("job"), "status.restartCount"); n != float64(1) {
+		t.Errorf("job restartCount = %v, want 1", n)
+	}
+
+	if out := d.must("suspend", "lc"); out != "sandbox/lc suspended\n" {
+		t.Errorf("suspend printed %q", out)
+	}
+	if p := field(d.sandbox("lc"), "status.phase"); p != "Suspended" {
+		t.Errorf("phase after suspend = %v", p)
+	}
+	if out := d.must("suspend", "sb/lc"); out != "sandbox/lc already suspended\n" {
+		t.Errorf("second suspend printed %q", out)
+	}
+	if _, stderr, code := d.ctl("restart", "lc"); code != 1 || !strings.Contains(stderr, "msbctl resume lc") {
+		t.Errorf("restart of a suspended sandbox: exit %d, %q", code, stderr)
+	}
+	if out := d.must("resume", "lc"); out != "sandbox/lc resumed\n" {
+		t.Errorf("resume printed %q", out)
+	}
+	d.must("wait", "sb/lc", "--for=condition=Ready", "--timeout=60s")
+
+	// A spec change restarts it, and describe says why.
+	d.apply(sandboxYAML("lc", "  env: [{name: V, value: two}]\n", "sh", "-c", "echo run; exec sleep 1000"))
+	waitFor(t, 60*time.Second, "spec change restart", func() bool {
+		return strings.Contains(d.must("describe", "sb", "lc"), "the spec changed")
+	})
+	if _, stderr, code := d.ctl("restart", "nosuch"); code != 1 || !strings.Contains(stderr, `"nosuch" not found`) {
+		t.Errorf("restart nosuch: exit %d, %q", code, stderr)
+	}
+}
+
+// TestLogCapSaysWhatItDropped: output beyond the log cap loses its oldest
+// part at a line boundary, logs starts with a marker line, and describe
+// shows how much was dropped.
+func TestLogCapSaysWhatItDropped(t *testing.T) {
+	d := startDaemon(t, "--resync", "1s")
+	// 2.9M lines of up to 8 bytes: more than the 10 MiB cap.
+	d.apply(sandboxYAML("chatty", "", "sh", "-c", "seq 1 2900000; echo done; exec sleep 1000"))
+	waitFor(t, 120*time.Second, "all output written", func() bool {
+		out, _, _ := d.ctl("logs", "chatty")
+		return strings.HasSuffix(out, "\n2900000\ndone\n")
+	})
+	out := d.must("logs", "chatty")
+	marker, rest, _ := strings.Cut(out, "\n")
+	if !strings.HasPrefix(marker, "[msb: ") || !strings.Contains(marker, "bytes of earlier output were dropped") {
+		t.Fatalf("logs of a capped sandbox start with %q, want the dropped-output marker", marker)
+	}
+	first, _, _ := strings.Cut(rest, "\n")
+	n, err := strconv.Atoi(first)
+	if err != nil || n < 2 {
+		t.Fatalf("the kept log starts with %q: want a whole line of seq's output", first)
+	}
+	// What is kept is the exact tail: every line from n on, then done.
+	var want strings.Builder
+	for i := n; i <= 2900000; i++ {
+		want.WriteString(strconv.Itoa(i))
+		want.WriteByte('\n')
+	}
+	want.WriteString("done\n")
+	if rest != want.String() {
+		t.Errorf("the kept log is not seq's output from line %d on (%d bytes, want %d)", n, len(rest), want.Len())
+	}
+	waitFor(t, 60*time.Second, "describe shows the dropped bytes", func() bool {
+		return strings.Contains(d.must("describe", "sb", "chatty"), "Log Dropped:")
+	})
+	dropped, _ := field(d.sandbox("chatty"), "status.logDroppedBytes").(float64)
+	var head int
+	for i := 1; i < n; i++ {
+		head += len(strconv.Itoa(i)) + 1
+	}
+	if int(dropped) != head {
+		t.Errorf("status.logDroppedBytes = %v, want %d (the lines before %d)", dropped, head, n)
+	}
 }

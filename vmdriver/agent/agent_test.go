@@ -222,6 +222,12 @@ func TestLogRotation(t *testing.T) {
 	a := startAgent(t, "", Config{Args: []string{"seq", "1", "200000"}, LogMaxBytes: limit})
 	a.wait(t, 10*time.Second)
 	got := readLog(t, a.dir)
+	// The head that was dropped is announced, and counted exactly.
+	marker, got, _ := strings.Cut(got, "\n")
+	dropped := ReadLogDropped(a.dir)
+	if want := strings.TrimSuffix(droppedMarker(dropped), "\n"); dropped == 0 || marker != want {
+		t.Errorf("log starts with %q, want the marker %q", marker, want)
+	}
 	if len(got) > limit || len(got) < limit/2 {
 		t.Errorf("log is %d bytes, want between %d and %d", len(got), limit/2, limit)
 	}
@@ -231,6 +237,14 @@ func TestLogRotation(t *testing.T) {
 	}
 	if !strings.HasSuffix(full.String(), got) {
 		t.Errorf("log is not the tail of the output")
+	}
+	// Cut at a line boundary: what is kept starts a line, and the count is
+	// what is missing.
+	if head := full.Len() - len(got); head > 0 && full.String()[head-1] != '\n' {
+		t.Errorf("log starts mid-line: %q", got[:min(len(got), 20)])
+	}
+	if int64(full.Len()-len(got)) != dropped {
+		t.Errorf("log.dropped = %d, want %d", dropped, full.Len()-len(got))
 	}
 }
 
@@ -269,7 +283,11 @@ func TestFollowLog(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	// The start may have rotated away before following began; after that nothing is lost.
+	// The start may have rotated away before following began (said by a
+	// marker line); after that nothing is lost.
+	if strings.HasPrefix(got[0], "[msb: ") {
+		got = got[1:]
+	}
 	first, _ := strconv.Atoi(strings.TrimPrefix(got[0], "line"))
 	for i, l := range got {
 		if want := fmt.Sprintf("line%d", first+i); l != want {

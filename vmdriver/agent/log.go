@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -14,12 +18,45 @@ import (
 // when it reaches half the cap, so log+log.1 never exceed the cap while the most
 // recent half of the output is always complete. Bytes are written as they come:
 // no line framing, no timestamps, so what the user reads is what the program wrote.
+// Rotation happens at a line boundary (only a line longer than half the cap is
+// cut), so what is kept starts at the start of a line; the bytes a rotation
+// drops are counted in dir/log.dropped, and readers say so before the log.
 type logWriter struct {
-	dir  string
-	half int64
-	f    *os.File
-	size int64
-	err  error // first write error, kept for diagnostics; writing never blocks the producer
+	dir     string
+	half    int64
+	f       *os.File
+	size    int64
+	dropped int64 // bytes of output rotated away, over every run
+	// lineStart: the file ends at a line end (or is empty), so a rotation
+	// now leaves no line in two pieces.
+	lineStart bool
+	err     error // first write error, kept for diagnostics; writing never blocks the producer
+}
+
+// LogDroppedFile counts the bytes of output the log cap dropped (decimal).
+const LogDroppedFile = "log.dropped"
+
+// ReadLogDropped returns how many bytes of the sandbox's output the log cap
+// has dropped: 0 when none or unknown. The sandbox can write the file, so
+// anything but a plain count reads as 0.
+func ReadLogDropped(dir string) int64 {
+	f, err := openSandboxFile(filepath.Join(dir, LogDroppedFile))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	b := make([]byte, 24)
+	n, _ := io.ReadFull(f, b)
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b[:n])), 10, 64)
+	if err != nil || v < 0 {
+		return 0
+	}
+	return v
+}
+
+// droppedMarker is the line readers print before a log whose head was dropped.
+func droppedMarker(dropped int64) string {
+	return fmt.Sprintf("[msb: %d bytes of earlier output were dropped: the log keeps the most recent output only]\n", dropped)
 }
 
 func openLog(dir string, maxBytes int64) (*logWriter, error) {
@@ -40,25 +77,36 @@ func openLog(dir string, maxBytes int64) (*logWriter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &logWriter{dir: dir, half: half, f: f, size: fi.Size()}, nil
+	return &logWriter{dir: dir, half: half, f: f, size: fi.Size(), dropped: ReadLogDropped(dir), lineStart: true}, nil
 }
 
 // Write always reports success: a full disk must not make the main command block
 // on its stdout or die of SIGPIPE. The first error is remembered in l.err.
+//
+// A file is rotated at the first line end past soft (half the cap less a
+// slack of up to 4 KiB), so the kept output starts at the start of a line;
+// only a line longer than the slack is cut at half the cap.
 func (l *logWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	soft := l.half - min(4096, l.half/4)
 	for len(p) > 0 && l.err == nil {
-		room := l.half - l.size
-		if room <= 0 {
+		hard := l.half - l.size
+		if hard <= 0 || (l.size >= soft && l.lineStart) {
 			l.err = l.rotate()
 			continue
 		}
-		chunk := p
-		if int64(len(chunk)) > room {
-			chunk = chunk[:room]
+		chunk := p[:min(int64(len(p)), hard)]
+		if l.size+int64(len(chunk)) > soft {
+			from := max(0, soft-l.size)
+			if i := bytes.IndexByte(chunk[from:], '\n'); i >= 0 {
+				chunk = chunk[:from+int64(i)+1]
+			}
 		}
 		w, err := l.f.Write(chunk)
 		l.size += int64(w)
+		if w > 0 {
+			l.lineStart = chunk[w-1] == '\n'
+		}
 		p = p[w:]
 		if err != nil {
 			l.err = err
@@ -72,6 +120,11 @@ func (l *logWriter) rotate() error {
 		return err
 	}
 	cur := filepath.Join(l.dir, LogFile)
+	if fi, err := os.Lstat(filepath.Join(l.dir, LogOldFile)); err == nil && fi.Mode().IsRegular() {
+		l.dropped += fi.Size()
+		// Best effort: a lost count must not stop the logging.
+		_ = writeFileAtomic(filepath.Join(l.dir, LogDroppedFile), []byte(strconv.FormatInt(l.dropped, 10)+"\n"))
+	}
 	if err := os.Rename(cur, filepath.Join(l.dir, LogOldFile)); err != nil {
 		return err
 	}
@@ -85,11 +138,17 @@ func (l *logWriter) rotate() error {
 
 func (l *logWriter) Close() error { return l.f.Close() }
 
-// ReadLog writes the log kept in dir (log.1, then log) to w.
+// ReadLog writes the log kept in dir (log.1, then log) to w, after a marker
+// line when the log cap dropped earlier output.
 func ReadLog(dir string, w io.Writer) error {
 	cur, old, err := openLogs(dir)
 	if err != nil {
 		return err
+	}
+	if d := ReadLogDropped(dir); d > 0 {
+		if _, err := io.WriteString(w, droppedMarker(d)); err != nil {
+			return err
+		}
 	}
 	if old != nil {
 		_, err = copyTail(w, old)
@@ -118,6 +177,11 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 	cur, old, err := openLogs(dir)
 	if err != nil {
 		return err
+	}
+	if d := ReadLogDropped(dir); d > 0 {
+		if _, err := io.WriteString(w, droppedMarker(d)); err != nil {
+			return err
+		}
 	}
 	if old != nil {
 		_, err = copyTail(w, old)
