@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,13 +231,19 @@ func TestLogCapSaysWhatItDropped(t *testing.T) {
 	if rest != want.String() {
 		t.Errorf("the kept log is not seq's output from line %d on (%d bytes, want %d)", n, len(rest), want.Len())
 	}
-	waitFor(t, 60*time.Second, "describe shows the dropped bytes", func() bool {
-		return strings.Contains(d.must("describe", "sb", "chatty"), "Log Dropped:")
-	})
-	dropped, _ := field(d.sandbox("chatty"), "status.logDroppedBytes").(float64)
 	var head int
 	for i := 1; i < n; i++ {
 		head += len(strconv.Itoa(i)) + 1
+	}
+	// status follows at the next resync (1s here); it counts exactly the
+	// lines the log no longer holds.
+	var dropped float64
+	waitFor(t, 60*time.Second, "status.logDroppedBytes to count the dropped head", func() bool {
+		dropped, _ = field(d.sandbox("chatty"), "status.logDroppedBytes").(float64)
+		return int(dropped) == head
+	})
+	if desc := d.must("describe", "sb", "chatty"); !strings.Contains(desc, fmt.Sprintf("Log Dropped:          %d bytes", head)) {
+		t.Errorf("describe lacks the dropped bytes:\n%s", desc)
 	}
 	if int(dropped) != head {
 		t.Errorf("status.logDroppedBytes = %v, want %d (the lines before %d)", dropped, head, n)
