@@ -193,3 +193,12 @@ type LayerUser interface {
 type VolumeAdvisor interface {
 	VolumeWarnings(spec Spec) []string
 }
+
+// IsolationAdvisor is implemented by drivers that may run a created
+// sandbox less isolated from others than they should on this host (the
+// container driver without idmapped mounts puts every sandbox in one host
+// id range); the reconciler turns each finding into a Warning event, so
+// the weaker isolation is never silent.
+type IsolationAdvisor interface {
+	IsolationWarnings(id string) []string
+}

@@ -109,7 +109,7 @@ func run(o options) error {
 		return err
 	}
 	defer st.Close()
-	imgs, err := images.New(filepath.Join(stateDir, "images"), images.WithIDMap(uid, uid, size),
+	imgs, err := images.New(filepath.Join(stateDir, "images"), images.WithIDMap(uid, uid, min(size, container.SlotSize)),
 		images.WithInsecureRegistries(o.insecure), images.WithMaxUnpackedSize(o.maxImageSize))
 	if err != nil {
 		return err
@@ -120,6 +120,9 @@ func run(o options) error {
 	}
 	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
 	log.Info("host probe", "microvm", facts.krun.String())
+	if reason := ctr.SharedIDReason(); reason != "" {
+		log.Warn("sandboxes share one host id range", "reason", reason)
+	}
 	all := []vmdriver.Driver{ctr}
 	vm, microVMWhy := microVMDriver(o, stateDir, uid, size, facts.krun, log)
 	if vm != nil {

@@ -28,7 +28,7 @@ var staleRunFiles = []string{agent.ReadyFile, agentExitCodeFile, agent.ExitSigna
 // there), the placeholder the agent binary is bind-mounted over, and
 // config.json. The sandbox may have left anything in dir, so every access goes
 // through an os.Root and never follows a symlink out of it.
-func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec) error {
+func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec, ids sandboxIDs) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
@@ -37,7 +37,7 @@ func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if err := os.Lchown(dir, int(d.opts.HostUID), int(d.opts.HostGID)); err != nil {
+	if err := os.Lchown(dir, int(ids.UID), int(ids.GID)); err != nil {
 		return err
 	}
 	root, err := os.OpenRoot(dir)
@@ -77,13 +77,13 @@ func (d *Driver) prepareAgentDir(dir string, spec vmdriver.Spec) error {
 	if err != nil {
 		return err
 	}
-	return d.writeAtomic(root, agentConfigFile, append(b, '\n'))
+	return writeAtomicAs(root, agentConfigFile, append(b, '\n'), ids)
 }
 
 // writeAtomic writes name in root through a fresh temporary file (O_EXCL, so
 // never through a planted symlink) and a rename, readable only by the
 // sandbox's root.
-func (d *Driver) writeAtomic(root *os.Root, name string, data []byte) error {
+func writeAtomicAs(root *os.Root, name string, data []byte, ids sandboxIDs) error {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := "." + name + "." + hex.EncodeToString(rnd[:])
@@ -93,7 +93,7 @@ func (d *Driver) writeAtomic(root *os.Root, name string, data []byte) error {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Chown(int(d.opts.HostUID), int(d.opts.HostGID))
+		err = f.Chown(int(ids.UID), int(ids.GID))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

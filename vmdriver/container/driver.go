@@ -29,10 +29,11 @@ type Options struct {
 	StateDir string
 	// RuncPath is the runc binary; "runc" looked up in PATH when empty.
 	RuncPath string
-	// The user namespace maps sandbox ids 0..IDMapSize-1 to host
-	// HostUID.. and HostGID.. (defaults DefaultHostID, DefaultHostID,
-	// DefaultIDMapSize). Image layers must already be owned by ids in this
-	// range. No host user may hold an id of it: see CheckIDRange.
+	// The span of host ids sandboxes map to: IDMapSize ids from HostUID
+	// and HostGID (defaults DefaultHostID, DefaultHostID,
+	// DefaultIDMapSize), cut into slots of SlotSize (see idalloc.go). The
+	// first slot is the shared range image layers must already be owned
+	// by. No host user may hold an id of the span: see CheckIDRange.
 	HostUID, HostGID, IDMapSize uint32
 }
 
@@ -47,6 +48,14 @@ type Driver struct {
 	// (seccompbpf wire format), handed to the agent at every start; nil where
 	// seccompbpf does not support the architecture and runc loads the profile.
 	seccompFilter []byte
+
+	// ids hands out the sandboxes' host id ranges; sharedReason, when not
+	// empty, is why new sandboxes run in the shared range instead.
+	ids          *idAllocator
+	sharedReason string
+	// setsRlimits: msbd may set the sandbox's rlimits through runc (see
+	// canSetRlimits).
+	setsRlimits bool
 
 	mu    sync.Mutex
 	locks map[string]*idLock
@@ -97,9 +106,19 @@ func New(opts Options) (*Driver, error) {
 		runcRoot:     filepath.Join(abs, "runc"),
 		cgroupPrefix: CgroupPrefix(abs),
 		locks:        map[string]*idLock{},
+		ids:          newIDAllocator(filepath.Join(abs, "sandboxes"), opts.HostUID, opts.HostGID, opts.IDMapSize),
+		setsRlimits:  canSetRlimits(),
 	}
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
+	}
+	switch {
+	case !d.ids.perSandbox():
+		d.sharedReason = fmt.Sprintf("the host id span (--uid-size %d) holds a single range of %d ids: every sandbox shares it; give msbd a --uid-size of at least %d for a range per sandbox", opts.IDMapSize, SlotSize, 2*SlotSize)
+	default:
+		if err := ProbeIDMappedMounts(abs); err != nil {
+			d.sharedReason = fmt.Sprintf("idmapped mounts do not work for %s (%v): every sandbox shares one host id range", abs, err)
+		}
 	}
 	// Where this build or kernel cannot take the compiled filter, runc loads
 	// the profile itself (with libseccomp, at every start).
@@ -116,6 +135,10 @@ func New(opts Options) (*Driver, error) {
 	}
 	return d, nil
 }
+
+// SharedIDReason says why sandboxes share one host id range instead of
+// each having its own ("" when they each have one).
+func (d *Driver) SharedIDReason() string { return d.sharedReason }
 
 // Name implements vmdriver.Driver.
 func (d *Driver) Name() string { return "container" }
@@ -137,6 +160,7 @@ func (d *Driver) bundleDir(id string) string { return filepath.Join(d.SandboxDir
 func (d *Driver) specFile(id string) string  { return filepath.Join(d.SandboxDir(id), "spec.json") }
 func (d *Driver) runcLog(id string) string   { return filepath.Join(d.SandboxDir(id), "runc.log") }
 func (d *Driver) pidFile(id string) string   { return filepath.Join(d.SandboxDir(id), "pid") }
+func (d *Driver) userNSFile(id string) string { return filepath.Join(d.SandboxDir(id), "userns") }
 
 // CgroupPrefix is how the cgroups of sandboxes under the absolute state dir
 // begin: "msb-<hash8>-". Leak checkers use it to find what one msbd left.
@@ -189,15 +213,25 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
-	if err := d.prepareHost(spec); err != nil {
+	ids, err := d.prepareHost(spec)
+	if err != nil {
 		return err
+	}
+	if !isUserNS(d.userNSFile(spec.ID)) {
+		if err := unmountAll(d.userNSFile(spec.ID)); err != nil {
+			return err
+		}
+		if err := makeUserNS(d.userNSFile(spec.ID), ids.Owner, ids.OwnerGID,
+			idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits()); err != nil {
+			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
 	}
 	if spec.NetNSPath != "" {
 		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
 			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
-	oci, err := d.ociSpec(spec, d.rootfsDir(spec.ID))
+	oci, err := d.ociSpec(spec, d.rootfsDir(spec.ID), ids)
 	if err != nil {
 		return err
 	}
@@ -210,54 +244,68 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 
 // prepareHost makes what every backend needs on the host for spec (see
 // Host): the sandbox directory, the saved spec, the mounted overlay, the
-// agent directory and the placed files. It is idempotent.
-func (d *Driver) prepareHost(spec vmdriver.Spec) error {
+// agent directory and the placed files, and returns the sandbox's host id
+// range. It is idempotent.
+func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 	dir := d.SandboxDir(spec.ID)
-	if err := d.sandboxDirPerms(dir); err != nil {
-		return err
+	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
+		return sandboxIDs{}, err
+	}
+	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), d.rootfsDir(spec.ID)
+	// A writable layer without a record was made by an msbd that gave
+	// every sandbox the shared range: it keeps that range.
+	_, err := os.Stat(upper)
+	ids, err := d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
+	if err != nil {
+		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
+	if err := sandboxDirPerms(dir, ids.GID); err != nil {
+		return ids, err
 	}
 	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return err
+		return ids, err
 	}
 	if err := writeFileAtomic(d.specFile(spec.ID), append(b, '\n'), 0o600); err != nil {
-		return err
+		return ids, err
 	}
-	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), d.rootfsDir(spec.ID)
 	for _, p := range []string{upper, work, rootfs, d.bundleDir(spec.ID)} {
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
+			return ids, err
 		}
 	}
 	// The overlay's root takes upper's owner and mode: the sandbox's root.
-	if err := os.Chown(upper, int(d.opts.HostUID), int(d.opts.HostGID)); err != nil {
-		return err
+	if err := os.Chown(upper, int(ids.UID), int(ids.GID)); err != nil {
+		return ids, err
 	}
 	if err := os.Chmod(upper, 0o755); err != nil {
-		return err
+		return ids, err
 	}
 	mounted, err := isMountPoint(rootfs)
 	if err != nil {
-		return err
+		return ids, err
 	}
 	if !mounted {
-		if err := mountOverlay(spec.Layers, upper, work, rootfs); err != nil {
-			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		if err := d.mountRootfs(spec.Layers, ids, upper, work, rootfs); err != nil {
+			return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
-	if err := d.prepareAgentDir(d.agentDir(spec.ID), spec); err != nil {
-		return fmt.Errorf("sandbox %s: agent dir: %w", spec.ID, err)
+	if err := d.prepareAgentDir(d.agentDir(spec.ID), spec, ids); err != nil {
+		return ids, fmt.Errorf("sandbox %s: agent dir: %w", spec.ID, err)
 	}
 	if err := d.placeFiles(spec); err != nil {
-		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
-	return nil
+	return ids, nil
 }
 
 // prepared reports whether Create's work for spec is still in place: the
 // bundle's config and the mounted overlay (and sysfs).
 func (d *Driver) prepared(spec vmdriver.Spec) bool {
 	if _, err := os.Stat(filepath.Join(d.bundleDir(spec.ID), "config.json")); err != nil {
+		return false
+	}
+	if !isUserNS(d.userNSFile(spec.ID)) {
 		return false
 	}
 	mounts := []string{d.rootfsDir(spec.ID)}
@@ -344,7 +392,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	// tens of milliseconds. lo is set up right after; the agent waits for it
 	// before it starts the sandbox's command.
 	pidFile := d.pidFile(id)
-	err = d.launch(ctx, id, "run")
+	err = d.launch(ctx, id, "run", spec.NetNSPath)
 	release() // the sandbox has its own mounts of the volumes now
 	if err != nil {
 		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
@@ -374,8 +422,10 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 }
 
 // launch runs `runc run --detach` (verb "run") or `runc create` of id's
-// bundle, handing the agent its compiled seccomp filter as fd 3.
-func (d *Driver) launch(ctx context.Context, id, verb string) error {
+// bundle, handing the agent its compiled seccomp filter as fd 3. With
+// netns, runc runs inside that network namespace and the sandbox stays in
+// it (see ociSpec).
+func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 	args := []string{verb}
 	if verb == "run" {
 		args = append(args, "--detach")
@@ -396,7 +446,7 @@ func (d *Driver) launch(ctx context.Context, id, verb string) error {
 		extra = append(extra, f)
 		args = append(args, "--preserve-fds", "1")
 	}
-	return d.runcDetached(ctx, d.runcLog(id), extra, append(args, id)...)
+	return d.runcDetached(ctx, d.runcLog(id), netns, extra, append(args, id)...)
 }
 
 // bundleTakesFilter reports whether id's bundle starts the agent with

@@ -86,11 +86,20 @@ exec sleep 1000`)
 		t.Fatalf("State = %+v, want running with a PID and a start time", st)
 	}
 
-	t.Run("host uid is mapped", func(t *testing.T) {
+	ids := f.ids(spec.ID)
+	t.Run("host uid is the sandbox's own", func(t *testing.T) {
+		if ids.Shared || ids.UID == mappedID || ids.UID != ids.Owner {
+			t.Fatalf("ids %+v: want a range of its own", ids)
+		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.PID))
 		must(t, err)
-		if uid := strings.Fields(statusField(string(b), "Uid")); len(uid) == 0 || uid[0] != strconv.Itoa(mappedID) {
-			t.Errorf("host Uid of sandbox init = %v, want %d", uid, mappedID)
+		if uid := strings.Fields(statusField(string(b), "Uid")); len(uid) == 0 || uid[0] != strconv.Itoa(int(ids.UID)) {
+			t.Errorf("host Uid of sandbox init = %v, want %d", uid, ids.UID)
+		}
+		owner, err := userNSOwner(fmt.Sprintf("/proc/%d/ns/user", st.PID))
+		must(t, err)
+		if owner != ids.Owner {
+			t.Errorf("the sandbox's user namespace is owned by %d, want %d", owner, ids.Owner)
 		}
 	})
 	t.Run("no new privs and seccomp", func(t *testing.T) {
@@ -146,8 +155,8 @@ exec sleep 1000`)
 				t.Errorf("upper/%s: %v", p, err)
 				continue
 			}
-			if sb.Uid != mappedID {
-				t.Errorf("upper/%s owned by %d, want %d", p, sb.Uid, mappedID)
+			if sb.Uid != ids.UID {
+				t.Errorf("upper/%s owned by %d, want %d", p, sb.Uid, ids.UID)
 			}
 		}
 		b, _ := os.ReadFile(filepath.Join(upper, "etc/passwd"))
@@ -329,10 +338,8 @@ func TestVolumes(t *testing.T) {
 	ro, rw := filepath.Join(f.base, "ro"), filepath.Join(f.base, "rw")
 	for _, dir := range []string{ro, rw} {
 		must(t, os.Mkdir(dir, 0o755))
-		must(t, os.Chown(dir, mappedID, mappedID)) // only the mount flag may refuse the write
 	}
 	must(t, os.WriteFile(filepath.Join(ro, "data"), []byte("host data\n"), 0o644))
-	must(t, os.Chown(filepath.Join(ro, "data"), mappedID, mappedID))
 	spec := f.spec(`
 (echo x > /data/new 2>/dev/null && echo writable || echo refused) > /.msb/ro-write
 (echo x >> /data/data 2>/dev/null && echo writable || echo refused) > /.msb/ro-append
@@ -341,6 +348,10 @@ echo from-sandbox > /out/file
 touch /.msb/done`)
 	spec.Mounts = []vmdriver.Mount{{HostPath: ro, Path: "/data", ReadOnly: true}, {HostPath: rw, Path: "/out"}}
 	must(t, f.d.Create(ctx, spec))
+	ids := f.ids(spec.ID) // only the mount flag may refuse the write
+	for _, p := range []string{ro, rw, filepath.Join(ro, "data")} {
+		must(t, os.Chown(p, int(ids.UID), int(ids.GID)))
+	}
 	must(t, f.d.Start(ctx, spec.ID))
 	agent := f.d.agentDir(spec.ID)
 	waitFor(t, filepath.Join(agent, "done"), 10*time.Second)

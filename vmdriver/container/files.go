@@ -38,7 +38,7 @@ func (d *Driver) placeFiles(spec vmdriver.Spec) error {
 	if len(spec.Files) == 0 {
 		return nil
 	}
-	if err := d.sandboxDirPerms(dir); err != nil {
+	if err := sandboxDirPerms(dir, d.sandboxGID(spec.ID)); err != nil {
 		return err
 	}
 	for i, f := range spec.Files {

@@ -168,6 +168,16 @@ type fixture struct {
 	layers []string
 }
 
+// ids is the host id range recorded for sandbox id.
+func (f *fixture) ids(id string) sandboxIDs {
+	f.t.Helper()
+	ids, ok, err := readIDs(f.d.SandboxDir(id))
+	if err != nil || !ok {
+		f.t.Fatalf("sandbox %s: no id record: %v", id, err)
+	}
+	return ids
+}
+
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	requireRunc(t)

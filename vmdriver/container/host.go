@@ -40,10 +40,13 @@ func NewHost(opts Options, protected string) (*Host, error) {
 	if opts.HostGID == 0 {
 		opts.HostGID = DefaultHostID
 	}
-	if opts.IDMapSize == 0 {
-		opts.IDMapSize = DefaultIDMapSize
+	// The microVM runner maps one range for every sandbox: the shared
+	// one (per-sandbox ranges are the container driver's, see idalloc.go).
+	if opts.IDMapSize == 0 || opts.IDMapSize > SlotSize {
+		opts.IDMapSize = SlotSize
 	}
-	d := &Driver{opts: opts, cgroupPrefix: CgroupPrefix(abs), locks: map[string]*idLock{}}
+	d := &Driver{opts: opts, cgroupPrefix: CgroupPrefix(abs), locks: map[string]*idLock{},
+		ids: newIDAllocator(filepath.Join(abs, "sandboxes"), opts.HostUID, opts.HostGID, opts.IDMapSize)}
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("sandbox host: %w", err)
 	}
@@ -72,7 +75,10 @@ const (
 // Prepare makes the sandbox directory, saves spec, mounts the overlay
 // (keeping an existing writable layer), writes the agent's config and the
 // placed files. It is idempotent.
-func (h *Host) Prepare(spec vmdriver.Spec) error { return h.d.prepareHost(spec) }
+func (h *Host) Prepare(spec vmdriver.Spec) error {
+	_, err := h.d.prepareHost(spec)
+	return err
+}
 
 // Prepared reports whether the overlay of id is mounted.
 func (h *Host) Prepared(id string) bool {
@@ -94,7 +100,7 @@ func (h *Host) ExitCode(id string) (int, bool) { return readExitCode(h.d.agentDi
 func (h *Host) Unmount(id string) error { return unmountAll(h.d.SandboxDir(id)) }
 
 // SandboxDirPerms makes dir (created if missing) root:HostGID 0710.
-func (h *Host) SandboxDirPerms(dir string) error { return h.d.sandboxDirPerms(dir) }
+func (h *Host) SandboxDirPerms(dir string) error { return sandboxDirPerms(dir, h.d.opts.HostGID) }
 
 // BindMount is a bind mount into the sandbox's root.
 type BindMount struct {

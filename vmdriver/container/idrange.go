@@ -14,7 +14,7 @@ import (
 // 65536 per user) and above any account's id, yet inside 32 bits.
 const (
 	DefaultHostID    = 2000000000
-	DefaultIDMapSize = 65536
+	DefaultIDMapSize = 4097 * SlotSize // the shared range and 4096 sandboxes
 )
 
 // idFiles are the account databases CheckIDRange reads (replaced in tests).

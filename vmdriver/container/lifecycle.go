@@ -144,6 +144,7 @@ func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("sandbox %s: %w", id, err)
 		}
+		d.ids.release(id)
 		return nil
 	}
 	for _, p := range []string{d.bundleDir(id), filepath.Join(dir, "pid")} {

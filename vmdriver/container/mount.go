@@ -49,6 +49,22 @@ func mountOverlay(layers []string, upper, work, target string) error {
 	return mountOverlayFsconfig(lower, upper, work, target)
 }
 
+// mountRootfs mounts the sandbox's overlay: its image layers as they are
+// when it runs in the shared id range, or idmapped to its own range.
+func (d *Driver) mountRootfs(layers []string, ids sandboxIDs, upper, work, target string) error {
+	if ids.Shared {
+		return mountOverlay(layers, upper, work, target)
+	}
+	fds, err := idmappedLayers(layers,
+		idMap{d.opts.HostUID, ids.UID, ids.Size}, idMap{d.opts.HostGID, ids.GID, ids.Size})
+	if err != nil {
+		return err
+	}
+	// The overlay holds the detached mounts; the descriptors can go.
+	defer closeAll(fds)
+	return mountOverlay(fdPaths(fds), upper, work, target)
+}
+
 func mountOverlayFsconfig(lower []string, upper, work, target string) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // Permissions. A sandbox's files must be out of reach of every host user but
@@ -32,7 +31,7 @@ import (
 // permission at all: the overlay is mounted by host root and reads its lower
 // dirs with the mounter's credentials.
 const (
-	stateDirGroupMode = 0o010 // added to the owner's bits of StateDir
+	stateDirSearchMode = 0o011 // added to the owner's bits of StateDir
 	sandboxDirMode    = 0o710
 )
 
@@ -51,7 +50,7 @@ func (d *Driver) lockDown() error {
 	if err := os.Chown(state, -1, int(d.opts.HostGID)); err != nil {
 		return err
 	}
-	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirGroupMode); err != nil {
+	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirSearchMode); err != nil {
 		return err
 	}
 	if d.runcRoot != "" { // a Host has no runc
@@ -62,7 +61,13 @@ func (d *Driver) lockDown() error {
 			return err
 		}
 	}
-	if err := d.sandboxDirPerms(sandboxes); err != nil {
+	if err := os.Mkdir(sandboxes, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Lchown(sandboxes, 0, 0); err != nil {
+		return err
+	}
+	if err := os.Chmod(sandboxes, 0o711); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(sandboxes)
@@ -71,7 +76,12 @@ func (d *Driver) lockDown() error {
 	}
 	for _, e := range entries {
 		if e.IsDir() && validID(e.Name()) == nil {
-			if err := d.sandboxDirPerms(filepath.Join(sandboxes, e.Name())); err != nil {
+			dir := filepath.Join(sandboxes, e.Name())
+			gid := d.opts.HostGID
+			if ids, ok, err := readIDs(dir); err == nil && ok {
+				gid = ids.GID
+			}
+			if err := sandboxDirPerms(dir, gid); err != nil {
 				return err
 			}
 		}
@@ -90,31 +100,22 @@ func (d *Driver) lockDown() error {
 	}
 }
 
-// sandboxDirPerms makes dir (created if missing) root:HostGID 0710.
-func (d *Driver) sandboxDirPerms(dir string) error {
+// sandboxDirPerms makes dir (created if missing) root:gid 0710, gid the
+// sandbox's root group.
+func sandboxDirPerms(dir string, gid uint32) error {
 	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	if err := os.Lchown(dir, 0, int(d.opts.HostGID)); err != nil {
+	if err := os.Lchown(dir, 0, int(gid)); err != nil {
 		return err
 	}
 	return os.Chmod(dir, sandboxDirMode)
 }
 
-// searchable reports whether the sandbox's root (host HostUID:HostGID, no
-// supplementary groups) may search the directory fi.
+// searchable reports whether every sandbox's root (each its own host uid
+// and gid, no supplementary groups) may search the directory fi.
 func (d *Driver) searchable(fi os.FileInfo) bool {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fi.Mode().Perm()&0o001 != 0
-	}
-	switch {
-	case st.Uid == d.opts.HostUID:
-		return st.Mode&0o100 != 0
-	case st.Gid == d.opts.HostGID:
-		return st.Mode&0o010 != 0
-	}
-	return st.Mode&0o001 != 0
+	return fi.Mode().Perm()&0o001 != 0
 }
 
 func hash8(s string) string {

@@ -85,7 +85,8 @@ func TestHostUsersLockedOut(t *testing.T) {
 	}
 
 	sbx := f.d.SandboxDir(spec.ID)
-	checkOwnerMode(t, sbx, 0, mappedID, 0o710)
+	ids := f.ids(spec.ID)
+	checkOwnerMode(t, sbx, 0, ids.GID, 0o710)
 	upper := filepath.Join(sbx, "upper")
 	if _, err := os.Stat(filepath.Join(upper, "root/written")); err != nil {
 		t.Fatalf("the sandbox's write is not in its writable layer: %v", err)
@@ -132,16 +133,24 @@ func TestHostUsersLockedOut(t *testing.T) {
 		t.Errorf("as nobody, running the image's setuid program: %v %q, want permission denied", err, out)
 	}
 	// The sandbox's root (what runc runs as to mount the rootfs) does get
-	// through: the group HostGID may search the state dir down to the rootfs,
-	// but may not list them.
-	if out, err := asUser(mappedID, mappedID, "stat", filepath.Join(sbx, "rootfs/bin/busybox")); err != nil {
-		t.Errorf("as the sandboxes' root, stat of the rootfs: %v %q", err, out)
+	// through: its group may search its directory down to the rootfs, but
+	// none may list the sandboxes.
+	if out, err := asUser(ids.UID, ids.GID, "stat", filepath.Join(sbx, "rootfs/bin/busybox")); err != nil {
+		t.Errorf("as the sandbox's root, stat of the rootfs: %v %q", err, out)
 	}
-	if out, err := asUser(mappedID, mappedID, "ls", filepath.Join(f.state, "sandboxes")); err == nil {
-		t.Errorf("as the sandboxes' root, ls sandboxes/ worked: %q", out)
+	if out, err := asUser(ids.UID, ids.GID, "ls", filepath.Join(f.state, "sandboxes")); err == nil {
+		t.Errorf("as the sandbox's root, ls sandboxes/ worked: %q", out)
 	}
-	if out, err := asUser(mappedID, mappedID, "stat", filepath.Join(f.layers[0], "bin/busybox")); err == nil {
-		t.Errorf("as the sandboxes' root, image layer reachable outside the sandbox: %q", out)
+	for _, id := range []uint32{mappedID, ids.UID, ids.UID + SlotSize} {
+		if out, err := asUser(id, id, "stat", filepath.Join(f.layers[0], "bin/busybox")); err == nil {
+			t.Errorf("as uid %d, image layer reachable outside the sandbox: %q", id, out)
+		}
+	}
+	// Nor may another sandbox's root (the next range, or the shared one).
+	for _, id := range []uint32{mappedID, ids.UID + SlotSize} {
+		if out, err := asUser(id, id, "stat", filepath.Join(sbx, "rootfs/bin/busybox")); err == nil {
+			t.Errorf("as uid %d, another sandbox's rootfs is reachable: %q", id, out)
+		}
 	}
 	// Still serving after all that.
 	if got := run("cat", "/root/written"); got != "secret" {
@@ -150,7 +159,8 @@ func TestHostUsersLockedOut(t *testing.T) {
 }
 
 // TestDirModes: New creates the state dir's directories with the modes of
-// Driver.lockDown, and tightens those an older version left (0711, o+x).
+// Driver.lockDown (StateDir and sandboxes/ searchable by every sandbox's
+// own uid, listable by none; a sandbox directory only by its own group).
 func TestDirModes(t *testing.T) {
 	requireRunc(t)
 	base := tempDir(t)
@@ -171,8 +181,8 @@ func TestDirModes(t *testing.T) {
 			uid, gid uint32
 			mode     uint32
 		}{
-			{dir, 0, mappedID, 0o710},
-			{filepath.Join(dir, "sandboxes"), 0, mappedID, 0o710},
+			{dir, 0, mappedID, 0o711},
+			{filepath.Join(dir, "sandboxes"), 0, 0, 0o711},
 			{filepath.Join(dir, "runc"), 0, 0, 0o700},
 		} {
 			checkOwnerMode(t, c.path, c.uid, c.gid, c.mode)
@@ -207,7 +217,7 @@ func TestImageStoreLayers(t *testing.T) {
 	state := filepath.Join(base, "state")
 	d, err := New(Options{StateDir: state})
 	must(t, err)
-	store, err := images.New(filepath.Join(state, "images"), images.WithIDMap(DefaultHostID, DefaultHostID, DefaultIDMapSize))
+	store, err := images.New(filepath.Join(state, "images"), images.WithIDMap(DefaultHostID, DefaultHostID, SlotSize))
 	must(t, err)
 	img, err := store.Get(context.Background(), "oci:"+layout+":latest")
 	must(t, err)
@@ -227,7 +237,7 @@ func TestImageStoreLayers(t *testing.T) {
 	}
 	var sb unix.Stat_t
 	must(t, unix.Stat(filepath.Join(d.SandboxDir(spec.ID), "upper/root/new"), &sb))
-	if sb.Uid != DefaultHostID || sb.Gid != DefaultHostID {
+	if ids := f.ids(spec.ID); sb.Uid != ids.UID || sb.Gid != ids.GID || ids.Shared {
 		t.Errorf("upper/root/new owned by %d:%d", sb.Uid, sb.Gid)
 	}
 }

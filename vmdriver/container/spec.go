@@ -61,7 +61,14 @@ var (
 )
 
 // ociSpec builds the runtime spec of one sandbox. rootfs is the mounted overlay.
-func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error) {
+//
+// The sandbox joins the user namespace msbd made for it (userns.go), and
+// runc creates the other namespaces inside it. A network namespace given in
+// spec.NetNSPath belongs to the host's user namespace, which runc could no
+// longer enter after joining the sandbox's: runc is started inside it
+// instead (see launch) and the spec names no network namespace, so the
+// sandbox stays in runc's.
+func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string, ids sandboxIDs) (*specs.Spec, error) {
 	hostname := spec.Hostname
 	if hostname == "" {
 		// Never leave the host's name visible in the new UTS namespace.
@@ -85,23 +92,20 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error)
 				Effective: caps,
 				Permitted: caps,
 			},
-			Rlimits: []specs.POSIXRlimit{
-				nofileLimit(),
-			},
 			NoNewPrivileges: true,
 		},
 		Hostname: hostname,
 		Mounts:   d.mounts(spec),
 		Linux: &specs.Linux{
-			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: d.opts.HostUID, Size: d.opts.IDMapSize}},
-			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: d.opts.HostGID, Size: d.opts.IDMapSize}},
+			// runc 1.1 wants the maps of a joined namespace too (the same).
+			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.UID, Size: ids.Size}},
+			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.GID, Size: ids.Size}},
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
-				{Type: specs.NetworkNamespace, Path: spec.NetNSPath},
 				{Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace},
-				{Type: specs.UserNamespace},
+				{Type: specs.UserNamespace, Path: d.userNSFile(spec.ID)},
 				{Type: specs.CgroupNamespace},
 			},
 			CgroupsPath: d.cgroupsPath(spec.ID),
@@ -112,6 +116,12 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string) (*specs.Spec, error)
 			MaskedPaths:       maskedPaths,
 			ReadonlyPaths:     readonlyPaths,
 		},
+	}
+	if spec.NetNSPath == "" {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	if d.setsRlimits {
+		s.Process.Rlimits = []specs.POSIXRlimit{nofileLimit()}
 	}
 	if d.seccompFilter != nil {
 		// The agent installs the filter compiled once in New, read from the
@@ -221,6 +231,19 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		specs.Mount{Destination: agentBinary, Type: "bind", Source: spec.AgentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	)
 	return m
+}
+
+// canSetRlimits reports whether msbd holds CAP_SYS_RESOURCE. runc sets the
+// sandbox's rlimits with prlimit(2) from outside, which over a user
+// namespace owned by another uid takes that capability; without it (a root
+// confined by its container, say) the sandbox inherits msbd's limits.
+func canSetRlimits() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
 }
 
 // nofileLimit is soft 1024, hard 524288 (as systemd and Docker), capped at

@@ -56,7 +56,7 @@ func (d *Driver) VolumeWarnings(spec vmdriver.Spec) []string {
 			continue
 		}
 		out = append(out, fmt.Sprintf(
-			"volume %s: other host users can enter %s (mode %#o); files the sandbox writes there, set-uid programs included, are theirs to use: put it inside a root-owned directory of mode 0710 and the sandboxes' group, or mount it readOnly",
+			"volume %s: other host users can enter %s (mode %#o); files the sandbox writes there, set-uid programs included, are theirs to use: put it inside a root-owned directory of mode 0710 and the sandbox's own group (the gid of its ids.json), or mount it readOnly",
 			m.Path, m.HostPath, st.Mode&0o777))
 	}
 	return out
@@ -109,7 +109,7 @@ func (d *Driver) stageVolumes(spec vmdriver.Spec) (release func(), err error) {
 	if len(spec.Mounts) == 0 {
 		return nothing, nil
 	}
-	if err := d.sandboxDirPerms(dir); err != nil {
+	if err := sandboxDirPerms(dir, d.sandboxGID(spec.ID)); err != nil {
 		return nothing, err
 	}
 	g, err := d.newVolumeGuard()

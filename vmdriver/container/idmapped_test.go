@@ -1,0 +1,53 @@
+package container
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestProbeIDMappedMounts(t *testing.T) {
+	requireRunc(t)
+	if err := ProbeIDMappedMounts(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUserNSOwnerAndLimits: the namespace made for a sandbox is owned by
+// the given uid, maps as asked and has the lowered per-user limits.
+func TestUserNSOwnerAndLimits(t *testing.T) {
+	requireRunc(t)
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Skip("nsenter not found (util-linux)")
+	}
+	dir := tempDir(t)
+	target := filepath.Join(dir, "userns")
+	const owner = DefaultHostID + 3*SlotSize
+	must(t, makeUserNS(target, owner, owner+1, idMap{0, owner, SlotSize}, idMap{0, owner + 1, SlotSize},
+		[]string{"max_inotify_instances=7", "max_user_namespaces=3"}))
+	t.Cleanup(func() { unmountAll(target) })
+	if !isUserNS(target) {
+		t.Fatal("not a user namespace mount")
+	}
+	got, err := userNSOwner(target)
+	must(t, err)
+	if got != owner {
+		t.Errorf("owner %d, want %d", got, owner)
+	}
+	out, err := exec.Command(nsenter, "--user="+target, "cat", "/proc/self/uid_map", "/proc/self/gid_map",
+		"/proc/sys/user/max_inotify_instances", "/proc/sys/user/max_user_namespaces").CombinedOutput()
+	must(t, err)
+	want := []string{"0", strconv.Itoa(owner), "65536", "0", strconv.Itoa(owner + 1), "65536", "7", "3"}
+	if f := strings.Fields(string(out)); !slices.Equal(f, want) {
+		t.Errorf("inside: %q, want %q", f, want)
+	}
+	host, _ := os.ReadFile("/proc/sys/user/max_inotify_instances")
+	if strings.TrimSpace(string(host)) == "7" {
+		t.Errorf("the host's limit changed too")
+	}
+}
