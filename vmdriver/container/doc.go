@@ -31,16 +31,19 @@
 // Waiting: a sandbox's run is the life of its init (the agent). Wait holds
 // a pidfd on it, which works for sandboxes this process did not start.
 //
-// The overlay is mounted from the host (initial user namespace) before runc
-// starts; image layers are already owned by the mapped id range, and upper/ is
-// owned by the mapped root, so the sandbox's root writes anywhere the image allows.
+// Each sandbox has a host id range of its own (idalloc.go) and a user
+// namespace msbd makes, owned by the first uid of that range (userns.go),
+// which runc joins. The overlay is mounted from the host (initial user
+// namespace) before runc starts; image layers, owned by the shared range,
+// are idmapped to the sandbox's (idmapped.go), and upper/ is owned by the
+// sandbox's root, so it writes anywhere the image allows.
 //
-// No host user but root and the sandboxes' root (host HostUID:HostGID) may
-// reach a sandbox's files: StateDir and sandboxes/ and sandboxes/<id>/ are
-// group HostGID, mode 0710 (search only, for runc, which mounts the rootfs
-// from inside the user namespace), runc/ is 0700, and the image layers live in
-// the image store's 0700 directories. The id range itself must belong to no
-// host user or group: see CheckIDRange.
+// No host user but root and the sandbox's root may reach a sandbox's
+// files: sandboxes/<id>/ is root:<its gid> 0710 (search only, for runc,
+// which mounts the rootfs from inside the user namespace), runc/ is 0700,
+// and the image layers live in the image store's 0700 directories (see
+// perms.go). The id span itself must belong to no host user or group: see
+// CheckIDRange.
 //
 // Files in agent/ are written by the sandbox, so the host never follows a
 // symlink there: it reads and writes them through an os.Root and refuses

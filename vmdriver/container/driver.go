@@ -155,11 +155,11 @@ func (d *Driver) SandboxDir(id string) string {
 // socket, log and exit code (see Endpoint).
 func (d *Driver) agentDir(id string) string { return filepath.Join(d.SandboxDir(id), "agent") }
 
-func (d *Driver) rootfsDir(id string) string { return filepath.Join(d.SandboxDir(id), "rootfs") }
-func (d *Driver) bundleDir(id string) string { return filepath.Join(d.SandboxDir(id), "bundle") }
-func (d *Driver) specFile(id string) string  { return filepath.Join(d.SandboxDir(id), "spec.json") }
-func (d *Driver) runcLog(id string) string   { return filepath.Join(d.SandboxDir(id), "runc.log") }
-func (d *Driver) pidFile(id string) string   { return filepath.Join(d.SandboxDir(id), "pid") }
+func (d *Driver) rootfsDir(id string) string  { return filepath.Join(d.SandboxDir(id), "rootfs") }
+func (d *Driver) bundleDir(id string) string  { return filepath.Join(d.SandboxDir(id), "bundle") }
+func (d *Driver) specFile(id string) string   { return filepath.Join(d.SandboxDir(id), "spec.json") }
+func (d *Driver) runcLog(id string) string    { return filepath.Join(d.SandboxDir(id), "runc.log") }
+func (d *Driver) pidFile(id string) string    { return filepath.Join(d.SandboxDir(id), "pid") }
 func (d *Driver) userNSFile(id string) string { return filepath.Join(d.SandboxDir(id), "userns") }
 
 // CgroupPrefix is how the cgroups of sandboxes under the absolute state dir

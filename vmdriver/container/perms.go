@@ -10,7 +10,8 @@ import (
 )
 
 // Permissions. A sandbox's files must be out of reach of every host user but
-// root and the sandbox's own root (host HostUID:HostGID): its agent socket
+// root and the sandbox's own root (the host uid and gid of its range, see
+// idalloc.go): its agent socket
 // (host root access to the sandbox), its writable layer, and its mounted
 // rootfs, where the image's setuid files keep their bits (see mountOverlay)
 // and would be setuid-<mapped uid> programs for anyone who could reach them.
@@ -19,20 +20,23 @@ import (
 // sandbox's root, which has no capability over host-owned files: it needs
 // search permission on every directory down to sandboxes/<id>/rootfs. So:
 //
-//	StateDir/              owner kept, group HostGID, mode u=(kept),g=x,o= (0710)
-//	StateDir/sandboxes/    root:HostGID 0710
-//	StateDir/sandboxes/<id>/  root:HostGID 0710
+//	StateDir/              owner kept, group HostGID, mode u=(kept),g=x,o=x (0711)
+//	StateDir/sandboxes/    root:root 0711
+//	StateDir/sandboxes/<id>/  root:<the sandbox's gid> 0710
 //	StateDir/runc/         root 0700 (runc init gets its fifo as a descriptor)
 //
-// Search through the group HostGID lets the sandboxes' root in and no host
-// user: CheckIDRange makes sure none holds that gid. The directories above
+// Every sandbox has a gid of its own, so the first two are searchable by
+// all (never listable); each sandbox directory only by its own sandbox's
+// group, which no host user and no other sandbox holds (CheckIDRange makes
+// sure no host account or subordinate range overlaps the span). What else
+// StateDir holds keeps its own modes (msb.db 0600, images/ 0700, …). The directories above
 // StateDir belong to others; they must already be searchable (o+x) and New
 // fails if one is not. The image layers (lower dirs) need no search
 // permission at all: the overlay is mounted by host root and reads its lower
 // dirs with the mounter's credentials.
 const (
 	stateDirSearchMode = 0o011 // added to the owner's bits of StateDir
-	sandboxDirMode    = 0o710
+	sandboxDirMode     = 0o710
 )
 
 // lockDown creates the driver's directories with the modes above, or brings
