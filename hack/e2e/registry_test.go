@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -267,20 +268,20 @@ func countDirs(t *testing.T, dir string) int {
 }
 
 // lowerdirs returns the overlay lowerdir option of a sandbox's rootfs mount.
+// lowerdirs are the image layer directories sandbox name's overlay stacks
+// ("lowerdir=A:B:..."), as its driver recorded them: the overlay itself
+// names the per-sandbox idmapped clones of those directories.
 func lowerdirs(t *testing.T, d *daemon, name string) string {
 	uid := field(d.sandbox(name), "metadata.uid").(string)
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mi), "\n") {
-		if !strings.Contains(l, filepath.Join(d.stateDir, "sandboxes", uid, "rootfs")) {
-			continue
-		}
-		for _, opt := range strings.Split(l, ",") {
-			if strings.HasPrefix(opt, "lowerdir=") {
-				return opt
-			}
-		}
+	b, err := os.ReadFile(filepath.Join(d.stateDir, "sandboxes", uid, "spec.json"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ""
+	var spec struct{ Layers []string }
+	if err := json.Unmarshal(b, &spec); err != nil || len(spec.Layers) == 0 {
+		t.Fatalf("%s's spec.json: %v %s", name, err, b)
+	}
+	return "lowerdir=" + strings.Join(spec.Layers, ":")
 }
 
 // TestImageConfigHonoured: entrypoint, cmd, env, workingDir and user come from
