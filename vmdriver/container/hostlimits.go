@@ -15,11 +15,12 @@ import (
 // busybox `sleep` sandboxes (hack/bench/density.sh): the agent's threads and
 // the command take pids; msbd holds a pidfd (exit watcher) per sandbox and a
 // few more descriptors while it starts one; msbd's mount namespace holds
-// the rootfs overlay, the sandbox's sysfs and its netns file.
+// the rootfs overlay, the sandbox's sysfs, its netns file and its user
+// namespace file.
 const (
 	tidsPerSandbox   = 6
 	fdsPerSandbox    = 2
-	mountsPerSandbox = 3
+	mountsPerSandbox = 4
 )
 
 var _ vmdriver.HostLimiter = (*Driver)(nil)
@@ -59,7 +60,7 @@ func (d *Driver) HostLimits() []vmdriver.HostLimit {
 	}
 	add("kernel.keys.maxkeys", sysctl("kernel/keys/maxkeys"), -1, 0, "keys per host uid: none per sandbox (runc --no-new-keyring)")
 	add("fs.inotify.max_user_instances", sysctl("fs/inotify/max_user_instances"), -1, 0,
-		"inotify instances per host uid: none per sandbox, but sandboxes sharing a host uid share them for their own programs")
+		"inotify instances per host uid: none of root's per sandbox; each sandbox's programs draw on its own host uid's")
 	if avail := memAvailable(); avail > 0 {
 		add("MemAvailable", avail, -1, 2<<20, "memory (bytes), at the 2 MiB an idle sandbox takes (PSS)")
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Permissions. A sandbox's files must be out of reach of every host user but
@@ -21,7 +22,8 @@ import (
 // search permission on every directory down to sandboxes/<id>/rootfs. So:
 //
 //	StateDir/              owner kept, group HostGID, mode u=(kept),g=x,o=x (0711)
-//	StateDir/sandboxes/    root:root 0711
+//	StateDir/sandboxes/    root:root 0711 (both 0710 group HostGID where
+//	                       every sandbox shares the first range: container.Host)
 //	StateDir/sandboxes/<id>/  root:<the sandbox's gid> 0710
 //	StateDir/runc/         root 0700 (runc init gets its fifo as a descriptor)
 //
@@ -54,7 +56,13 @@ func (d *Driver) lockDown() error {
 	if err := os.Chown(state, -1, int(d.opts.HostGID)); err != nil {
 		return err
 	}
-	if err := os.Chmod(state, fi.Mode().Perm()&0o700|stateDirSearchMode); err != nil {
+	// Where all sandboxes share one range (the microVM driver's Host), its
+	// group alone need search StateDir and sandboxes/.
+	searchMode, sbxGID, sbxMode := os.FileMode(stateDirSearchMode), 0, os.FileMode(0o711)
+	if !d.ids.perSandbox() {
+		searchMode, sbxGID, sbxMode = 0o010, int(d.opts.HostGID), 0o710
+	}
+	if err := os.Chmod(state, fi.Mode().Perm()&0o700|searchMode); err != nil {
 		return err
 	}
 	if d.runcRoot != "" { // a Host has no runc
@@ -65,13 +73,13 @@ func (d *Driver) lockDown() error {
 			return err
 		}
 	}
-	if err := os.Mkdir(sandboxes, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(sandboxes, sbxMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	if err := os.Lchown(sandboxes, 0, 0); err != nil {
+	if err := os.Lchown(sandboxes, 0, sbxGID); err != nil {
 		return err
 	}
-	if err := os.Chmod(sandboxes, 0o711); err != nil {
+	if err := os.Chmod(sandboxes, sbxMode); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(sandboxes)
@@ -117,9 +125,20 @@ func sandboxDirPerms(dir string, gid uint32) error {
 }
 
 // searchable reports whether every sandbox's root (each its own host uid
-// and gid, no supplementary groups) may search the directory fi.
+// and gid, no supplementary groups; or, where all share one range, its
+// first uid and gid) may search the directory fi.
 func (d *Driver) searchable(fi os.FileInfo) bool {
-	return fi.Mode().Perm()&0o001 != 0
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || d.ids.perSandbox() {
+		return fi.Mode().Perm()&0o001 != 0
+	}
+	switch {
+	case st.Uid == d.opts.HostUID:
+		return st.Mode&0o100 != 0
+	case st.Gid == d.opts.HostGID:
+		return st.Mode&0o010 != 0
+	}
+	return st.Mode&0o001 != 0
 }
 
 func hash8(s string) string {
