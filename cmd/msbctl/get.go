@@ -34,13 +34,16 @@ func newGetCommand(e *env) *cobra.Command {
 	o := &getOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "get KIND [NAME...] | KIND/NAME... [-o table|wide|yaml|json|name] [-l SELECTOR] [-n NS | -A] [-w]"
+	cmd.Use = "get KIND[,KIND...]|all [NAME...] | KIND/NAME... [-o table|wide|yaml|json|name] [-l SELECTOR] [-n NS | -A] [-w]"
 	cmd.Short = "List objects or show some by name"
 	cmd.Long = `List the objects of one resource type, or show some by name.
 
 Tables show the most useful columns; -o wide adds more, and -o yaml or json
 prints the objects whole (Secret values are never shown). With -w, get keeps
-printing every change after the list until interrupted.`
+printing every change after the list until interrupted.
+
+Several types at once (sb,netpol,secret) or "all" (sandboxes, network
+policies and secrets) print a table per type, names written KIND/NAME.`
 	cmd.Example = `  # List the sandboxes of the default namespace
   msbctl get sandboxes
 
@@ -49,6 +52,10 @@ printing every change after the list until interrupted.`
 
   # Show objects of different kinds by KIND/NAME
   msbctl get sb/web netpol/pypi
+
+  # List several kinds at once, or all of sandboxes, policies and secrets
+  msbctl get sb,netpol,secret
+  msbctl get all -A
 
   # List the sandboxes labelled app=agent in every namespace, with more columns
   msbctl get sb -l app=agent -A -o wide
@@ -72,6 +79,13 @@ var writableKinds = []string{v1alpha1.KindSandbox, v1alpha1.KindNetworkPolicy, v
 func runGet(ctx context.Context, c *client.Client, o *getOptions, args []string, stdout, stderr io.Writer) int {
 	if err := checkOutput(o.output); err != nil {
 		return fail(stderr, err)
+	}
+	if len(args) > 0 {
+		if kinds, ok, err := kindList(args[0]); err != nil {
+			return fail(stderr, err)
+		} else if ok {
+			return runGetKinds(ctx, c, o, kinds, args[1:], stdout, stderr)
+		}
 	}
 	kind, refs, err := parseRefs(args)
 	if err != nil {

@@ -249,3 +249,63 @@ func TestLogCapSaysWhatItDropped(t *testing.T) {
 		t.Errorf("status.logDroppedBytes = %v, want %d (the lines before %d)", dropped, head, n)
 	}
 }
+
+// TestRunAndGetAll: run creates an ordinary Sandbox (or prints its manifest),
+// run --rm -i is a throwaway attached command, and get lists several kinds.
+func TestRunAndGetAll(t *testing.T) {
+	d := startDaemon(t)
+	img := "oci:" + imageDir + ":latest"
+	manifest := d.must("run", "job", "--image", img, "-e", "A=1", "-l", "app=x,tier=y", "--restart", "OnFailure", "-o", "yaml", "--dry-run", "--", "sh", "-c", "echo hi $A")
+	for _, want := range []string{"kind: Sandbox", "name: job", "app: x", "tier: \"y\"", "- echo hi $A", "restartPolicy: OnFailure", "name: A"} {
+		if !strings.Contains(manifest, want) {
+			t.Errorf("run -o yaml --dry-run lacks %q:\n%s", want, manifest)
+		}
+	}
+	if out, _, _ := d.ctl("get", "sb", "-o", "name"); out != "" {
+		t.Fatalf("a dry run created %q", out)
+	}
+	// The printed manifest applies as is.
+	if out := d.apply(manifest); out != "sandbox/job created\n" {
+		t.Errorf("applying run's manifest: %q", out)
+	}
+	waitFor(t, 60*time.Second, "job's output", func() bool {
+		out, _, _ := d.ctl("logs", "job")
+		return out == "hi 1\n"
+	})
+
+	if out := d.must("run", "web", "--image", img, "-l", "app=web", "--", "sleep", "1000"); out != "sandbox/web created\n" {
+		t.Errorf("run printed %q", out)
+	}
+	d.must("wait", "sb/web", "--for=condition=Ready", "--timeout=60s")
+	if got := field(d.sandbox("web"), "metadata.labels.app"); got != "web" {
+		t.Errorf("label app = %v", got)
+	}
+	if _, stderr, code := d.ctl("run", "web", "--image", img); code != 1 || !strings.Contains(stderr, "already exists") {
+		t.Errorf("run of an existing name: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := d.ctl("run", "x", "--rm", "--image", img); code != 2 || !strings.Contains(stderr, "give -i too") {
+		t.Errorf("run --rm without -i: exit %d, %q", code, stderr)
+	}
+
+	// Attached and thrown away: the command's output and exit code, then gone.
+	stdout, stderr, code := d.ctlIn([]byte("echo piped; exit 4\n"), "run", "tmp", "--rm", "-i", "--image", img)
+	if stdout != "piped\n" || code != 4 || !strings.Contains(stderr, `sandbox "tmp" deleted`) {
+		t.Errorf("run --rm -i: stdout %q, stderr %q, exit %d", stdout, stderr, code)
+	}
+	d.must("wait", "sb/tmp", "--for=delete", "--timeout=60s")
+
+	d.apply("apiVersion: msb.dev/v1alpha1\nkind: Secret\nmetadata: {name: s}\nspec:\n  stringData: {k: v}\n  allowedHosts: [api.example.com]\n---\n" +
+		"apiVersion: msb.dev/v1alpha1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  sandboxSelector: {matchLabels: {app: web}}\n")
+	all := d.must("get", "all")
+	for _, want := range []string{"sandbox/job", "sandbox/web", "networkpolicy/np", "secret/s"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("get all lacks %s:\n%s", want, all)
+		}
+	}
+	if names := d.must("get", "sb,netpol", "-o", "name"); names != "sandbox/job\nsandbox/web\nnetworkpolicy/np\n" {
+		t.Errorf("get sb,netpol -o name = %q", names)
+	}
+	if _, stderr, code := d.ctl("get", "sb,netpol", "web"); code != 2 || !strings.Contains(stderr, "KIND/NAME") {
+		t.Errorf("get sb,netpol web: exit %d, %q", code, stderr)
+	}
+}
