@@ -1,9 +1,12 @@
 package mcpserver
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 func TestArgv(t *testing.T) {
@@ -51,5 +54,37 @@ func TestExecSchemaTakesStringOrArray(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(s.Required, ","), "command") || !strings.Contains(strings.Join(s.Required, ","), "name") {
 		t.Errorf("required: %v", s.Required)
+	}
+}
+
+// TestPanicIsToolError: a tool that panics answers with a tool error and
+// the server keeps serving.
+func TestPanicIsToolError(t *testing.T) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "v0"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "boom"}, safe("boom", func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, struct{}, error) {
+		var m map[string]int
+		m["x"] = 1 // nil map write
+		return nil, struct{}{}, nil
+	}))
+	st, ct := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	ss, err := srv.Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "c", Version: "v0"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for range 2 {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "boom", Arguments: map[string]any{}})
+		if err != nil || !res.IsError {
+			t.Fatalf("err %v, result %+v: want a tool error", err, res)
+		}
+		if txt := res.Content[0].(*mcp.TextContent).Text; !strings.Contains(txt, "internal error") {
+			t.Errorf("text %q", txt)
+		}
 	}
 }

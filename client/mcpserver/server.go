@@ -75,46 +75,60 @@ func New(o Options) *mcp.Server {
 			"Returns its name, used by every other tool. The sandbox keeps running its command (default: sleep forever) " +
 			"until deleted or its ttl passes. Its network access is set by the operator's policies.",
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-	}, s.create)
+	}, safe("sandbox_create", s.create))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name: "sandbox_exec",
 		Description: "Run a command in a sandbox and return its stdout, stderr and exit code. " +
 			"command is a string run with sh -c, or an argv array run as is. stdout and stderr are cut at 1 MiB each " +
-			"(flagged). The command is killed after timeoutSeconds (default 60).",
+			"(flagged); bytes that are not UTF-8 show as U+FFFD. The command is killed after timeoutSeconds (default 60).",
 		InputSchema: execSchema(),
 		Annotations: &mcp.ToolAnnotations{OpenWorldHint: ptr(false)},
-	}, s.exec)
+	}, safe("sandbox_exec", s.exec))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name: "sandbox_write_file",
 		Description: "Write a file in a sandbox, replacing it if it exists. content is text, or base64 with encoding=base64 " +
 			"for binary data (at most 16 MiB). The directory must exist (make it with sandbox_exec mkdir -p).",
 		Annotations: &mcp.ToolAnnotations{OpenWorldHint: ptr(false)},
-	}, s.writeFile)
+	}, safe("sandbox_write_file", s.writeFile))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name: "sandbox_read_file",
 		Description: "Read a file from a sandbox. Text comes back as is; anything that is not UTF-8 comes back base64 " +
 			"with encoding=base64. At most maxBytes (default and most 1 MiB) are returned, flagged truncated.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: ptr(false)},
-	}, s.readFile)
+	}, safe("sandbox_read_file", s.readFile))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name:        "sandbox_list",
 		Description: "List the sandboxes: name, phase, whether ready, image, and whether an MCP session created it.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: ptr(false)},
-	}, s.list)
+	}, safe("sandbox_list", s.list))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name:        "sandbox_logs",
 		Description: "Return the last lines (tail, default 100) of what a sandbox's main command printed.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: ptr(false)},
-	}, s.logs)
+	}, safe("sandbox_logs", s.logs))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name:        "sandbox_delete",
 		Description: "Delete a sandbox and everything in it, and wait until it is gone.",
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
-	}, s.delete)
+	}, safe("sandbox_delete", s.delete))
 	return srv
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// safe turns a panic in a tool into that call's tool error: neither msbctl
+// mcp nor msbd (which serves the same tools) may go down with one call.
+func safe[In, Out any](name string, h mcp.ToolHandlerFor[In, Out]) mcp.ToolHandlerFor[In, Out] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (res *mcp.CallToolResult, out Out, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				var zero Out
+				res, out, err = nil, zero, fmt.Errorf("%s: internal error: %v", name, p)
+			}
+		}()
+		return h(ctx, req, in)
+	}
+}
 
 // execSchema is sandbox_exec's input schema: command is a string or an
 // array of strings, which Go's types cannot say.
