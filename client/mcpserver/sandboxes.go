@@ -126,10 +126,12 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 	got, err := s.waitReady(ctx, name)
 	if err != nil {
 		// Nothing half-made is left behind: a sandbox that cannot start goes.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		s.c.Delete(dctx, v1alpha1.KindSandbox, s.ns, name)
-		return nil, SandboxInfo{}, fmt.Errorf("sandbox_create: %v; the sandbox %q was deleted", err, name)
+		if s.c.Delete(dctx, v1alpha1.KindSandbox, s.ns, name) == nil && s.waitGone(dctx, name) {
+			return nil, SandboxInfo{}, fmt.Errorf("sandbox_create: %v; the sandbox %q was deleted", err, name)
+		}
+		return nil, SandboxInfo{}, fmt.Errorf("sandbox_create: %v; deleting the sandbox %q did not finish (sandbox_delete it)", err, name)
 	}
 	i := info(got)
 	return text("sandbox %q is ready (image %s)", name, in.Image), i, nil
@@ -234,14 +236,23 @@ func (s *server) delete(ctx context.Context, _ *mcp.CallToolRequest, in NameInpu
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	if s.waitGone(wctx, in.Name) {
+		return text("sandbox %q deleted", in.Name), DeleteOutput{Name: in.Name, Deleted: true}, nil
+	}
+	return text("sandbox %q is being deleted", in.Name), DeleteOutput{Name: in.Name}, nil
+}
+
+// waitGone polls until the sandbox no longer exists (its finalizer ran);
+// false if ctx ends first.
+func (s *server) waitGone(ctx context.Context, name string) bool {
 	for {
-		_, err := s.c.Get(wctx, v1alpha1.KindSandbox, s.ns, in.Name)
+		_, err := s.c.Get(ctx, v1alpha1.KindSandbox, s.ns, name)
 		if err != nil && client.IsNotFound(err) {
-			return text("sandbox %q deleted", in.Name), DeleteOutput{Name: in.Name, Deleted: true}, nil
+			return true
 		}
 		select {
-		case <-wctx.Done():
-			return text("sandbox %q is being deleted", in.Name), DeleteOutput{Name: in.Name}, nil
+		case <-ctx.Done():
+			return false
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
