@@ -253,7 +253,12 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRe
 	// Connect before answering 101 so a failure is still an HTTP error.
 	ac, fresh, err := s.agents.get(r.Context(), path)
 	if err != nil {
-		return &apiError{code: http.StatusServiceUnavailable, reason: "ServiceUnavailable",
+		reason := "ServiceUnavailable"
+		if errors.Is(err, agent.ErrUnresponsive) {
+			reason = agent.ReasonUnresponsive
+			s.agentUnresponsive(&sb)
+		}
+		return &apiError{code: http.StatusServiceUnavailable, reason: reason,
 			msg: fmt.Sprintf("cannot reach the agent of sandbox %q in namespace %q: %v", name, ns, err)}
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -355,6 +360,11 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRe
 		res.Error = "exec stream: " + msg
 	} else if err != nil {
 		res.Error = err.Error()
+		if errors.Is(err, agent.ErrUnresponsive) {
+			res.Reason = agent.ReasonUnresponsive
+			res.Error = fmt.Sprintf("sandbox %q in namespace %q: %v", name, ns, err)
+			s.agentUnresponsive(&sb)
+		}
 	} else if oomKnown && s.execOOMKilled(&sb, req.Argv, st, oomBefore) {
 		res.Reason = v1alpha1.ExecReasonOOMKilled
 	}

@@ -17,6 +17,8 @@ type Runtime struct {
 	Drivers *vmdriver.Set
 	// Engine keeps sandboxes' network decisions; nil without networking.
 	Engine *netpolicy.Engine
+	// Requeue, if set, has a sandbox reconciled again (see AgentUnresponsive).
+	Requeue func(key string)
 }
 
 // driverOf returns the endpoint of sb in the driver its status names, else
@@ -115,4 +117,13 @@ func (rt Runtime) OOMKills(sb *v1alpha1.Sandbox) (uint64, error) {
 		return 0, fmt.Errorf("the %s driver cannot count OOM kills", d.Name())
 	}
 	return oc.OOMKills(sb.Metadata.UID)
+}
+
+// AgentUnresponsive is told by the API when a call to sb's agent timed
+// out: the sandbox is reconciled at once, which probes the agent and sets
+// Ready=False AgentUnresponsive, rather than at the next resync.
+func (rt Runtime) AgentUnresponsive(sb *v1alpha1.Sandbox) {
+	if rt.Requeue != nil {
+		rt.Requeue(v1alpha1.KeyOf(sb))
+	}
 }

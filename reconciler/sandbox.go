@@ -96,6 +96,11 @@ type SandboxReconciler struct {
 	StopGrace time.Duration
 	// Requeue is called to look at a key again (when a sandbox's run ends).
 	Requeue func(key string)
+	// ProbeAgent, if set, is asked at every reconcile of a running sandbox
+	// whether its agent (at the host socket) answers: an error means it
+	// accepted the connection but did not answer in time, and the sandbox
+	// turns Ready=False AgentUnresponsive until it answers again.
+	ProbeAgent func(ctx context.Context, socket string) error
 	// BeforeCreate, if set, runs before a sandbox is created in the
 	// runtime; an error fails the start. msbd records there how far the
 	// store had got, and the sandbox's marker, so that a store later
@@ -235,6 +240,9 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	restartAsked := restartRequested(sb, st)
 	if running && (st.SpecHash == hash || st.SpecHash == "") && !restartAsked {
 		r.observeRunning(d, sb, st, state, hash)
+		if r.agentUnresponsive(ctx, d, sb, st, state) && (res.RequeueAfter == 0 || res.RequeueAfter > agentRecheck) {
+			res.RequeueAfter = agentRecheck
+		}
 		return res, nil
 	}
 	// A changed spec is not Ready until the sandbox runs it: what it ran

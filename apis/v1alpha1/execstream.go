@@ -49,7 +49,8 @@ type ExecResult struct {
 	ExitCode int    `json:"exitCode"`
 	Error    string `json:"error,omitempty"`
 	// Reason says why the command ended when it was not its own doing:
-	// ExecReasonOOMKilled when the sandbox's memory limit killed it.
+	// ExecReasonOOMKilled when the sandbox's memory limit killed it,
+	// "AgentUnresponsive" when the sandbox's agent stopped answering.
 	Reason string `json:"reason,omitempty"`
 }
 

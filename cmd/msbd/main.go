@@ -161,7 +161,7 @@ func run(o options) error {
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
 		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,
-		Requeue: queue.Add, BeforeCreate: orphans.BeforeCreate, Log: log,
+		Requeue: queue.Add, BeforeCreate: orphans.BeforeCreate, Log: log, ProbeAgent: probeAgent,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: events.PanicRecorder(st)}
 	inNamespace := reconciler.SandboxesInNamespace(st)
@@ -181,7 +181,7 @@ func run(o options) error {
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
-		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog()},
+		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog(), Requeue: queue.Add},
 		Images:  imgs,
 		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
 		Logger:  log,

@@ -184,3 +184,66 @@ func (b *guardBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestAgentUnresponsive: a sandbox whose agent is stopped from the host
+// turns Ready=False AgentUnresponsive, and execs — new ones and one already
+// running — fail with that reason instead of hanging; once the agent
+// continues the sandbox is Ready again and exec works.
+func TestAgentUnresponsive(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("frozen", "", "sleep", "3600"))
+	d.must("wait", "sandbox/frozen", "--for=condition=Ready", "--timeout=60s")
+	pid := int(field(d.sandbox("frozen"), "status.pid").(float64))
+	d.must("exec", "frozen", "--", "true")
+
+	long := exec.Command(filepath.Join(binDir, "msbctl"), "exec", "frozen", "--", "sh", "-c", "echo started; exec sleep 1000")
+	long.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	var longOut, longErr guardBuffer
+	long.Stdout, long.Stderr = &longOut, &longErr
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	longDone := make(chan struct{})
+	go func() { long.Wait(); close(longDone) }()
+	t.Cleanup(func() { long.Process.Kill(); <-longDone })
+	waitFor(t, 30*time.Second, "the long exec to start", func() bool { return strings.Contains(longOut.String(), "started") })
+
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+
+	_, errOut, code := d.ctl("exec", "frozen", "--", "true")
+	if code != 1 || !strings.Contains(errOut, "AgentUnresponsive") {
+		t.Errorf("exec into a stopped agent: exit %d, stderr %q; want 1 and AgentUnresponsive", code, errOut)
+	}
+	select {
+	case <-longDone:
+		if code := long.ProcessState.ExitCode(); code != 1 || !strings.Contains(longErr.String(), "AgentUnresponsive") {
+			t.Errorf("running exec: exit %d, stderr %q; want 1 and AgentUnresponsive", code, longErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("an exec running when the agent stopped still waits after 60s")
+	}
+	waitFor(t, 60*time.Second, "Ready=False AgentUnresponsive", func() bool {
+		s, r, _ := condition(d.sandbox("frozen"), "Ready")
+		return s == "False" && r == "AgentUnresponsive"
+	})
+	if ev := d.eventsFor("frozen"); !strings.Contains(ev, "AgentUnresponsive") {
+		t.Errorf("no AgentUnresponsive event:\n%s", ev)
+	}
+	restarts := field(d.sandbox("frozen"), "status.restartCount")
+
+	syscall.Kill(pid, syscall.SIGCONT)
+	waitFor(t, 60*time.Second, "Ready=True after SIGCONT", func() bool {
+		s, _, _ := condition(d.sandbox("frozen"), "Ready")
+		return s == "True"
+	})
+	if out := d.must("exec", "frozen", "--", "echo", "back"); out != "back\n" {
+		t.Errorf("exec after SIGCONT printed %q", out)
+	}
+	sb := d.sandbox("frozen")
+	if p, _ := field(sb, "status.phase").(string); p != "Running" || field(sb, "status.restartCount") != restarts {
+		t.Errorf("after SIGCONT: phase %s restartCount %v, want Running and %v", p, field(sb, "status.restartCount"), restarts)
+	}
+}

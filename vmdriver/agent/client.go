@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 // its own SSH session.
 type Client struct {
 	c *ssh.Client
+	// unresponsive is set once a call timed out and the connection was
+	// closed for it: errors of calls it cut short then say so.
+	unresponsive atomic.Bool
 }
 
 // WindowSize is a terminal size in character cells.
@@ -53,8 +57,15 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
 	}
-	c, err := newClient(ctx, conn, socketPath)
+	// The socket accepted: from here a frozen agent would hang the
+	// handshake, so it has CallTimeout to answer.
+	hctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	c, err := newClient(hctx, conn, socketPath)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = unresponsive("the handshake")
+		}
 		return nil, fmt.Errorf("agent %s: %w", socketPath, err)
 	}
 	return c, nil
@@ -157,10 +168,21 @@ func (c *Client) run(ctx context.Context, req ExecRequest) (exitCode int, sig sy
 		s, err := c.c.NewSession()
 		ch <- opened{s, err}
 	}()
+	// Opening the session, the pty and starting the command each wait on
+	// the agent: together they get CallTimeout, after which the connection
+	// is closed (every other call on it would hang as well).
+	setup := time.AfterFunc(CallTimeout, func() {
+		c.unresponsive.Store(true)
+		c.c.Close()
+	})
+	defer setup.Stop()
 	var sess *ssh.Session
 	select {
 	case o := <-ch:
 		if o.err != nil {
+			if c.unresponsive.Load() {
+				return -1, 0, unresponsive("a session request")
+			}
 			return -1, 0, fmt.Errorf("exec: %w: %w", ErrNoSession, o.err)
 		}
 		sess = o.sess
@@ -179,22 +201,42 @@ func (c *Client) run(ctx context.Context, req ExecRequest) (exitCode int, sig sy
 			term = "xterm"
 		}
 		if err := sess.RequestPty(term, int(req.Rows), int(req.Cols), ssh.TerminalModes{}); err != nil {
+			if c.unresponsive.Load() {
+				return -1, 0, unresponsive("a pty request")
+			}
 			return -1, 0, fmt.Errorf("exec: pty: %w", err)
 		}
 	}
 	sess.Stdin, sess.Stdout, sess.Stderr = req.Stdin, req.Stdout, req.Stderr
 	if err := sess.Start(string(payload)); err != nil {
+		if c.unresponsive.Load() {
+			return -1, 0, unresponsive("an exec request")
+		}
 		if req.Copy != nil {
 			return -1, 0, fmt.Errorf("copy: %w", err)
 		}
 		return -1, 0, fmt.Errorf("exec %q: %w", req.Argv[0], err)
 	}
+	setup.Stop()
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
+	// A command may run for hours without a byte of output: while it
+	// runs, the agent must keep answering pings.
+	dead := make(chan struct{})
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go c.watch(wctx, dead)
 	for {
 		select {
 		case err := <-done:
-			return waitResult(err)
+			code, sig, err := waitResult(err)
+			if err != nil && c.unresponsive.Load() {
+				err = unresponsive("a ping")
+			}
+			return code, sig, err
+		case <-dead:
+			sess.Close()
+			return -1, 0, unresponsive("a ping")
 		case ws, ok := <-req.Resize:
 			if !ok {
 				req.Resize = nil
