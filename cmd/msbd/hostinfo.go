@@ -20,6 +20,9 @@ type hostFacts struct {
 	host vmdriver.HostInfo
 	// containerErr is why the container driver could not be made.
 	containerErr error
+	// sharedIDs is why container sandboxes share one host id range ("":
+	// each has its own).
+	sharedIDs string
 }
 
 // info builds the answer of GET /info for drivers (the set msbd runs) and
@@ -85,6 +88,7 @@ func (f *hostFacts) info(drivers *vmdriver.Set) v1alpha1.HostInfo {
 	}
 	h.Add("host", cgroupVersion())
 	h.Add("host", userNamespaces())
+	h.Add("host", idRangesItem(f.sharedIDs))
 	h.Add("host", nftablesUsable())
 	return h
 }

@@ -120,8 +120,8 @@ func run(o options) error {
 	}
 	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
 	log.Info("host probe", "microvm", facts.krun.String())
-	if reason := ctr.SharedIDReason(); reason != "" {
-		log.Warn("sandboxes share one host id range", "reason", reason)
+	if facts.sharedIDs = ctr.SharedIDReason(); facts.sharedIDs != "" {
+		log.Warn("sandboxes share one host id range", "reason", facts.sharedIDs)
 	}
 	all := []vmdriver.Driver{ctr}
 	vm, microVMWhy := microVMDriver(o, stateDir, uid, size, facts.krun, log)

@@ -150,3 +150,26 @@ func TestSandboxesHaveTheirOwnHostUIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedIDRangeIsNeverSilent: an msbd whose --uid-size holds a single
+// range runs sandboxes in it, and says so in msbctl info and in a Warning
+// event of every such sandbox; one with room says each has its own.
+func TestSharedIDRangeIsNeverSilent(t *testing.T) {
+	d := startDaemon(t, "--uid-size", "65536")
+	if info := d.must("info"); !strings.Contains(info, "shared by all sandboxes") {
+		t.Errorf("msbctl info does not say the range is shared:\n%s", info)
+	}
+	d.apply(sandboxYAML("shared", "", "sleep", "1000"))
+	d.must("wait", "sandbox/shared", "--for=condition=Ready", "--timeout=60s")
+	waitFor(t, 10*time.Second, "a SharedIDRange Warning event", func() bool {
+		return strings.Contains(d.must("get", "events"), "SharedIDRange")
+	})
+	if got := d.must("exec", "shared", "--", "cat", "/proc/self/uid_map"); !strings.Contains(strings.Join(strings.Fields(got), " "), "0 2000000000 65536") {
+		t.Errorf("uid_map in the shared range: %q", got)
+	}
+
+	own := startDaemon(t)
+	if info := own.must("info"); !strings.Contains(info, "one per sandbox") {
+		t.Errorf("msbctl info does not say each sandbox has its own range:\n%s", info)
+	}
+}
