@@ -271,3 +271,36 @@ func TestCopyHostileSandbox(t *testing.T) {
 		t.Errorf("control copy: %q", got)
 	}
 }
+
+// TestCopyUnderKrun: msbctl cp works the same with the microVM driver (the
+// stand-in libkrun runs the real agent chrooted in the guest's root).
+func TestCopyUnderKrun(t *testing.T) {
+	d, _ := startKrunDaemon(t)
+	d.apply(sandboxYAML("vmcp", "", "sleep", "100000"))
+	d.must("wait", "sandbox/vmcp", "--for=condition=Ready", "--timeout=60s")
+	if drv := field(d.sandbox("vmcp"), "status.driver"); drv != "krun" {
+		t.Fatalf("driver %v, want krun", drv)
+	}
+	local := t.TempDir()
+	src := filepath.Join(local, "tree")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o750)
+	os.WriteFile(filepath.Join(src, "sub/f"), bytes.Repeat([]byte("vm"), 70000), 0o604)
+	os.Symlink("sub/f", filepath.Join(src, "link"))
+	want := treeFacts(t, src)
+	d.must("cp", src, "vmcp:/tmp/tree")
+	if got := d.must("exec", "vmcp", "--", "stat", "-c", "%a %s", "/tmp/tree/sub/f"); got != "604 140000\n" {
+		t.Errorf("in the guest: %q", got)
+	}
+	back := filepath.Join(local, "back")
+	d.must("cp", "vmcp:/tmp/tree", back)
+	got := treeFacts(t, back)
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: came back as %+v, want %+v", k, got[k], w)
+		}
+	}
+	d.must("exec", "vmcp", "--", "sh", "-c", "mkdir -p /tmp/evil && ln -s / /tmp/evil/root")
+	if _, e, code := d.ctl("cp", "vmcp:/tmp/evil", filepath.Join(local, "evil")); code != 1 || !strings.Contains(e, `"evil/root"`) {
+		t.Errorf("planted symlink under krun: exit %d, %q", code, e)
+	}
+}
