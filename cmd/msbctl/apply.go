@@ -30,6 +30,8 @@ type applyOptions struct {
 	output    string
 	wait      bool
 	timeout   time.Duration
+	prune     bool
+	applySet  string
 }
 
 func (o *applyOptions) flags() *flagSet {
@@ -41,6 +43,8 @@ func (o *applyOptions) flags() *flagSet {
 	fs.stringVar(&o.output, "output", "o", "", "print the objects instead of a summary: yaml, json or name")
 	fs.boolVar(&o.wait, "wait", "", false, "then wait until every applied Sandbox is Ready (or has finished); a Failed one exits 1")
 	fs.durationVar(&o.timeout, "timeout", "", 60*time.Second, "how long --wait waits")
+	fs.boolVar(&o.prune, "prune", "", false, "delete the objects an earlier apply of the same set created that the manifests no longer hold")
+	fs.stringVar(&o.applySet, "applyset", "", "", "name of the apply set (label "+LabelApplySet+"); default: the name of the one directory or file given with -f")
 	return fs
 }
 
@@ -48,7 +52,7 @@ func newApplyCommand(e *env) *cobra.Command {
 	o := &applyOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "apply -f FILE|DIR|- [-f ...] [-R] [--dry-run=none|client|server] [--wait [--timeout=60s]]"
+	cmd.Use = "apply -f FILE|DIR|- [-f ...] [-R] [--prune [--applyset NAME]] [--dry-run=none|client|server] [--wait [--timeout=60s]]"
 	cmd.Short = "Create or update objects from manifests, all in one transaction"
 	cmd.Long = `Create or update the objects of manifests, all in one transaction.
 
@@ -59,7 +63,14 @@ all problems are listed (file:line: field: message) and nothing changes.
 Sandbox, in the same process. It stops early, exit 1, with the phase, exit
 code and reason, when one fails or cannot start (a missing or invalid image
 under imagePullPolicy: Never); a sandbox that runs to completion (Succeeded)
-is a success when its restartPolicy is Never or OnFailure.`
+is a success when its restartPolicy is Never or OnFailure.
+
+--prune keeps a directory of manifests and msbd in step, as kubectl's ApplySet
+does: every applied object is labelled `+LabelApplySet+`=SET (SET is --applyset,
+by default the directory's name), and objects with that label that the
+manifests no longer hold are deleted. Objects without the label are never
+touched. With --dry-run it only says what it would prune; "msbctl diff
+--prune" shows it as a diff.`
 	cmd.Example = `  # Apply one manifest
   msbctl apply -f sandbox.yaml
 
@@ -73,7 +84,11 @@ is a success when its restartPolicy is Never or OnFailure.`
   msbctl apply -f sb.yaml --dry-run=server
 
   # Apply and wait until the sandboxes are Ready, in one command
-  msbctl apply -f sb.yaml --wait`
+  msbctl apply -f sb.yaml --wait
+
+  # Keep msbd in step with a git directory: what was removed from it goes
+  msbctl apply -f manifests/ -R --prune --dry-run
+  msbctl apply -f manifests/ -R --prune`
 	cmd.Annotations = map[string]string{exitCodesAnnotation: interruptedExitCodes}
 	cmd.ValidArgsFunction = cobra.NoFileCompletions
 	manifestFlag(fs)
@@ -184,6 +199,27 @@ func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []str
 	if !ok {
 		return exitFail
 	}
+	set := ""
+	if o.prune || o.applySet != "" {
+		var err error
+		if set, err = applySetName(o.applySet, o.files); err != nil {
+			return fail(stderr, err)
+		}
+		if err := labelApplySet(objs, set); err != nil {
+			return fail(stderr, err)
+		}
+	}
+	// pruneNow deletes (or on a dry run names) what the set no longer holds.
+	pruneNow := func(w io.Writer) int {
+		if !o.prune {
+			return exitOK
+		}
+		cands, err := pruneCandidates(ctx, c, set, objs)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		return prune(ctx, c, cands, o.dryRun, w, stderr)
+	}
 
 	if o.dryRun == dryRunClient {
 		if o.output != "" {
@@ -204,7 +240,7 @@ func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []str
 			cancel()
 			fmt.Fprintf(stdout, "%s %s (dry run)\n", refName(obj), action)
 		}
-		return exitOK
+		return pruneNow(stdout)
 	}
 
 	results, err := c.Apply(ctx, objs, o.dryRun == dryRunServer)
@@ -227,6 +263,9 @@ func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []str
 		if err := printObjects(stdout, o.output, out, len(out) == 1, false); err != nil {
 			return fail(stderr, err)
 		}
+		if code := pruneNow(stderr); code != exitOK {
+			return code
+		}
 		if o.wait && o.dryRun == dryRunNone {
 			// stdout holds the objects only.
 			return waitApplied(ctx, c, results, o.timeout, io.Discard, stderr)
@@ -239,6 +278,9 @@ func runApply(ctx context.Context, c *client.Client, o *applyOptions, args []str
 	}
 	for _, r := range results {
 		fmt.Fprintf(stdout, "%s/%s %s%s\n", strings.ToLower(r.Kind), r.Name, r.Action, suffix)
+	}
+	if code := pruneNow(stdout); code != exitOK {
+		return code
 	}
 	if o.wait && o.dryRun == dryRunNone {
 		return waitApplied(ctx, c, results, o.timeout, stdout, stderr)

@@ -16,6 +16,8 @@ type diffOptions struct {
 	globalOptions
 	files     []string
 	recursive bool
+	prune     bool
+	applySet  string
 }
 
 func (o *diffOptions) flags() *flagSet {
@@ -23,6 +25,8 @@ func (o *diffOptions) flags() *flagSet {
 	o.register(fs)
 	fs.sliceVar(&o.files, "filename", "f", "manifest file, directory or - for stdin (repeatable)")
 	fs.boolVar(&o.recursive, "recursive", "R", false, "read directories given with -f recursively")
+	fs.boolVar(&o.prune, "prune", "", false, "also show the objects apply --prune would delete")
+	fs.stringVar(&o.applySet, "applyset", "", "", "name of the apply set, as for apply --prune")
 	return fs
 }
 
@@ -30,14 +34,17 @@ func newDiffCommand(e *env) *cobra.Command {
 	o := &diffOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "diff -f FILE|DIR|- [-R]"
+	cmd.Use = "diff -f FILE|DIR|- [-R] [--prune [--applyset NAME]]"
 	cmd.Short = "Show what apply would change"
 	cmd.Long = `Show what apply would change: the live objects against the manifests
 (labels, annotations, spec) as a unified diff, live first. msbd computes the
 result as a server dry run, so defaults and validation are msbd's own.
 
 Secret values are never shown: a Secret whose values changed shows
-"values: (may differ; not shown)".`
+"values: (may differ; not shown)".
+
+With --prune the diff is that of "apply --prune": the objects of the apply set
+that the manifests no longer hold show as deleted.`
 	cmd.Example = `  # Compare a manifest with what runs
   msbctl diff -f sandbox.yaml
 
@@ -64,6 +71,18 @@ func runDiff(ctx context.Context, c *client.Client, o *diffOptions, args []strin
 	objs, ok := loadManifests(o.files, o.recursive, o.globalOptions, o.changed("namespace"), "diff", stderr)
 	if !ok {
 		return diffError
+	}
+	set := ""
+	if o.prune || o.applySet != "" {
+		var err error
+		if set, err = applySetName(o.applySet, o.files); err != nil {
+			fail(stderr, err)
+			return diffError
+		}
+		if err := labelApplySet(objs, set); err != nil {
+			fail(stderr, err)
+			return diffError
+		}
 	}
 	// Desired copies are made before Apply sees the objects.
 	desired := make([]v1alpha1.Object, len(objs))
@@ -106,6 +125,20 @@ func runDiff(ctx context.Context, c *client.Client, o *diffOptions, args []strin
 			return diffError
 		}
 		if d || act == "configured" || act == "created" {
+			differs = true
+		}
+	}
+	if o.prune {
+		cands, err := pruneCandidates(ctx, c, set, desired)
+		if err != nil {
+			fail(stderr, err)
+			return diffError
+		}
+		for _, live := range cands {
+			if err := diffPruned(stdout, live); err != nil {
+				fail(stderr, err)
+				return diffError
+			}
 			differs = true
 		}
 	}

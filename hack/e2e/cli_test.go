@@ -309,3 +309,58 @@ func TestRunAndGetAll(t *testing.T) {
 		t.Errorf("get sb,netpol web: exit %d, %q", code, stderr)
 	}
 }
+
+// TestApplyPrune: apply --prune deletes what an earlier apply of the same set
+// created and the directory no longer holds, never an object the set did
+// not create; --dry-run and diff --prune only say what would go.
+func TestApplyPrune(t *testing.T) {
+	d := startDaemon(t)
+	dir := filepath.Join(t.TempDir(), "gitops")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", sandboxYAML("a", "", "sleep", "1000"))
+	write("sub/b.yaml", sandboxYAML("b", "", "sleep", "1000"))
+	write("s.yaml", "apiVersion: msb.dev/v1alpha1\nkind: Secret\nmetadata: {name: s}\nspec:\n  stringData: {k: v}\n  allowedHosts: [api.example.com]\n")
+	// Not the set's: made by hand, with the same kind and a similar name.
+	d.must("run", "manual", "--image", "oci:"+imageDir+":latest", "--", "sleep", "1000")
+
+	d.must("apply", "-f", dir, "-R", "--prune")
+	if got := field(d.sandbox("b"), "metadata.labels"); fmt.Sprint(got) != "map[app:e2e msb.dev/applyset:gitops]" {
+		t.Errorf("labels of an applied object: %v", got)
+	}
+	os.Remove(filepath.Join(dir, "sub/b.yaml"))
+	os.Remove(filepath.Join(dir, "s.yaml"))
+
+	out, _, code := d.ctl("diff", "-f", dir, "-R", "--prune")
+	if code != 1 || !strings.Contains(out, "diff sandbox/b (pruned)") || !strings.Contains(out, "diff secret/s (pruned)") || strings.Contains(out, "manual") {
+		t.Errorf("diff --prune: exit %d:\n%s", code, out)
+	}
+	out = d.must("apply", "-f", dir, "-R", "--prune", "--dry-run")
+	if !strings.Contains(out, "sandbox/b pruned (dry run)\nsecret/s pruned (dry run)\n") || strings.Contains(out, "manual") {
+		t.Errorf("apply --prune --dry-run printed:\n%s", out)
+	}
+	if out := d.must("get", "all", "-o", "name"); out != "sandbox/a\nsandbox/b\nsandbox/manual\nsecret/s\n" {
+		t.Fatalf("a dry run pruned something: %q", out)
+	}
+	out = d.must("apply", "-f", dir, "-R", "--prune")
+	if out != "sandbox/a unchanged\nsandbox/b pruned\nsecret/s pruned\n" {
+		t.Errorf("apply --prune printed %q", out)
+	}
+	d.must("wait", "sb/b", "--for=delete", "--timeout=60s")
+	if out := d.must("get", "all", "-o", "name"); out != "sandbox/a\nsandbox/manual\n" {
+		t.Errorf("after the prune: %q", out)
+	}
+	// Another set with its own name never touches this one's objects.
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	os.WriteFile(other, []byte(sandboxYAML("c", "", "sleep", "1000")), 0o644)
+	if out := d.must("apply", "-f", other, "--prune"); out != "sandbox/c created\n" {
+		t.Errorf("apply of set other: %q", out)
+	}
+	if _, stderr, code := d.ctlIn([]byte(sandboxYAML("c", "", "sleep", "1000")), "apply", "-f", "-", "--prune"); code != 2 || !strings.Contains(stderr, "--applyset") {
+		t.Errorf("--prune of stdin without --applyset: exit %d, %q", code, stderr)
+	}
+}
