@@ -168,6 +168,7 @@ func TestCompletionBash(t *testing.T) {
 		{"msbctl logs web ", nil},
 		{"msbctl exec -it ", []string{"web", "worker"}},
 		{"msbctl exec -n prod ", []string{"db", "web"}},
+		{"msbctl cp w", []string{"web:", "worker:"}},
 		{"msbctl -n ", []string{"default", "prod"}},
 		{"msbctl get sb -n p", []string{"prod"}},
 		{"msbctl get sb -o ", []string{"table", "wide", "yaml", "json", "name"}},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
 	"msb.dev/msb/tarcopy"
 )
@@ -55,11 +56,31 @@ follow a symlink below DEST. A local path with a colon is written ./a:b.`
   tar -C dist -c . | msbctl cp - web:/srv/www
   msbctl cp web:/var/log - | tar -t`
 	cmd.Annotations = map[string]string{exitCodesAnnotation: "Exit codes: 0 when everything was copied; 1 when the copy failed (the message names the path); 2 on a usage error."}
-	cmd.ValidArgsFunction = completeSandbox(&o.globalOptions)
+	cmd.ValidArgsFunction = completeCpArg(&o.globalOptions)
 	cmd.RunE = e.action(fs, &o.globalOptions, false, func(ctx context.Context, c *client.Client, args []string) int {
 		return runCp(ctx, c, o, args, stdinReader, e.stdout, e.stderr)
 	})
 	return cmd
+}
+
+// completeCpArg offers "NAME:" for every sandbox next to the local files;
+// after the colon the path is the sandbox's, which the shell cannot list.
+func completeCpArg(g *globalOptions) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) >= 2 || strings.Contains(toComplete, ":") || strings.ContainsAny(toComplete, "/.") {
+			return nil, cobra.ShellCompDirectiveDefault
+		}
+		ki, _ := v1alpha1.LookupKind(v1alpha1.KindSandbox)
+		var out []cobra.Completion
+		for _, n := range objectNames(cmd.Context(), g, ki, nil, "", toComplete) {
+			name, desc, _ := strings.Cut(n, "\t")
+			out = append(out, cobra.CompletionWithDesc(name+":", desc))
+		}
+		if len(out) == 0 {
+			return nil, cobra.ShellCompDirectiveDefault
+		}
+		return out, cobra.ShellCompDirectiveNoSpace
+	}
 }
 
 // sandboxNameRE is a DNS-1123 label, what a Sandbox's name must be.
