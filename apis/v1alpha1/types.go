@@ -236,6 +236,15 @@ type RestartRecord struct {
 // restart sets it to the current time, as kubectl rollout restart does.
 const AnnotationRestartedAt = "msb.dev/restartedAt"
 
+// LabelApplySet names the apply set an object belongs to: msbctl apply
+// --prune and msbd --manifests-dir delete the members of their set that
+// their manifests no longer hold, and never an object without the label.
+const LabelApplySet = "msb.dev/applyset"
+
+// AnnotationSource, set by msbd --manifests-dir, names the manifest file (and
+// line) an object is kept applied from.
+const AnnotationSource = "msb.dev/source"
+
 // ---- NetworkPolicy ----
 
 // NetworkPolicy allows egress from the sandboxes it selects; everything else is denied.

@@ -176,6 +176,9 @@ func writeDescription(w io.Writer, obj v1alpha1.Object, events []v1alpha1.Event)
 	d.line(0, "Kind", obj.GetTypeMeta().Kind)
 	mapLines(d, 0, "Labels", m.Labels)
 	mapLines(d, 0, "Annotations", m.Annotations)
+	if src := m.Annotations[v1alpha1.AnnotationSource]; src != "" {
+		d.line(0, "Source", src+" (kept applied by msbd --manifests-dir: edit the file, not the object)")
+	}
 	created := timeString(m.CreationTimestamp)
 	if m.CreationTimestamp != nil && !m.CreationTimestamp.IsZero() {
 		created += " (" + ageOf(m.CreationTimestamp) + " ago)"

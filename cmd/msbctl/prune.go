@@ -17,7 +17,7 @@ import (
 // LabelApplySet=NAME, and deletes the objects carrying that label that the
 // manifests no longer hold. Objects without the label (made by hand, by
 // another set, by msbctl run) are never pruned.
-const LabelApplySet = "msb.dev/applyset"
+const LabelApplySet = v1alpha1.LabelApplySet
 
 var applySetNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$`)
 

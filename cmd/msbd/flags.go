@@ -31,6 +31,7 @@ type options struct {
 	mcpAllowRemote                                                bool
 	mcpTTL                                                        time.Duration
 	defaultVCPUs                                                  int
+	manifestsDirs                                                 stringList
 }
 
 // stringList is a repeatable string flag.
@@ -70,4 +71,5 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.mcpAllowRemote, "mcp-allow-remote", false, "let --mcp-listen use a non-loopback address")
 	fs.DurationVar(&o.mcpTTL, "mcp-ttl", 0, "lifetime of sandboxes created over MCP that ask for none (0: until deleted)")
 	fs.IntVar(&o.defaultVCPUs, "default-vcpus", 1, "vCPUs of microVMs whose spec sets no cpus")
+	fs.Var(&o.manifestsDirs, "manifests-dir", "directory of manifests msbd keeps applied, pruning what is removed from it (repeatable; see README)")
 }

@@ -220,6 +220,9 @@ func run(o options) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if err := serveManifestsDirs(ctx, o.manifestsDirs, o.socket, st, o.resync, log); err != nil {
+		log.Warn("manifests dirs", "err", err)
+	}
 	log.Info("msbd started", "version", version, "socket", o.socket, "stateDir", stateDir, "driver", auto.Name(), "isolation", auto.Isolation())
 
 	select {

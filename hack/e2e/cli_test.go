@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -362,5 +363,77 @@ func TestApplyPrune(t *testing.T) {
 	}
 	if _, stderr, code := d.ctlIn([]byte(sandboxYAML("c", "", "sleep", "1000")), "apply", "-f", "-", "--prune"); code != 2 || !strings.Contains(stderr, "--applyset") {
 		t.Errorf("--prune of stdin without --applyset: exit %d, %q", code, stderr)
+	}
+}
+
+// TestManifestsDir: msbd --manifests-dir keeps a directory applied: files
+// added, changed and removed are applied and pruned; an invalid file is a
+// Warning event and changes nothing; describe names an object's file; an
+// object the directory did not make is never touched.
+func TestManifestsDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "static")
+	os.MkdirAll(dir, 0o755)
+	write := func(name, text string) {
+		t.Helper()
+		// As editors and git do: a new file renamed into place.
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", sandboxYAML("a", "", "sleep", "1000"))
+	d := startDaemon(t, "--manifests-dir", dir, "--resync", "1s")
+	// Runs before the daemon's cleanup: a missing directory changes nothing,
+	// so what the cleanup deletes is not applied again.
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exists := func(name string) bool {
+		_, _, code := d.ctl("get", "sb", name)
+		return code == 0
+	}
+	waitFor(t, 60*time.Second, "sandbox a from the directory", func() bool { return exists("a") })
+	d.must("wait", "sb/a", "--for=condition=Ready", "--timeout=60s")
+	if desc := d.must("describe", "sb", "a"); !strings.Contains(desc, "Source:") || !strings.Contains(desc, filepath.Join(dir, "a.yaml")+":1") {
+		t.Errorf("describe of a directory's sandbox does not name its file:\n%s", desc)
+	}
+	d.must("run", "manual", "--image", "oci:"+imageDir+":latest", "--", "sleep", "1000")
+
+	write("b.yaml", sandboxYAML("b", "", "sleep", "1000"))
+	waitFor(t, 60*time.Second, "sandbox b added", func() bool { return exists("b") })
+	write("a.yaml", sandboxYAML("a", "  env: [{name: V, value: two}]\n", "sleep", "1000"))
+	waitFor(t, 60*time.Second, "sandbox a changed", func() bool { return field(d.sandbox("a"), "metadata.generation") == float64(2) })
+
+	// An invalid file: nothing changes, not even b's removal, until it is fixed.
+	write("bad.yaml", strings.Replace(sandboxYAML("c", "", "sleep", "1000"), "image:", "imagee:", 1))
+	os.Remove(filepath.Join(dir, "b.yaml"))
+	waitFor(t, 60*time.Second, "a Warning event seen twice", func() bool {
+		out, _, _ := d.ctl("get", "events", "-o", "json")
+		var list struct {
+			Items []struct {
+				Reason  string `json:"reason"`
+				Message string `json:"message"`
+				Count   int    `json:"count"`
+			} `json:"items"`
+		}
+		json.Unmarshal([]byte(out), &list)
+		for _, e := range list.Items {
+			if e.Reason == "InvalidManifests" && strings.Contains(e.Message, "bad.yaml") && e.Count >= 2 {
+				return true
+			}
+		}
+		return false
+	})
+	if !exists("b") || exists("c") {
+		t.Errorf("a directory with an invalid file changed objects: b exists %v, c exists %v", exists("b"), exists("c"))
+	}
+	if ev := d.must("get", "events"); !strings.Contains(ev, "InvalidManifests") {
+		t.Errorf("get events lacks the warning:\n%s", ev)
+	}
+	os.Remove(filepath.Join(dir, "bad.yaml"))
+	waitFor(t, 60*time.Second, "sandbox b pruned", func() bool { return !exists("b") })
+	if !exists("manual") || !exists("a") {
+		t.Errorf("the prune took more than b: manual %v, a %v", exists("manual"), exists("a"))
 	}
 }
