@@ -30,7 +30,7 @@ type CreateInput struct {
 	Command    []string          `json:"command,omitempty" jsonschema:"main command (argv); default: sleep forever, so the sandbox waits for sandbox_exec"`
 	Env        map[string]string `json:"env,omitempty" jsonschema:"environment variables of the main command and of every exec"`
 	WorkingDir string            `json:"workingDir,omitempty" jsonschema:"working directory of commands and relative paths; default the image's"`
-	Labels     map[string]string `json:"labels,omitempty" jsonschema:"labels of the sandbox (keys under msb.dev/ are reserved)"`
+	Labels     map[string]string `json:"labels,omitempty" jsonschema:"labels of the sandbox (keys under msb.dev/ and keys NetworkPolicies select by are the operator's and refused)"`
 	Resources  *ResourcesInput   `json:"resources,omitempty" jsonschema:"limits; the operator's defaults when absent"`
 	TTL        string            `json:"ttl,omitempty" jsonschema:"lifetime after which the sandbox is deleted, e.g. 30m or 2h; default the server's"`
 }
@@ -88,6 +88,9 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 		labels[k] = v
 	}
 	labels[LabelCreatedBy] = "true"
+	if err := s.checkPolicyLabels(ctx, in.Labels); err != nil {
+		return nil, SandboxInfo{}, err
+	}
 	sb := &v1alpha1.Sandbox{
 		TypeMeta: v1alpha1.TypeMeta{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindSandbox},
 		Metadata: v1alpha1.ObjectMeta{Name: name, Namespace: s.ns, Labels: labels},
@@ -135,6 +138,31 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 	}
 	i := info(got)
 	return text("sandbox %q is ready (image %s)", name, in.Image), i, nil
+}
+
+// checkPolicyLabels refuses agent labels that a NetworkPolicy selects on:
+// which policies apply to a sandbox is the operator's choice, and labels
+// are how it is made.
+func (s *server) checkPolicyLabels(ctx context.Context, labels map[string]string) error {
+	if len(labels) == 0 {
+		return nil
+	}
+	objs, _, err := s.c.List(ctx, v1alpha1.KindNetworkPolicy, s.ns, "")
+	if err != nil {
+		return s.toolError("sandbox_create", "", err)
+	}
+	for _, o := range objs {
+		np, ok := o.(*v1alpha1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		for k := range np.Spec.SandboxSelector.MatchLabels {
+			if _, set := labels[k]; set {
+				return fmt.Errorf("sandbox_create: label %q is what NetworkPolicy %q selects sandboxes by; which policies apply is the operator's choice, so leave it out (MCP sandboxes all carry %s=true)", k, np.Metadata.Name, LabelCreatedBy)
+			}
+		}
+	}
+	return nil
 }
 
 // waitReady polls until the sandbox is Ready, or fails for a reason that

@@ -198,6 +198,21 @@ func TestMCPStdio(t *testing.T) {
 		t.Errorf("reserved label: error %v, %q", isErr, txt)
 	}
 
+	// Labels a NetworkPolicy selects by are the operator's, not the agent's.
+	d.apply(`apiVersion: msb.dev/v1alpha1
+kind: NetworkPolicy
+metadata: {name: trusted}
+spec:
+  sandboxSelector: {matchLabels: {tier: trusted}}
+  egress: [{to: [{domain: example.com}]}]
+`)
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"image": "oci:" + imageDir + ":latest", "labels": map[string]string{"tier": "trusted"}}, nil); !isErr || !strings.Contains(txt, `NetworkPolicy "trusted"`) {
+		t.Errorf("policy label: error %v, %q", isErr, txt)
+	}
+	if out := d.must("get", "sb", "-o", "name"); strings.TrimSpace(out) != "sandbox/agent" {
+		t.Errorf("sandboxes after refused creates: %q", out)
+	}
+
 	// delete: gone for msbd too.
 	var del struct {
 		Deleted bool `json:"deleted"`
