@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,6 +20,17 @@ type Options struct {
 	// Into requires dest to be an existing directory and extracts the stream's
 	// names into it unchanged (a tar made by another tool, msbctl cp -).
 	Into bool
+	// Top is the name the stream's top-level entry must have: TopName of
+	// the source the caller asked for ("." for a directory's contents).
+	// Every entry must be that entry or below it, so a stream landing in an
+	// existing directory cannot write any other name there. Empty, the
+	// first entry's top component is taken (the stream is still held to
+	// one top-level entry); a receiver of a hostile stream sets it.
+	Top string
+	// NoFollowDest refuses a symlink at dest or on the way to it (dest must
+	// be absolute): the agent resolves the links it trusts itself and hands
+	// over a path the sandbox must not be able to redirect mid-copy.
+	NoFollowDest bool
 	// KeepSetID keeps setuid and setgid bits. Off, they are cleared: on the
 	// host, a sandbox must not be able to hand out a set-uid program.
 	KeepSetID bool
@@ -42,20 +54,39 @@ func (e *Error) Error() string {
 
 // Extract writes the tar stream r below dest, streaming (file contents pass
 // through a fixed buffer). The stream is hostile input: it never writes
-// outside dest. Names must be relative and free of "..", every directory on
-// the way to an entry must be a real directory (a symlink there is never
-// followed, even one the stream itself created a moment before), symlinks
-// and hardlinks must point inside dest, and devices and fifos are refused.
-// Existing non-directories in the way are replaced, never written through.
+// outside dest, and outside the entry it is a copy of (Options.Top) unless
+// it is a directory's contents. Names must be relative and free of "..",
+// every directory on the way to an entry must be a real directory (a symlink
+// there is never followed, even one the stream itself created a moment
+// before), symlinks must point inside the copied entry without climbing
+// after a name (checkLinkTarget), hardlinks may only name files this copy
+// created, and devices, fifos and sparse files are refused. Existing
+// non-directories in the way are replaced, never written through; the
+// modes and times of directories this copy did not create are left alone.
 //
 // Where the stream lands follows docker cp: if dest is an existing directory
 // (or Options.Into), the stream's names are created inside it; otherwise the
 // stream's top-level entry is created as dest itself (its parent must exist).
+//
+// Memory is a fixed buffer plus a record per directory and per regular file
+// this copy created (not per header: a repeated entry updates its record).
 func Extract(r io.Reader, dest string, opts Options) error {
-	x := &extractor{opts: opts, buf: make([]byte, bufSize)}
+	x := newExtractor(opts)
+	if x.top != "" && x.top != "." && !validTop(x.top) {
+		return fmt.Errorf("copy of %q: not a file name", x.top)
+	}
 	dest = filepath.Clean(dest)
-	fi, err := os.Stat(dest)
+	stat := os.Stat
+	if opts.NoFollowDest {
+		if !filepath.IsAbs(dest) {
+			return fmt.Errorf("%s: not an absolute path", dest)
+		}
+		stat = os.Lstat
+	}
+	fi, err := stat(dest)
 	switch {
+	case err == nil && fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symlink, which this copy does not follow; name the path it points to", dest)
 	case err == nil && fi.IsDir():
 		x.rootPath = dest
 	case opts.Into && err == nil:
@@ -72,12 +103,9 @@ func Extract(r io.Reader, dest string, opts Options) error {
 			return fmt.Errorf("%s: cannot be the name of a copy", dest)
 		}
 	}
-	fd, err := unix.Open(x.rootPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := openRoot(x.rootPath, opts.NoFollowDest)
 	if err != nil {
-		if err == unix.ENOENT {
-			return fmt.Errorf("%s: no such directory; create it first", x.rootPath)
-		}
-		return fmt.Errorf("%s: %w", x.rootPath, err)
+		return err
 	}
 	x.root = fd
 	defer func() { unix.Close(x.root) }() // mkdirTop may swap it
@@ -87,20 +115,48 @@ func Extract(r io.Reader, dest string, opts Options) error {
 	return x.finishDirs()
 }
 
+func newExtractor(opts Options) *extractor {
+	x := &extractor{
+		opts:    opts,
+		top:     opts.Top,
+		buf:     make([]byte, bufSize),
+		created: map[string]int{},
+		files:   map[fileID]struct{}{},
+	}
+	if opts.Into {
+		x.top = ""
+	}
+	return x
+}
+
 type extractor struct {
 	opts     Options
 	rootPath string
 	root     int    // fd of the directory everything lands in
 	rename   string // non-empty: the top component becomes this
-	top      string // the stream's top component, once seen
+	top      string // the stream's top component: Options.Top or the first seen
 	buf      []byte
-	dirs     []dirAttrs // modes and mtimes applied last, children first
+	dirs     []dirAttrs // modes and mtimes applied last, deepest first
+	// created holds the directories this copy made (local names): the
+	// index of their attributes in dirs, or -1 while no header gave any.
+	created map[string]int
+	// files are the regular files this copy made and still has: the only
+	// ones a hardlink may name.
+	files map[fileID]struct{}
 }
 
 type dirAttrs struct {
 	name  string
 	mode  uint32
 	mtime time.Time
+}
+
+type fileID struct{ dev, ino uint64 }
+
+func idOf(st *unix.Stat_t) fileID { return fileID{uint64(st.Dev), st.Ino} }
+
+func validTop(n string) bool {
+	return n != ".." && !strings.ContainsAny(n, "/\x00")
 }
 
 func (x *extractor) run(tr *tar.Reader) error {
@@ -120,18 +176,26 @@ func (x *extractor) run(tr *tar.Reader) error {
 			return err
 		}
 		if name == "." {
-			if hdr.Typeflag == tar.TypeDir {
-				// "./": the destination itself. Leading a stream copied to a
-				// new name, it is a stream of contents: the new directory
-				// is made and they go into it.
-				if x.rename != "" && x.top == "" {
+			if hdr.Typeflag != tar.TypeDir {
+				return &Error{Entry: hdr.Name, Reason: "a non-directory named like the destination itself"}
+			}
+			// "./": the destination itself. It leads a stream of a
+			// directory's contents; copied to a new name, the new
+			// directory is made and they go into it.
+			if !x.opts.Into {
+				if x.top == "" {
+					x.top = "."
+				}
+				if x.top != "." {
+					return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a directory's contents, but this copy is of %q", x.top)}
+				}
+				if x.rename != "" {
 					if err := x.mkdirTop(); err != nil {
 						return err
 					}
 				}
-				continue
 			}
-			return &Error{Entry: hdr.Name, Reason: "a non-directory named like the destination itself"}
+			continue
 		}
 		if err := x.entry(tr, hdr, name); err != nil {
 			return err
@@ -151,14 +215,32 @@ func (x *extractor) localName(raw string) (string, error) {
 	if name != "." && !filepath.IsLocal(name) {
 		return "", &Error{Entry: raw, Reason: `a name with "..", which would land outside the destination`}
 	}
-	if x.rename == "" || name == "." {
+	if x.opts.Into || name == "." {
+		return name, nil
+	}
+	if x.top == "" {
+		x.top, _ = firstComponent(name)
+	}
+	if x.top == "." && x.rename != "" {
+		// Contents without their "./" lead: the new directory all the same.
+		if err := x.mkdirTop(); err != nil {
+			return "", err
+		}
+	}
+	return x.mapName(raw, name)
+}
+
+// mapName holds a local name to the copied entry and renames its top.
+func (x *extractor) mapName(raw, name string) (string, error) {
+	if x.opts.Into || x.top == "." {
 		return name, nil
 	}
 	first, rest := firstComponent(name)
-	if x.top == "" {
-		x.top = first
-	} else if first != x.top {
-		return "", &Error{Entry: raw, Reason: fmt.Sprintf("a second top-level entry after %q; copying one file or directory to a new name takes one", x.top)}
+	if first != x.top {
+		return "", &Error{Entry: raw, Reason: fmt.Sprintf("outside %q, the entry this copy is of (a copy writes that entry and what is below it, nothing else)", x.top)}
+	}
+	if x.rename == "" {
+		return name, nil
 	}
 	if rest == "" {
 		return x.rename, nil
@@ -169,7 +251,7 @@ func (x *extractor) localName(raw string) (string, error) {
 // entry creates one entry. name is local and not ".".
 func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 	parent, base := path.Split(name)
-	pfd, err := x.openDir(strings.TrimSuffix(parent, "/"), hdr.Name)
+	pfd, err := x.openDir(strings.TrimSuffix(parent, "/"), hdr.Name, true)
 	if err != nil {
 		return err
 	}
@@ -181,10 +263,11 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		var st unix.Stat_t
+		made := false
 		err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
 		if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if err := unix.Unlinkat(pfd, base, 0); err != nil {
-				return x.fail(hdr, "replace", err)
+			if err := x.clear(pfd, base, hdr); err != nil {
+				return err
 			}
 			err = unix.ENOENT
 		}
@@ -196,37 +279,19 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 			if err := x.chown(pfd, base, hdr); err != nil {
 				return err
 			}
+			made = true
 		} else if err != nil {
 			return x.fail(hdr, "stat", err)
 		}
-		x.dirs = append(x.dirs, dirAttrs{name: name, mode: mode, mtime: hdr.ModTime})
+		x.dirAttrs(name, made, mode, hdr.ModTime)
 		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		if err := x.clear(pfd, base, hdr); err != nil {
-			return err
+	case tar.TypeReg, tar.TypeRegA:
+		if sparse(hdr) {
+			return &Error{Entry: hdr.Name, Reason: "a sparse file, which copies do not take (its holes would be written out in full)"}
 		}
-		fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return x.fail(hdr, "create", err)
-		}
-		f := os.NewFile(uintptr(fd), name)
-		_, err = io.CopyBuffer(onlyWriter{f}, tr, x.buf)
-		if err == nil {
-			err = f.Chmod(os.FileMode(mode&0o777) | modeBits(mode))
-		}
-		if err == nil && x.opts.Chown {
-			err = f.Chown(x.opts.UID, x.opts.GID)
-		}
-		if err == nil {
-			err = unix.UtimesNanoAt(pfd, base, times(hdr.ModTime), unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return x.fail(hdr, "write", unwrapPath(err))
-		}
-		return nil
+		return x.file(tr, hdr, pfd, base, name, mode)
+	case tar.TypeGNUSparse:
+		return &Error{Entry: hdr.Name, Reason: "a sparse file, which copies do not take (its holes would be written out in full)"}
 	case tar.TypeSymlink:
 		if err := x.checkLinkTarget(hdr, name); err != nil {
 			return err
@@ -255,129 +320,61 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 	}
 }
 
-// checkLinkTarget admits a symlink only if its target, read from where the
-// link is, stays inside the root. Every directory on the way is a real one
-// (openDir never follows a symlink), so the lexical check is the physical one.
-func (x *extractor) checkLinkTarget(hdr *tar.Header, name string) error {
-	t := hdr.Linkname
-	if t == "" {
-		return &Error{Entry: hdr.Name, Reason: "a symlink with an empty target"}
-	}
-	if strings.HasPrefix(t, "/") {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a symlink to the absolute path %q, which would point outside the destination (copy its target by its own path instead)", t)}
-	}
-	if !filepath.IsLocal(path.Join(path.Dir(name), t)) {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a symlink to %q, which points outside the destination", t)}
-	}
-	return nil
-}
-
-// hardlink links to an entry already extracted: a regular file inside the root.
-func (x *extractor) hardlink(hdr *tar.Header, pfd int, base string) error {
-	if strings.HasPrefix(hdr.Linkname, "/") {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a hardlink to the absolute path %q, outside the destination", hdr.Linkname)}
-	}
-	target := path.Clean(hdr.Linkname)
-	if !filepath.IsLocal(target) {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a hardlink to %q, outside the destination", hdr.Linkname)}
-	}
-	if x.rename != "" {
-		first, rest := firstComponent(target)
-		if first != x.top {
-			return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a hardlink to %q, outside what this copy wrote", hdr.Linkname)}
-		}
-		target = x.rename
-		if rest != "" {
-			target += "/" + rest
-		}
-	}
-	tdir, tbase := path.Split(target)
-	tfd, err := x.openDir(strings.TrimSuffix(tdir, "/"), hdr.Name)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(tfd)
-	var st unix.Stat_t
-	if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a hardlink to %q, which is not there: %v", hdr.Linkname, err)}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("a hardlink to %q, which is not a regular file", hdr.Linkname)}
-	}
+// file writes one regular file: exactly the bytes the stream carries.
+func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, pfd int, base, name string, mode uint32) error {
 	if err := x.clear(pfd, base, hdr); err != nil {
 		return err
 	}
-	// linkat without AT_SYMLINK_FOLLOW links the name itself, never through a link.
-	if err := unix.Linkat(tfd, tbase, pfd, base, 0); err != nil {
-		return x.fail(hdr, "create hardlink", err)
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return x.fail(hdr, "create", err)
 	}
-	return nil
-}
-
-// clear removes an existing non-directory at base, so nothing is written
-// through a symlink or into another file's inode. A directory stays and is
-// an error: a file does not replace a tree.
-func (x *extractor) clear(pfd int, base string, hdr *tar.Header) error {
 	var st unix.Stat_t
-	err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if err == unix.ENOENT {
-		return nil
+	if err := unix.Fstat(fd, &st); err == nil {
+		x.files[idOf(&st)] = struct{}{}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	_, err = io.CopyBuffer(onlyWriter{f}, tr, x.buf)
+	if err == nil {
+		err = f.Chmod(os.FileMode(mode&0o777) | modeBits(mode))
+	}
+	if err == nil && x.opts.Chown {
+		err = f.Chown(x.opts.UID, x.opts.GID)
+	}
+	if err == nil {
+		err = unix.UtimesNanoAt(pfd, base, times(hdr.ModTime), unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return x.fail(hdr, "stat", err)
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return &Error{Entry: hdr.Name, Reason: "a non-directory where a directory exists; remove the directory first"}
-	}
-	if err := unix.Unlinkat(pfd, base, 0); err != nil {
-		return x.fail(hdr, "replace", err)
+		return x.fail(hdr, "write", unwrapPath(err))
 	}
 	return nil
 }
 
-// openDir opens the directory rel below the root one component at a time,
-// never following a symlink (O_NOFOLLOW on each step), creating missing ones.
-func (x *extractor) openDir(rel, entry string) (int, error) {
-	fd, err := unix.Dup(x.root)
-	if err != nil {
-		return -1, err
-	}
-	if rel == "" {
-		return fd, nil
-	}
-	for _, c := range strings.Split(rel, "/") {
-		next, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err == unix.ENOENT {
-			if err = unix.Mkdirat(fd, c, 0o755); err == nil || err == unix.EEXIST {
-				next, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			}
+// sparse tells a PAX sparse file (archive/tar reports it as a regular file
+// and expands its holes): a few bytes of stream could fill the disk.
+func sparse(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
 		}
-		unix.Close(fd)
-		if err == unix.ELOOP || err == unix.ENOTDIR {
-			return -1, &Error{Entry: entry, Reason: fmt.Sprintf("its directory %q is a symlink or not a directory, and copies never follow one", c)}
-		}
-		if err != nil {
-			return -1, &Error{Entry: entry, Reason: fmt.Sprintf("cannot open its directory %q: %v", c, err)}
-		}
-		fd = next
 	}
-	return fd, nil
+	return false
 }
 
-// mkdirTop creates the destination directory for a stream of contents.
-func (x *extractor) mkdirTop() error {
-	err := unix.Mkdirat(x.root, x.rename, 0o755)
-	if err != nil && err != unix.EEXIST {
-		return fmt.Errorf("%s: %w", filepath.Join(x.rootPath, x.rename), err)
+// dirAttrs records the mode and time a directory header gives, for a
+// directory this copy made; one this copy did not make keeps its own.
+func (x *extractor) dirAttrs(name string, made bool, mode uint32, mtime time.Time) {
+	i, ok := x.created[name]
+	switch {
+	case ok && i >= 0:
+		x.dirs[i] = dirAttrs{name: name, mode: mode, mtime: mtime}
+	case ok || made:
+		x.created[name] = len(x.dirs)
+		x.dirs = append(x.dirs, dirAttrs{name: name, mode: mode, mtime: mtime})
 	}
-	fd, err := x.openDir(x.rename, x.rename)
-	if err != nil {
-		return err
-	}
-	unix.Close(x.root)
-	x.root = fd
-	x.rename = ""
-	return nil
 }
 
 func (x *extractor) chown(pfd int, base string, hdr *tar.Header) error {
@@ -390,13 +387,15 @@ func (x *extractor) chown(pfd int, base string, hdr *tar.Header) error {
 	return nil
 }
 
-// finishDirs applies directory modes and mtimes, deepest first, once nothing
-// more is written into them.
+// finishDirs applies the modes and mtimes of the directories this copy
+// made, deepest first, once nothing more is written into them.
 func (x *extractor) finishDirs() error {
-	for i := len(x.dirs) - 1; i >= 0; i-- {
-		d := x.dirs[i]
+	sort.SliceStable(x.dirs, func(i, j int) bool {
+		return strings.Count(x.dirs[i].name, "/") > strings.Count(x.dirs[j].name, "/")
+	})
+	for _, d := range x.dirs {
 		parent, base := path.Split(d.name)
-		pfd, err := x.openDir(strings.TrimSuffix(parent, "/"), d.name)
+		pfd, err := x.openDir(strings.TrimSuffix(parent, "/"), d.name, false)
 		if err != nil {
 			return err
 		}

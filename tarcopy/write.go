@@ -36,12 +36,7 @@ func Write(w io.Writer, src string, warn func(string)) error {
 	if warn == nil {
 		warn = func(string) {}
 	}
-	top := filepath.Base(filepath.Clean(src))
-	if top == "/" || top == "." || top == ".." || src == "." || strings.HasSuffix(src, "/.") {
-		// "DIR/." (as with docker cp), "." or "/" name a directory's
-		// contents: the stream's top is "./", its entries land in DEST.
-		top = "."
-	}
+	top := TopName(src)
 	resolved, err := filepath.EvalSymlinks(src)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src, unwrapPath(err))
@@ -61,6 +56,19 @@ func Write(w io.Writer, src string, warn func(string)) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// TopName is the name of the top-level entry Write gives a stream of src:
+// src's base name, or "." when src names a directory's contents ("DIR/.",
+// as with docker cp, ".", "/" or a path ending in ".."), whose stream is
+// "./" and then the contents' own names. A receiver passes it as
+// Options.Top, so a stream can only write what was asked for.
+func TopName(src string) string {
+	top := filepath.Base(filepath.Clean(src))
+	if top == "/" || top == "." || top == ".." || src == "." || strings.HasSuffix(src, "/.") {
+		return "."
+	}
+	return top
 }
 
 type writer struct {
