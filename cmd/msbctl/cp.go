@@ -41,11 +41,16 @@ it under SRC's name, otherwise it is created as DEST. A SRC of - reads a tar
 stream from standard input and unpacks it into the directory DEST; a DEST of
 - writes a tar stream to standard output.
 
-What a sandbox sends is untrusted: no entry may land outside DEST (absolute
-names, "..", symlinks or hardlinks pointing out, a symlink on the way to an
-entry) and device nodes and fifos are refused; setuid bits are cleared. The
-copy stops at the first such entry and names it. Copies into a sandbox never
-follow a symlink below DEST. A local path with a colon is written ./a:b.`
+What a sandbox sends is untrusted: it may write only the entry SRC names
+(SRC's base name inside DEST, or DEST itself) and what is below it, never
+another name in DEST. Absolute names, "..", symlinks pointing out of the
+entry or climbing ("..") after a name, hardlinks to anything this copy did
+not write, a symlink on the way to an entry, device nodes, fifos and sparse
+files are refused; setuid bits are cleared; directories that were there
+keep their modes and times. The copy stops at the first such entry and
+names it. Copies into a sandbox never follow a symlink below DEST, nor one
+on the way to DEST that the sandbox's user could have planted. A local path
+with a colon is written ./a:b.`
 	cmd.Example = `  # Copy a directory into a sandbox
   msbctl cp ./src web:/work/src
 
@@ -180,8 +185,16 @@ var errCopyEnded = errors.New("the copy ended")
 
 func copyFrom(ctx context.Context, c *client.Client, ns string, src *remoteRef, local string, stdout, stderr io.Writer) error {
 	where := src.name + ":" + src.path
+	// The stream may only write the entry asked for: SRC's base name, or
+	// for a directory's contents (DIR/., "..", "/") whatever is in it. A
+	// path naming contents is sent as "P/." so the agent, which knows the
+	// working directory msbctl does not, makes a contents stream of it too.
+	srcPath, top := src.path, tarcopy.TopName(src.path)
+	if top == "." && srcPath != "." && !strings.HasSuffix(srcPath, "/.") {
+		srcPath = strings.TrimSuffix(srcPath, "/") + "/."
+	}
 	if local == "-" {
-		if err := c.CopyFromSandbox(ctx, ns, src.name, src.path, stdout, client.CopyOptions{Warnings: stderr}); err != nil {
+		if err := c.CopyFromSandbox(ctx, ns, src.name, srcPath, stdout, client.CopyOptions{Warnings: stderr}); err != nil {
 			return fmt.Errorf("copy from %s: %w", where, err)
 		}
 		return nil
@@ -189,7 +202,7 @@ func copyFrom(ctx context.Context, c *client.Client, ns string, src *remoteRef, 
 	pr, pw := io.Pipe()
 	xerr := make(chan error, 1)
 	go func() {
-		err := tarcopy.Extract(pr, local, tarcopy.Options{})
+		err := tarcopy.Extract(pr, local, tarcopy.Options{Top: top})
 		if err != nil {
 			pr.CloseWithError(err)
 		} else {
@@ -197,7 +210,7 @@ func copyFrom(ctx context.Context, c *client.Client, ns string, src *remoteRef, 
 		}
 		xerr <- err
 	}()
-	err := c.CopyFromSandbox(ctx, ns, src.name, src.path, pw, client.CopyOptions{Warnings: stderr})
+	err := c.CopyFromSandbox(ctx, ns, src.name, srcPath, pw, client.CopyOptions{Warnings: stderr})
 	pw.CloseWithError(err)
 	lerr := <-xerr
 	var refused *tarcopy.Error

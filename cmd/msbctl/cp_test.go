@@ -79,10 +79,10 @@ func startHostileAgent(t *testing.T, dir string) *hostileAgent {
 	return h
 }
 
-// TestCpRefusesHostileSandbox: msbctl cp from a sandbox whose agent sends
-// each escape form writes nothing outside the destination and names the
-// entry; the same stream without the hostile entry lands (the control).
-func TestCpRefusesHostileSandbox(t *testing.T) {
+// hostileSandbox serves msbd's API with a sandbox "evil" whose agent is
+// hostileAgent; it returns the agent and the API socket.
+func hostileSandbox(t *testing.T) (*hostileAgent, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "msbctl-cp-")
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,92 @@ func TestCpRefusesHostileSandbox(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return agent, sock
+}
 
+// TestCpIntoExistingDirHeldToTheEntry: `msbctl cp evil:/out.txt HOME`, HOME
+// an existing directory, lands out.txt and nothing else: the hostile stream's
+// dotfile, directory re-mode and hardlink to the key are refused by name;
+// a symlink chained through another one is refused too.
+func TestCpIntoExistingDirHeldToTheEntry(t *testing.T) {
+	agent, sock := hostileSandbox(t)
+	type ent struct {
+		name, link string
+		typ        byte
+		mode       int64
+	}
+	streams := []struct {
+		src  string
+		ents []ent
+		bad  string
+	}{
+		{"/out.txt", []ent{{name: "out.txt", typ: tar.TypeReg}, {name: ".bashrc", typ: tar.TypeReg}}, ".bashrc"},
+		{"/out.txt", []ent{{name: ".bashrc", typ: tar.TypeReg}, {name: "out.txt", typ: tar.TypeReg}}, ".bashrc"},
+		{"/out.txt", []ent{{name: "out.txt", typ: tar.TypeReg}, {name: ".ssh/", typ: tar.TypeDir, mode: 0o777}}, ".ssh/"},
+		{"/out.txt", []ent{{name: "out.txt", typ: tar.TypeReg}, {name: "loot", link: ".ssh/id_rsa", typ: tar.TypeLink}}, "loot"},
+		{"/w/.ssh", []ent{{name: ".ssh/", typ: tar.TypeDir, mode: 0o777}, {name: ".ssh/loot", link: ".ssh/id_rsa", typ: tar.TypeLink}}, ".ssh/loot"},
+		{"/out", []ent{{name: "out/", typ: tar.TypeDir}, {name: "out/d/", typ: tar.TypeDir}, {name: "out/d/s", link: "..", typ: tar.TypeSymlink}, {name: "out/t", link: "d/s/../../.ssh/id_rsa", typ: tar.TypeSymlink}}, "out/t"},
+	}
+	for _, tc := range streams {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, e := range tc.ents {
+			h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644}
+			if e.mode != 0 {
+				h.Mode = e.mode
+			}
+			if e.typ == tar.TypeReg {
+				h.Size = 5
+			}
+			tw.WriteHeader(h)
+			if e.typ == tar.TypeReg {
+				tw.Write([]byte("evil\n"))
+			}
+		}
+		tw.Close()
+		agent.stream = b.Bytes()
+		home := t.TempDir()
+		os.Mkdir(filepath.Join(home, ".ssh"), 0o700)
+		os.WriteFile(filepath.Join(home, ".bashrc"), []byte("orig"), 0o644)
+		os.WriteFile(filepath.Join(home, ".ssh/id_rsa"), []byte("SECRET"), 0o600)
+		code, _, errs := cli(t, sock, "cp", "evil:"+tc.src, home)
+		if code != exitFail || !strings.Contains(errs, fmt.Sprintf("%q", tc.bad)) || !strings.Contains(errs, "refused") {
+			t.Errorf("%s %v: exit %d, stderr %q: want a refusal naming %q", tc.src, tc.ents, code, errs, tc.bad)
+		}
+		if got, _ := os.ReadFile(filepath.Join(home, ".bashrc")); string(got) != "orig" {
+			t.Errorf(".bashrc now %q", got)
+		}
+		if fi, _ := os.Stat(filepath.Join(home, ".ssh")); fi.Mode().Perm() != 0o700 {
+			t.Errorf(".ssh now %v", fi.Mode())
+		}
+		filepath.WalkDir(home, func(p string, d fs.DirEntry, err error) error {
+			if d != nil && !d.IsDir() && !strings.HasSuffix(p, "/.ssh/id_rsa") && !strings.HasSuffix(p, "/.bashrc") && !strings.HasSuffix(p, "/out.txt") && !strings.HasPrefix(p, filepath.Join(home, "out")+"/") {
+				t.Errorf("%s: %s written", tc.src, p)
+			}
+			return nil
+		})
+	}
+	// The control: the entry asked for lands in the existing directory.
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "out.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3})
+	tw.Write([]byte("hi\n"))
+	tw.Close()
+	agent.stream = b.Bytes()
+	home := t.TempDir()
+	if code, _, errs := cli(t, sock, "cp", "evil:/out.txt", home); code != exitOK {
+		t.Fatalf("control: exit %d, %s", code, errs)
+	}
+	if got, _ := os.ReadFile(filepath.Join(home, "out.txt")); string(got) != "hi\n" {
+		t.Errorf("control: out.txt reads %q", got)
+	}
+}
+
+// TestCpRefusesHostileSandbox: msbctl cp from a sandbox whose agent sends
+// each escape form writes nothing outside the destination and names the
+// entry; the same stream without the hostile entry lands (the control).
+func TestCpRefusesHostileSandbox(t *testing.T) {
+	agent, sock := hostileSandbox(t)
 	type ent struct {
 		name, link string
 		typ        byte
