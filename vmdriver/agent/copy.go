@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"msb.dev/msb/tarcopy"
 )
@@ -65,26 +66,33 @@ func (r *CopyRequest) payload() (*copyPayload, error) {
 }
 
 // runCopy serves a copy session: it runs as the agent (root in the sandbox),
-// whose "/" is the sandbox's root, so no path it resolves leaves the sandbox;
-// extraction in addition never follows a symlink below the destination (the
-// sandbox may have planted one) and owns what it creates by the sandbox's
-// user.
+// whose "/" is the sandbox's root, so no path it resolves leaves the sandbox.
+// A copy into the sandbox in addition follows no symlink on the way to the
+// destination that the workload's user could have planted (resolveCopyDest),
+// never follows one below it (the extractor), and owns what it creates by
+// that user: the workload cannot turn the root agent's write into one of
+// /etc/passwd.
 func (s *session) runCopy(p copyPayload) {
 	cfg := s.srv.cfg
 	path := p.Path
 	if !filepath.IsAbs(path) {
-		path = filepath.Join(cfg.WorkingDir, path)
+		// Not filepath.Join: a trailing "/." (a directory's contents,
+		// tarcopy.TopName) must reach tarcopy.Write as given.
+		path = strings.TrimSuffix(cfg.WorkingDir, "/") + "/" + path
 	}
 	var err error
 	switch p.Direction {
 	case CopyFromSandbox:
 		err = tarcopy.Write(s.ch, path, func(w string) { fmt.Fprintf(s.ch.Stderr(), "warning: %s\n", w) })
 	case CopyToSandbox:
-		opts := tarcopy.Options{Into: p.Into, KeepSetID: true}
+		opts := tarcopy.Options{Into: p.Into, KeepSetID: true, NoFollowDest: true}
 		if cfg.UID != 0 || cfg.GID != 0 {
 			opts.Chown, opts.UID, opts.GID = true, int(cfg.UID), int(cfg.GID)
 		}
-		err = tarcopy.Extract(s.ch, path, opts)
+		path, err = resolveCopyDest(path, trustedLink(cfg.UID))
+		if err == nil {
+			err = tarcopy.Extract(s.ch, path, opts)
+		}
 		if err == nil {
 			// Drain what the sender may still send after the end of the archive.
 			io.Copy(io.Discard, s.ch)

@@ -76,3 +76,58 @@ func craftOne(w io.Writer, name string) error {
 	tw.Write([]byte("x"))
 	return tw.Close()
 }
+
+// TestCopyIntoSandboxFollowsNoPlantedLink (L3): the workload (uid 1000)
+// plants symlinks from its directory to a root-owned one; a copy to them,
+// or through them, is refused and writes nothing there, while an image's
+// root-owned link in a root-owned directory is followed as before.
+func TestCopyIntoSandboxFollowsNoPlantedLink(t *testing.T) {
+	cfg := sleeper()
+	cfg.UID, cfg.GID = 1000, 1000
+	a := startAgent(t, "", cfg)
+	c := a.dial(t)
+	sandbox := t.TempDir()
+	work, etc := filepath.Join(sandbox, "work"), filepath.Join(sandbox, "etc")
+	os.Mkdir(work, 0o755)
+	os.Chown(work, 1000, 1000)
+	os.Mkdir(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0"), 0o644)
+	for _, l := range []string{"in", "via"} {
+		os.Symlink("../etc", filepath.Join(work, l))
+		os.Lchown(filepath.Join(work, l), 1000, 1000)
+	}
+	os.Symlink("etc", filepath.Join(sandbox, "lib")) // root's, in a root-owned 0700 dir
+
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "passwd"), []byte("evil::0:0"), 0o644)
+	send := func(dest string) (int, string) {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(tarcopy.Write(pw, filepath.Join(src, "passwd"), nil)) }()
+		var stderr bytes.Buffer
+		code, err := c.Copy(context.Background(), CopyRequest{Direction: CopyToSandbox, Path: dest, Stdin: pr, Stderr: &stderr})
+		pr.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, stderr.String()
+	}
+	for _, dest := range []string{filepath.Join(work, "in"), filepath.Join(work, "via/passwd"), filepath.Join(work, "in/")} {
+		code, msg := send(dest)
+		if code != 1 || !strings.Contains(msg, "symlink") {
+			t.Errorf("copy to %s: exit %d, %q: want a refusal naming the symlink", dest, code, msg)
+		}
+		if b, _ := os.ReadFile(filepath.Join(etc, "passwd")); string(b) != "root:x:0:0" {
+			t.Fatalf("copy to %s wrote through the planted link: passwd now %q", dest, b)
+		}
+	}
+	// The controls: the workload's own directory, and the image's link.
+	if code, msg := send(filepath.Join(work, "mine")); code != 0 {
+		t.Fatalf("copy to work/mine: %d %s", code, msg)
+	}
+	if code, msg := send(filepath.Join(sandbox, "lib/new")); code != 0 {
+		t.Fatalf("copy to lib/new: %d %s", code, msg)
+	}
+	if b, _ := os.ReadFile(filepath.Join(etc, "new")); string(b) != "evil::0:0" {
+		t.Errorf("etc/new (through the image's link) reads %q", b)
+	}
+}
