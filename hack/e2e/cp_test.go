@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -126,6 +127,23 @@ func TestCopyRoundTrip(t *testing.T) {
 		t.Errorf("run.sh copied into a directory reads %q", b)
 	}
 
+	// Into an existing directory, both ends agreeing on the entry: a
+	// directory's contents ("DIR/."), and a path through ".." (its
+	// lexical base name, "tree").
+	for i, c := range []struct{ src, under string }{{"cp:/work/tree/.", ""}, {"cp:/work/tree/sub/..", "tree"}} {
+		p := c.src
+		into := filepath.Join(local, fmt.Sprintf("contents%d", i))
+		os.Mkdir(into, 0o755)
+		d.must("cp", p, into)
+		into = filepath.Join(into, c.under)
+		if b, _ := os.ReadFile(filepath.Join(into, "sub/deep/data")); len(b) != 300000 {
+			t.Errorf("%s: sub/deep/data has %d bytes", p, len(b))
+		}
+		if l, _ := os.Readlink(filepath.Join(into, "sub/link")); l != "../run.sh" {
+			t.Errorf("%s: link reads %q", p, l)
+		}
+	}
+
 	// Tar streams: out to stdout, in from stdin.
 	out, errOut, code := d.ctl("cp", "cp:/work/tree", "-")
 	if code != 0 {
@@ -212,6 +230,8 @@ func TestCopyHostileSandbox(t *testing.T) {
 		{"absolute symlink", "mkdir -p /e1/d && ln -s / /e1/d/root", "e1/d/root"},
 		{"symlink to a host-looking file", "mkdir -p /e2 && ln -s " + canary + " /e2/canary", "e2/canary"},
 		{"relative symlink out", "mkdir -p /e3/a && ln -s ../../../../../.. /e3/a/up", "e3/a/up"},
+		// Lexically inside (e4/canary), physically out through d/s -> ..
+		{"symlink chained through another", "mkdir -p /e4/d && ln -s .. /e4/d/s && ln -s d/s/../canary /e4/a", "e4/a"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
