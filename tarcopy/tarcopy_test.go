@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -344,5 +345,26 @@ func TestLargeFileConstantMemory(t *testing.T) {
 	io.Copy(h2, g)
 	if !bytes.Equal(h2.Sum(nil), want) {
 		t.Fatal("the copy differs from the source")
+	}
+}
+
+// TestSpecialFilesLeftOut: a fifo inside a tree is left out with a warning;
+// one named as the source is an error.
+func TestSpecialFilesLeftOut(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "t"), 0o755)
+	if err := syscall.Mkfifo(filepath.Join(dir, "t/p"), 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	var warned []string
+	var b bytes.Buffer
+	if err := Write(&b, filepath.Join(dir, "t"), func(s string) { warned = append(warned, s) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "t/p") || !strings.Contains(warned[0], "fifo") {
+		t.Errorf("warnings %q", warned)
+	}
+	if err := Write(io.Discard, filepath.Join(dir, "t/p"), nil); err == nil || !strings.Contains(err.Error(), "fifo") {
+		t.Errorf("a fifo as the source: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // bufSize is the copy buffer of file contents: memory per copy is this plus
@@ -133,6 +134,9 @@ func (w *writer) entry(rel, name string, isTop bool) error {
 		hdr.Mode = 0o777
 		return w.tw.WriteHeader(hdr)
 	default:
+		if isTop {
+			return fmt.Errorf("%s: a %s is not copied; copy regular files, directories and symlinks", name, kindName(fi.Mode()))
+		}
 		w.warn(fmt.Sprintf("%s: left out: a %s is not copied", name, kindName(fi.Mode())))
 		return nil
 	}
@@ -142,7 +146,9 @@ func (w *writer) entry(rel, name string, isTop bool) error {
 // file swapped for something else after the Lstat is copied as what it is now
 // or refused, never mis-sized.
 func (w *writer) file(rel string, hdr *tar.Header) error {
-	f, err := w.root.Open(rel)
+	// O_NONBLOCK: a fifo swapped in after the Lstat must not hang the open
+	// (it is then refused below); regular files ignore the flag.
+	f, err := w.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", hdr.Name, unwrapPath(err))
 	}
