@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/vmdriver/agent"
@@ -31,6 +32,12 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	follow, err := boolParam(r.URL.Query(), "follow")
 	if err != nil {
 		return err
+	}
+	tail := -1
+	if v := r.URL.Query().Get("tailLines"); v != "" {
+		if tail, err = strconv.Atoi(v); err != nil || tail < 0 {
+			return badRequest("tailLines=%q: want a number of lines, 0 or more", v)
+		}
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -69,9 +76,9 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if follow {
-		err = agent.FollowLog(ctx, dir, fw)
+		err = agent.FollowLogTail(ctx, dir, fw, tail)
 	} else {
-		err = agent.ReadLog(dir, fw)
+		err = agent.ReadLogTail(dir, fw, tail)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("log stream ended", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "err", err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -315,7 +316,17 @@ func (c *Client) Events(ctx context.Context, namespace, kind, name string) ([]v1
 
 // Logs copies the sandbox's log to w; with follow it keeps streaming until ctx ends.
 func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, w io.Writer) error {
-	resp, err := c.sandboxStream(ctx, namespace, name, "log", follow)
+	return c.LogsTail(ctx, namespace, name, follow, -1, w)
+}
+
+// LogsTail is Logs starting with the last tail lines the log holds (all when
+// tail < 0).
+func (c *Client) LogsTail(ctx context.Context, namespace, name string, follow bool, tail int, w io.Writer) error {
+	q := url.Values{}
+	if tail >= 0 {
+		q.Set("tailLines", strconv.Itoa(tail))
+	}
+	resp, err := c.sandboxStreamQuery(ctx, namespace, name, "log", follow, q)
 	if err != nil {
 		return err
 	}
@@ -329,11 +340,14 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 
 // sandboxStream opens GET .../sandboxes/NAME/<sub> (?follow=true).
 func (c *Client) sandboxStream(ctx context.Context, namespace, name, sub string, follow bool) (*http.Response, error) {
+	return c.sandboxStreamQuery(ctx, namespace, name, sub, follow, url.Values{})
+}
+
+func (c *Client) sandboxStreamQuery(ctx context.Context, namespace, name, sub string, follow bool, q url.Values) (*http.Response, error) {
 	ki, err := v1alpha1.LookupKind(v1alpha1.KindSandbox)
 	if err != nil {
 		return nil, err
 	}
-	q := url.Values{}
 	if follow {
 		q.Set("follow", "true")
 	}

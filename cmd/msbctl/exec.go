@@ -25,6 +25,7 @@ type logsOptions struct {
 	globalOptions
 	follow  bool
 	network bool
+	tail    int
 }
 
 func (o *logsOptions) flags() *flagSet {
@@ -32,6 +33,7 @@ func (o *logsOptions) flags() *flagSet {
 	o.register(fs)
 	fs.boolVar(&o.follow, "follow", "f", false, "keep streaming new output until interrupted")
 	fs.boolVar(&o.network, "network", "", false, "print the sandbox's network decisions (DNS answers and connections, allowed and denied) instead of its output")
+	fs.flags().IntVar(&o.tail, "tail", -1, "print only the last N lines of what the log holds (-1: all), then, with -f, what comes")
 	return fs
 }
 
@@ -39,7 +41,7 @@ func newLogsCommand(e *env) *cobra.Command {
 	o := &logsOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "logs NAME|sandbox/NAME [-f] [--network]"
+	cmd.Use = "logs NAME|sandbox/NAME [-f] [--tail N] [--network]"
 	cmd.Short = "Print a sandbox's output or its network decisions"
 	cmd.Long = `Print what a sandbox's command wrote to its standard output and error, as
 msbd keeps it. With -f, keep printing new output until interrupted.
@@ -53,6 +55,9 @@ most recent decisions of each sandbox.`
 
   # Follow it
   msbctl logs sb/web -f
+
+  # The last 20 lines, then what comes
+  msbctl logs web --tail 20 -f
 
   # What it tried to reach, and what policy said
   msbctl logs web --network -f`
@@ -71,13 +76,19 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 	if err != nil {
 		return fail(stderr, err)
 	}
+	if o.tail < -1 {
+		return usageFail(stderr, "logs", "--tail %d: want a number of lines, or -1 for all", o.tail)
+	}
+	if o.network && o.tail != -1 {
+		return usageFail(stderr, "logs", "--tail is for the sandbox's output, not --network")
+	}
 	if o.network {
 		err = c.NetworkLog(ctx, o.namespace, name, o.follow, func(d v1alpha1.NetworkDecision) error {
 			_, werr := io.WriteString(stdout, formatDecision(d))
 			return werr
 		})
 	} else {
-		err = c.Logs(ctx, o.namespace, name, o.follow, stdout)
+		err = c.LogsTail(ctx, o.namespace, name, o.follow, o.tail, stdout)
 	}
 	if err != nil {
 		if ctx.Err() != nil && o.follow {

@@ -213,6 +213,21 @@ func TestLogCapSaysWhatItDropped(t *testing.T) {
 		return strings.HasSuffix(out, "\n2900000\ndone\n")
 	})
 	out := d.must("logs", "chatty")
+	if got := d.must("logs", "chatty", "--tail", "2"); got != "2900000\ndone\n" {
+		t.Errorf("logs --tail 2 = %q", got)
+	}
+	if got := d.must("logs", "chatty", "--tail=0"); got != "" {
+		t.Errorf("logs --tail 0 = %q", got)
+	}
+	follow := exec.Command(filepath.Join(binDir, "msbctl"), "logs", "chatty", "-f", "--tail", "1")
+	follow.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	var fout syncBuffer
+	follow.Stdout = &fout
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { follow.Process.Kill(); follow.Wait() })
+	waitFor(t, 30*time.Second, "logs -f --tail 1 to print the last line", func() bool { return fout.String() == "done\n" })
 	marker, rest, _ := strings.Cut(out, "\n")
 	if !strings.HasPrefix(marker, "[msb: ") || !strings.Contains(marker, "bytes of earlier output were dropped") {
 		t.Fatalf("logs of a capped sandbox start with %q, want the dropped-output marker", marker)

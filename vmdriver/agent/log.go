@@ -174,6 +174,64 @@ const followPoll = 50 * time.Millisecond
 // not the agent, so it works before the agent starts and after it is gone.
 // If the log rotates more than once between two polls, the middle part is lost.
 func FollowLog(ctx context.Context, dir string, w io.Writer) error {
+	return FollowLogTail(ctx, dir, w, -1)
+}
+
+// tailLines keeps what is written to it and, on flush, writes its last n
+// lines (all when n < 0) to w.
+type tailLines struct {
+	w   io.Writer
+	n   int
+	buf bytes.Buffer
+}
+
+func (t *tailLines) Write(p []byte) (int, error) { return t.buf.Write(p) }
+
+func (t *tailLines) flush() error {
+	b := t.buf.Bytes()
+	if t.n >= 0 {
+		end := len(b)
+		if end > 0 && b[end-1] == '\n' {
+			end-- // a last line ending in a newline is one line, not two
+		}
+		for i, seen := end-1, 0; i >= 0; i-- {
+			if b[i] == '\n' {
+				if seen++; seen == t.n {
+					b = b[i+1:]
+					break
+				}
+			}
+		}
+		if t.n == 0 {
+			b = nil
+		}
+	}
+	_, err := t.w.Write(b)
+	t.buf.Reset()
+	return err
+}
+
+// ReadLogTail is ReadLog of the last n lines only (all when n < 0).
+func ReadLogTail(dir string, w io.Writer, n int) error {
+	if n < 0 {
+		return ReadLog(dir, w)
+	}
+	t := &tailLines{w: w, n: n}
+	if err := ReadLog(dir, t); err != nil {
+		return err
+	}
+	return t.flush()
+}
+
+// FollowLogTail is FollowLog starting with the last n lines of what the log
+// holds (all when n < 0).
+func FollowLogTail(ctx context.Context, dir string, out io.Writer, n int) error {
+	var w io.Writer = out
+	var tail *tailLines
+	if n >= 0 {
+		tail = &tailLines{w: out, n: n}
+		w = tail
+	}
 	cur, old, err := openLogs(dir)
 	if err != nil {
 		return err
@@ -220,6 +278,14 @@ func FollowLog(ctx context.Context, dir string, w io.Writer) error {
 				cur = nil
 				continue
 			}
+		}
+		if tail != nil {
+			// What the log held is read: its tail goes out, the rest
+			// streams as it comes.
+			if err := tail.flush(); err != nil {
+				return err
+			}
+			tail, w = nil, out
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,5 +30,23 @@ func TestReadLogBoundsSparseFile(t *testing.T) {
 	}
 	if c.n == 0 || c.n > maxLogRead {
 		t.Fatalf("read %d bytes of a sparse log, want 1..%d", c.n, maxLogRead)
+	}
+}
+
+func TestReadLogTail(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, LogFile), []byte("a\nb\nc\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, LogOldFile), []byte("old1\nold2\n"), 0o600)
+	for n, want := range map[int]string{-1: "old1\nold2\na\nb\nc\n", 0: "", 1: "c\n", 4: "old2\na\nb\nc\n", 99: "old1\nold2\na\nb\nc\n"} {
+		var b bytes.Buffer
+		if err := ReadLogTail(dir, &b, n); err != nil || b.String() != want {
+			t.Errorf("ReadLogTail(%d) = %q, %v; want %q", n, b.String(), err, want)
+		}
+	}
+	// A last line without its newline counts as a line.
+	os.WriteFile(filepath.Join(dir, LogFile), []byte("a\nb\npartial"), 0o600)
+	var b bytes.Buffer
+	if ReadLogTail(dir, &b, 2); b.String() != "b\npartial" {
+		t.Errorf("tail of a log ending mid-line = %q", b.String())
 	}
 }
