@@ -51,10 +51,11 @@ func TestKrunProbeFindings(t *testing.T) {
 			if !strings.Contains(msg, c.want) || phase != "Pending" {
 				t.Errorf("phase %s, message %q: want Pending and %q", phase, msg, c.want)
 			}
-			events := d.must("get", "events")
-			if !strings.Contains(events, "Warning") || !strings.Contains(events, "MicroVMUnavailable") || !strings.Contains(events, c.want) {
-				t.Errorf("no Warning event with the finding:\n%s", events)
-			}
+			// Events are written in batches: wait for it.
+			waitFor(t, 30*time.Second, "a Warning event MicroVMUnavailable with the finding", func() bool {
+				events := d.must("get", "events")
+				return strings.Contains(events, "Warning") && strings.Contains(events, "MicroVMUnavailable") && strings.Contains(events, c.want)
+			})
 			info := d.must("info")
 			var krunLine string
 			for _, l := range strings.Split(info, "\n") {
@@ -168,8 +169,8 @@ func TestAutoFallsBackWithWarning(t *testing.T) {
 	if got := field(d.sandbox("auto"), "status.isolation"); got != "container" {
 		t.Errorf("status.isolation %v, want container", got)
 	}
-	events := d.must("get", "events")
-	if !strings.Contains(events, "Warning") || !strings.Contains(events, "ContainerFallback") || !strings.Contains(events, "cannot open shared object file") {
-		t.Errorf("no Warning saying why auto fell back:\n%s", events)
-	}
+	waitFor(t, 30*time.Second, "a Warning event saying why auto fell back", func() bool {
+		events := d.must("get", "events")
+		return strings.Contains(events, "Warning") && strings.Contains(events, "ContainerFallback") && strings.Contains(events, "cannot open shared object file")
+	})
 }

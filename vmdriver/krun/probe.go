@@ -101,6 +101,33 @@ func openKVM(dev string) error {
 	return nil
 }
 
+// RequireAccess checks that the KVM device is read-write for the sandboxes'
+// host ids too, by its mode bits: the runner (the VMM) runs as them, not as
+// root, and libkrun opens the device there. A device they cannot use makes
+// microVMs unavailable, saying what to do.
+func (f *Finding) RequireAccess(uid, gid uint32) {
+	if !f.KVM {
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(f.KVMDevice, &st); err != nil {
+		f.KVM, f.KVMError = false, err.Error()
+		return
+	}
+	bits := st.Mode & 0o007 // others
+	switch {
+	case st.Uid == uid:
+		bits = st.Mode >> 6 & 0o7
+	case st.Gid == gid:
+		bits = st.Mode >> 3 & 0o7
+	}
+	if bits&0o6 != 0o6 {
+		f.KVM = false
+		f.KVMError = fmt.Sprintf("%s (mode %04o, owner %d:%d) is not read-write for the sandboxes' host uid %d, which runs the VMM: make it mode 0666, as systemd's udev rules do (chmod 0666 %s)",
+			f.KVMDevice, st.Mode&0o7777, st.Uid, st.Gid, uid, f.KVMDevice)
+	}
+}
+
 // Available reports whether a microVM can run: the KVM device opens
 // read-write and libkrun loaded with every required symbol.
 func (f Finding) Available() bool { return f.KVM && f.lib != nil }

@@ -90,3 +90,33 @@ func TestProbeHost(t *testing.T) {
 		t.Error("unavailable without a reason")
 	}
 }
+
+func TestProbeSandboxAccess(t *testing.T) {
+	lib := krunstandin.Build(t)
+	kvm := kvmStandIn(t)
+	for _, c := range []struct {
+		mode      os.FileMode
+		uid, gid  int
+		available bool
+	}{
+		{0o666, 0, 0, true},
+		{0o600, 0, 0, false},   // root's only, as on this kind of host
+		{0o660, 0, 4242, true}, // the sandboxes' group
+		{0o660, 0, 4243, false},
+	} {
+		if err := os.Chmod(kvm, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(kvm, c.uid, c.gid); err != nil {
+			t.Skip("cannot chown the stand-in device:", err)
+		}
+		f := Probe(lib, kvm)
+		f.RequireAccess(4242, 4242)
+		if f.Available() != c.available {
+			t.Errorf("mode %o owner %d:%d: available %v, want %v (%s)", c.mode, c.uid, c.gid, f.Available(), c.available, f.Reason())
+		}
+		if !c.available && !strings.Contains(f.Reason(), "chmod 0666") {
+			t.Errorf("reason %q does not say what to do", f.Reason())
+		}
+	}
+}
