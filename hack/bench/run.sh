@@ -6,7 +6,9 @@
 #   - msbctl cp of 200 MiB in and out, beside tar through `msbctl exec -i`;
 #   - the egress proxy: added latency of an HTTP request and 100 MB download
 #     throughput, beside the same request straight to the upstream;
-#   - the DNS filter: queries/s for an allowed cached name, beside the upstream.
+#   - the DNS filter: queries/s for an allowed cached name, beside the upstream;
+#   - microVMs (only where KVM, libkrun and libkrunfw are; skips saying why):
+#     apply→Ready and the exec round trip, beside a container in the same run.
 # Extra arguments go to the end-to-end `go test` (e.g. -bench ApplyToReady).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
