@@ -404,6 +404,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	}
 	if !restart {
 		r.event(sb, v1alpha1.EventNormal, ReasonCreated, fmt.Sprintf("Created sandbox with %s isolation", d.Isolation()))
+		r.warnFallback(d, sb)
 		r.warnExposedVolumes(d, sb, spec)
 		r.warnIsolation(d, sb, id)
 	}

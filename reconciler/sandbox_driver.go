@@ -73,15 +73,19 @@ func (r *SandboxReconciler) driverFor(ctx context.Context, sb *v1alpha1.Sandbox,
 			}
 		}
 	}
-	if st.Driver == "" && !explicit && d.Isolation() != vmdriver.IsolationMicroVM {
-		// auto settles for a container: say why, once (st.Driver is
-		// recorded from now on).
-		if why := r.Drivers.MicroVMReason(); why != "" {
-			r.event(sb, v1alpha1.EventWarning, ReasonContainerFallback,
-				"isolation auto runs this sandbox in a container, not a microVM: "+why)
-		}
-	}
 	return d, nil
+}
+
+// warnFallback says why a sandbox of isolation auto gets a container, when
+// it is created there: this host gives no microVMs.
+func (r *SandboxReconciler) warnFallback(d vmdriver.Driver, sb *v1alpha1.Sandbox) {
+	iso := sb.Spec.Isolation
+	if (iso != "" && iso != vmdriver.IsolationAuto) || d.Isolation() == vmdriver.IsolationMicroVM {
+		return
+	}
+	if why := r.Drivers.MicroVMReason(); why != "" {
+		r.event(sb, v1alpha1.EventWarning, ReasonContainerFallback, "isolation auto runs this sandbox in a container, not a microVM: "+why)
+	}
 }
 
 // stopKeeping stops sb in d if it runs there, keeping its writable layer and

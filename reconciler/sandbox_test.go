@@ -62,7 +62,7 @@ func TestSandboxFreshStart(t *testing.T) {
 	}
 
 	// The harness's host has no microVMs: auto says so once.
-	if got, want := h.reasons("web"), []string{ReasonContainerFallback, ReasonPulled, ReasonCreated, ReasonStarted}; !slices.Equal(got, want) {
+	if got, want := h.reasons("web"), []string{ReasonPulled, ReasonCreated, ReasonContainerFallback, ReasonStarted}; !slices.Equal(got, want) {
 		t.Errorf("events = %q, want %q", got, want)
 	}
 }

@@ -103,6 +103,23 @@ func TestKrunCoreFlow(t *testing.T) {
 	if _, _, code := d.ctl("exec", "vm", "--", "sh", "-c", "exit 7"); code != 7 {
 		t.Errorf("exec exit 7: exit %d", code)
 	}
+	if out, _, code := d.ctlIn([]byte("through stdin\n"), "exec", "-i", "vm", "--", "cat"); code != 0 || out != "through stdin\n" {
+		t.Errorf("exec -i cat: exit %d, %q", code, out)
+	}
+	// Files in and out over the same agent connection.
+	local := filepath.Join(t.TempDir(), "in.txt")
+	if err := os.WriteFile(local, []byte("copied in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.must("cp", local, "vm:/tmp/in.txt")
+	if out := d.must("exec", "vm", "--", "cat", "/tmp/in.txt"); out != "copied in\n" {
+		t.Errorf("after cp in: %q", out)
+	}
+	back := filepath.Join(t.TempDir(), "out.txt")
+	d.must("cp", "vm:/tmp/in.txt", back)
+	if b, err := os.ReadFile(back); err != nil || string(b) != "copied in\n" {
+		t.Errorf("cp out: %q, %v", b, err)
+	}
 	waitFor(t, 30*time.Second, "the command's output in the log", func() bool {
 		out, _, _ := d.ctl("logs", "vm")
 		return strings.Contains(out, "hello from the guest")

@@ -80,12 +80,6 @@ func (h *Host) Prepare(spec vmdriver.Spec) error {
 	return err
 }
 
-// Prepared reports whether the overlay of id is mounted.
-func (h *Host) Prepared(id string) bool {
-	ok, err := isMountPoint(h.d.rootfsDir(id))
-	return err == nil && ok
-}
-
 // LoadSpec returns the spec Prepare saved; ErrNotFound (wrapped) if none.
 func (h *Host) LoadSpec(id string) (vmdriver.Spec, error) { return h.d.loadSpec(id) }
 

@@ -226,11 +226,10 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 			return fmt.Errorf("sandbox %s: %w", id, err)
 		}
 	}
-	if !d.host.Prepared(id) {
-		if err := d.prepare(spec); err != nil {
-			return err
-		}
-	} else if err := d.prepare(spec); err != nil { // the vm dir, after a crash
+	// Idempotent: after Create it only rewrites the agent's config and the
+	// placed files; after a Delete without purge or a reboot it mounts the
+	// overlay again.
+	if err := d.prepare(spec); err != nil {
 		return err
 	}
 	if err := d.host.ClearRunState(id); err != nil {
