@@ -40,7 +40,8 @@ examples() {
 
 step "building msbd, msbctl and the static msb-agent into ./bin"
 go build -o bin/ ./cmd/msbd
-CGO_ENABLED=0 go build -o bin/ ./cmd/msbctl ./cmd/msb-agent
+CGO_ENABLED=0 go build -o bin/ ./cmd/msbctl
+CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/ ./cmd/msb-agent
 
 step "building the demo image offline (busybox-static) at $IMAGE"
 go run ./hack/mkimage -o "$IMAGE" -tag latest

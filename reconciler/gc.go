@@ -235,6 +235,22 @@ func (c *OrphanCollector) Advance() error {
 	return c.save(c.st.Revision())
 }
 
+// cover makes the fence at least need, writing the store's current
+// revision when it is not.
+func (c *OrphanCollector) cover(need int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if need <= c.saved {
+		return nil
+	}
+	rev := max(c.st.Revision(), need)
+	if err := c.write(fence{InstanceID: c.st.InstanceID(), Revision: rev}); err != nil {
+		return err
+	}
+	c.saved = rev
+	return nil
+}
+
 // save writes the fence at rev (atomically, durably) when it moved forward.
 func (c *OrphanCollector) save(rev int64) error {
 	c.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"msb.dev/msb/apis/v1alpha1"
 )
@@ -39,9 +40,19 @@ type marker struct {
 // BeforeCreate moves the fence forward and writes sb's marker if it has
 // none: the SandboxReconciler's hook before a sandbox is created in the
 // runtime.
+//
+// The fence need only cover sb's own revision: one durable write covers
+// every sandbox of an apply, where writing it at each start would
+// serialize all of them on its lock and an fsync.
 func (c *OrphanCollector) BeforeCreate(sb *v1alpha1.Sandbox) error {
-	if err := c.Advance(); err != nil {
-		return err
+	need, err := strconv.ParseInt(sb.Metadata.ResourceVersion, 10, 64)
+	if err != nil || need <= 0 {
+		need = c.st.Revision()
+	}
+	if c.held == "" {
+		if err := c.cover(need); err != nil {
+			return err
+		}
 	}
 	id := sb.Metadata.UID
 	if id == "" || filepath.Base(id) != id || id == "." || id == ".." {

@@ -188,3 +188,37 @@ func mustGC(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The fence is written once for the sandboxes of one apply: each start
+// needs it only to cover its own object's revision.
+func TestFenceWrittenOncePerApply(t *testing.T) {
+	dir := t.TempDir()
+	st := &fenceStore{id: "instance-0", rev: 10}
+	c := NewOrphanCollector(dir, st, vmdriver.NewSet("", drivertest.NewFake("a", "container")), slog.New(slog.DiscardHandler))
+	read := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, FenceFile))
+		return string(b)
+	}
+	for i := range 20 {
+		sb := sandboxObj(fmt.Sprintf("s%d", i), fmt.Sprintf("uid-%d", i))
+		sb.Metadata.ResourceVersion = fmt.Sprint(5 + i%5) // all from the apply at 10
+		mustGC(t, c.BeforeCreate(sb))
+		if i == 0 {
+			if !strings.Contains(read(), `"revision":10`) {
+				t.Fatalf("fence %s, want revision 10", read())
+			}
+		}
+		st.mu.Lock()
+		st.rev++ // status writes move the store on
+		st.mu.Unlock()
+	}
+	if !strings.Contains(read(), `"revision":10`) {
+		t.Errorf("fence %s rewritten for sandboxes it already covered", read())
+	}
+	sb := sandboxObj("later", "uid-later")
+	sb.Metadata.ResourceVersion = "25"
+	mustGC(t, c.BeforeCreate(sb))
+	if !strings.Contains(read(), `"revision":30`) {
+		t.Errorf("fence %s, want it moved to the store's revision 30 for a newer sandbox", read())
+	}
+}
