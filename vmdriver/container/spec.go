@@ -85,8 +85,14 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string, ids sandboxIDs) (*sp
 			Terminal: false,
 			User:     specs.User{UID: 0, GID: 0},
 			Args:     []string{agentBinary, "init"},
-			Env:      []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Cwd:      "/",
+			// The agent's own environment (the sandbox's command gets the
+			// spec's). One P: the agent idles in every sandbox, only moving
+			// bytes between pipes and its socket, and a P costs a thread and
+			// per-P caches: its PSS drops from 1.36 to 1.13 MiB. Set from
+			// the start: runtime.GOMAXPROCS(1) in the agent comes after the
+			// runtime made two Ps, and saves nothing.
+			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GOMAXPROCS=1"},
+			Cwd: "/",
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding:  caps,
 				Effective: caps,
