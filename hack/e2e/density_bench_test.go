@@ -22,7 +22,8 @@ import (
 //
 //   - ready-s: apply → all Ready, beside runc-seq-s: the same number of
 //     sequential bare `runc run -d` of the same rootfs, timed in the same run
-//     (100 of them, scaled to N), and their ratio;
+//     (100 of them, scaled to N), and their ratio; runc-seq-loaded-s: 20
+//     more timed while the N run, scaled to N;
 //   - pss-KiB/sb: PSS of the sandboxes' processes (agent and command, from
 //     /proc/PID/smaps_rollup) per sandbox, and agent-pss-KiB the agent's alone;
 //   - memavail-KiB/sb: the drop of MemAvailable per sandbox (the whole
@@ -95,6 +96,11 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 	}
 	ready := time.Since(t0)
 
+	// The same baseline with the N sandboxes running: what the host's
+	// state (N more mounts in every new mount namespace, N more cgroups)
+	// costs runc itself, beside what msb adds.
+	seqLoaded := runcDetachedSeq(b, layerDir(b, d), 20) * time.Duration(n) / 20
+
 	time.Sleep(5 * time.Second) // let the starts' garbage go
 	pss, agentPss, procs := sandboxPSS(b, d.stateDir)
 	rssAfter, availAfter := procRSS(msbdPid), memAvailableKiB()
@@ -111,6 +117,7 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 	b.ReportMetric(ready.Seconds(), "ready-s")
 	b.ReportMetric(seqN.Seconds(), "runc-seq-s")
 	b.ReportMetric(ready.Seconds()/seqN.Seconds(), "ready/runc-seq")
+	b.ReportMetric(seqLoaded.Seconds(), "runc-seq-loaded-s")
 	b.ReportMetric(float64(pss)/float64(n), "pss-KiB/sb")
 	b.ReportMetric(float64(agentPss)/float64(n), "agent-pss-KiB")
 	b.ReportMetric(float64(procs)/float64(n), "procs/sb")

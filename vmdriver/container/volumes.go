@@ -102,8 +102,12 @@ func (d *Driver) checkVolumeSources(spec vmdriver.Spec) error {
 func (d *Driver) stageVolumes(spec vmdriver.Spec) (release func(), err error) {
 	nothing := func() {}
 	dir := d.volumesDir(spec.ID)
-	// What a start msbd did not finish left mounted.
-	if err := unmountAll(dir); err != nil {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if len(spec.Mounts) == 0 {
+			return nothing, nil // never staged: no mountinfo to read
+		}
+	} else if err := unmountAll(dir); err != nil {
+		// What a start msbd did not finish left mounted.
 		return nothing, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	if len(spec.Mounts) == 0 {
