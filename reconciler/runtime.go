@@ -127,3 +127,23 @@ func (rt Runtime) AgentUnresponsive(sb *v1alpha1.Sandbox) {
 		rt.Requeue(v1alpha1.KeyOf(sb))
 	}
 }
+
+// Stats reads a running sandbox's resource use and limits from its driver.
+func (rt Runtime) Stats(sb *v1alpha1.Sandbox) (v1alpha1.SandboxStats, error) {
+	if sb.Status.Phase != v1alpha1.PhaseRunning || sb.Status.PID == 0 {
+		phase := string(sb.Status.Phase)
+		if phase == "" {
+			phase = string(v1alpha1.PhasePending)
+		}
+		return v1alpha1.SandboxStats{}, fmt.Errorf("sandbox %q is not running (phase %s); %s", sb.Metadata.Name, phase, notRunningHint(sb))
+	}
+	d, _, err := rt.driverOf(sb)
+	if err != nil {
+		return v1alpha1.SandboxStats{}, err
+	}
+	sr, ok := d.(vmdriver.StatsReader)
+	if !ok {
+		return v1alpha1.SandboxStats{}, fmt.Errorf("the %s driver cannot read resource use", d.Name())
+	}
+	return sr.Stats(sb.Metadata.UID)
+}

@@ -452,3 +452,25 @@ func TestManifestsDir(t *testing.T) {
 		t.Errorf("the prune took more than b: manual %v, a %v", exists("manual"), exists("a"))
 	}
 }
+
+// TestTop: top shows a running sandbox's CPU, memory and pids use against
+// the limits its spec sets, read from its cgroups.
+func TestTop(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("busy", "  resources: {cpus: 1, memory: 64Mi, pids: 32}\n", "sh", "-c", "while :; do :; done") +
+		"---\n" + sandboxYAML("quiet", "  restartPolicy: Never\n", "true"))
+	d.must("wait", "sb/busy", "--for=condition=Ready", "--timeout=60s")
+	waitFor(t, 60*time.Second, "quiet finished", func() bool { return field(d.sandbox("quiet"), "status.phase") == "Succeeded" })
+	out := d.must("top")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "busy ") {
+		t.Fatalf("top lists other than the one running sandbox:\n%s", out)
+	}
+	f := strings.Fields(lines[1])
+	if len(f) != 7 || !strings.HasSuffix(f[1], "/1000m") || strings.HasPrefix(f[1], "0m/") || !strings.HasSuffix(f[3], "/64.0MiB") || !strings.HasSuffix(f[5], "/32") {
+		t.Errorf("top's row for a busy sandbox limited to 1 cpu, 64Mi, 32 pids: %q", lines[1])
+	}
+	if _, stderr, code := d.ctl("top", "quiet"); code != 1 || !strings.Contains(stderr, "not running (phase Succeeded)") {
+		t.Errorf("top of a finished sandbox: exit %d, %q", code, stderr)
+	}
+}
