@@ -105,8 +105,9 @@ func New(opts Options) (*Driver, error) {
 	if opts.MaxVCPUs <= 0 {
 		opts.MaxVCPUs = runtime.NumCPU()
 	}
-	// msbd's state dir as the container driver leaves it (group HostGID,
-	// g=x): the runner, the sandboxes' uid, searches it to reach the root.
+	// The runner, the sandboxes' uid, searches msbd's state dir to reach
+	// the root: group HostGID with g+x, whatever else the container
+	// driver gives it (o+x for its per-sandbox ranges).
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func New(opts Options) (*Driver, error) {
 		return nil, err
 	} else if err := os.Chown(abs, -1, int(opts.HostGID)); err != nil {
 		return nil, err
-	} else if err := os.Chmod(abs, fi.Mode().Perm()&0o700|0o010); err != nil {
+	} else if err := os.Chmod(abs, fi.Mode().Perm()|0o010); err != nil { // adds g+x, takes nothing away
 		return nil, err
 	}
 	host, err := container.NewHost(container.Options{StateDir: filepath.Join(abs, "krun"),
