@@ -115,6 +115,7 @@ func New(cfg Config) http.Handler {
 	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/exec", s.handle(s.exec))
 	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/cp", s.handle(s.copy))
 	mux.Handle("GET "+prefix+"/namespaces/{ns}/sandboxes/{name}/stats", s.handle(s.stats))
+	mux.Handle("POST "+prefix+"/namespaces/{ns}/sandboxes/{name}/portforward", s.handle(s.portForward))
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: http.StatusNotFound, reason: "NotFound",
 			msg: "no such API path: " + r.Method + " " + r.URL.Path}

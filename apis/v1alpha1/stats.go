@@ -17,3 +17,9 @@ type SandboxStats struct {
 	PIDs             uint64 `json:"pids"`
 	PIDsLimit        uint64 `json:"pidsLimit,omitempty"`
 }
+
+// PortForwardProtocol is the Upgrade token of POST
+// .../sandboxes/NAME/portforward?port=N: after "101 Switching Protocols" the
+// connection carries the bytes of one TCP connection to 127.0.0.1:N inside
+// the sandbox, both ways, unframed; each side's end is a half close.
+const PortForwardProtocol = "msb-portforward"

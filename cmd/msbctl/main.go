@@ -43,7 +43,7 @@ var commands = []func(*env) *cobra.Command{
 	newWaitCommand, newLogsCommand, newExecCommand, newCpCommand, newMCPCommand, newEventsCommand, newVersionCommand,
 	newImageCommand, newImagesCommand, newCompletionCommand, newInfoCommand,
 	// issue 8's commands (cli)
-	newSuspendCommand, newResumeCommand, newRestartCommand, newRunCommand, newTopCommand,
+	newSuspendCommand, newResumeCommand, newRestartCommand, newRunCommand, newTopCommand, newPortForwardCommand,
 }
 
 // globalOptions are accepted by every command, before or after its name.

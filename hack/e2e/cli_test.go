@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -472,5 +475,80 @@ func TestTop(t *testing.T) {
 	}
 	if _, stderr, code := d.ctl("top", "quiet"); code != 1 || !strings.Contains(stderr, "not running (phase Succeeded)") {
 		t.Errorf("top of a finished sandbox: exit %d, %q", code, stderr)
+	}
+}
+
+// TestPortForward: port-forward reaches a server on a sandbox's own loopback
+// through msbd and the agent, with msbd giving sandboxes no network at all.
+func TestPortForward(t *testing.T) {
+	d := startDaemon(t, "--network=false")
+	d.must("run", "srv", "--image", "oci:"+imageDir+":latest", "--", "sh", "-c",
+		"mkdir -p /w && echo hello-from-sandbox > /w/index.html && exec httpd -f -p 127.0.0.1:8000 -h /w")
+	d.must("wait", "sb/srv", "--for=condition=Ready", "--timeout=60s")
+
+	pf := exec.Command(filepath.Join(binDir, "msbctl"), "port-forward", "srv", "0:8000", "0:9")
+	pf.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	var out, errOut syncBuffer
+	pf.Stdout, pf.Stderr = &out, &errOut
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { pf.Wait(); close(done) }()
+	t.Cleanup(func() { pf.Process.Kill(); <-done })
+	var addrs []string
+	waitFor(t, 30*time.Second, "port-forward to listen", func() bool {
+		addrs = nil
+		for _, l := range strings.Split(out.String(), "\n") {
+			if a, ok := strings.CutPrefix(l, "Forwarding from "); ok {
+				addrs = append(addrs, strings.Fields(a)[0])
+			}
+		}
+		return len(addrs) == 2
+	})
+	get := func() (string, error) {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addrs[0] + "/index.html")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	// httpd may take a moment to listen after Ready.
+	var body string
+	waitFor(t, 30*time.Second, "the sandbox's server through the forward", func() bool {
+		b, err := get()
+		body = b
+		return err == nil && b != ""
+	})
+	if body != "hello-from-sandbox\n" {
+		t.Errorf("through port-forward: %q", body)
+	}
+	for i := 0; i < 3; i++ {
+		if b, err := get(); err != nil || b != body {
+			t.Errorf("request %d through the forward: %q, %v", i, b, err)
+		}
+	}
+	// Nothing listens on 9: the connection ends and msbctl says why.
+	if c, err := net.DialTimeout("tcp", addrs[1], 5*time.Second); err == nil {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		n, _ := c.Read(make([]byte, 1))
+		c.Close()
+		if n != 0 {
+			t.Errorf("a forward to a closed port returned data")
+		}
+	}
+	waitFor(t, 30*time.Second, "the error for the closed port", func() bool {
+		return strings.Contains(errOut.String(), "nothing accepts connections on 127.0.0.1:9")
+	})
+	pf.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("port-forward did not end on SIGINT")
+	}
+	if code := pf.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("port-forward exited %d on SIGINT, stderr %q", code, errOut.String())
 	}
 }

@@ -98,6 +98,10 @@ func (s *Server) serveConn(c net.Conn) {
 	defer sconn.Close()
 	go s.globalRequests(reqs)
 	for nc := range chans {
+		if nc.ChannelType() == "direct-tcpip" {
+			go serveForward(nc) // port-forward, see forward.go
+			continue
+		}
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "only session channels are served")
 			continue
