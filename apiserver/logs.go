@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/vmdriver/agent"
@@ -38,6 +39,22 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 		if tail, err = strconv.Atoi(v); err != nil || tail < 0 {
 			return badRequest("tailLines=%q: want a number of lines, 0 or more", v)
 		}
+	}
+	timestamps, err := boolParam(r.URL.Query(), "timestamps")
+	if err != nil {
+		return err
+	}
+	var since time.Time
+	if v := r.URL.Query().Get("sinceSeconds"); v != "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs <= 0 {
+			return badRequest("sinceSeconds=%q: want a positive number of seconds", v)
+		}
+		since = time.Now().Add(-time.Duration(secs) * time.Second)
+	}
+	lineMode := timestamps || !since.IsZero()
+	if lineMode && follow {
+		return badRequest("timestamps and sinceSeconds are not supported with follow yet")
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -77,6 +94,8 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	if follow {
 		err = agent.FollowLogTail(ctx, dir, fw, tail)
+	} else if lineMode {
+		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since})
 	} else {
 		err = agent.ReadLogTail(dir, fw, tail)
 	}

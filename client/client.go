@@ -322,9 +322,29 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 // LogsTail is Logs starting with the last tail lines the log holds (all when
 // tail < 0).
 func (c *Client) LogsTail(ctx context.Context, namespace, name string, follow bool, tail int, w io.Writer) error {
+	return c.LogsWith(ctx, namespace, name, LogOptions{Follow: follow, Tail: tail}, w)
+}
+
+// LogOptions select what Logs prints.
+type LogOptions struct {
+	Follow     bool
+	Tail       int           // last lines only; -1 all (0 is no line)
+	Timestamps bool          // prefix lines with the time they were written
+	Since      time.Duration // only lines written this recently (0: all)
+}
+
+// LogsWith is Logs with options.
+func (c *Client) LogsWith(ctx context.Context, namespace, name string, opts LogOptions, w io.Writer) error {
+	follow := opts.Follow
 	q := url.Values{}
-	if tail >= 0 {
-		q.Set("tailLines", strconv.Itoa(tail))
+	if opts.Tail >= 0 {
+		q.Set("tailLines", strconv.Itoa(opts.Tail))
+	}
+	if opts.Timestamps {
+		q.Set("timestamps", "true")
+	}
+	if opts.Since > 0 {
+		q.Set("sinceSeconds", strconv.FormatInt(int64((opts.Since+time.Second-1)/time.Second), 10))
 	}
 	resp, err := c.sandboxStreamQuery(ctx, namespace, name, "log", follow, q)
 	if err != nil {

@@ -23,9 +23,11 @@ import (
 
 type logsOptions struct {
 	globalOptions
-	follow  bool
-	network bool
-	tail    int
+	follow     bool
+	network    bool
+	tail       int
+	timestamps bool
+	since      time.Duration
 }
 
 func (o *logsOptions) flags() *flagSet {
@@ -34,6 +36,8 @@ func (o *logsOptions) flags() *flagSet {
 	fs.boolVar(&o.follow, "follow", "f", false, "keep streaming new output until interrupted")
 	fs.boolVar(&o.network, "network", "", false, "print the sandbox's network decisions (DNS answers and connections, allowed and denied) instead of its output")
 	fs.flags().IntVar(&o.tail, "tail", -1, "print only the last N lines of what the log holds (-1: all), then, with -f, what comes")
+	fs.boolVar(&o.timestamps, "timestamps", "", false, "prefix each line with the time it was written (RFC 3339, within a millisecond)")
+	fs.durationVar(&o.since, "since", "", 0, "only lines written this recently, e.g. 5m")
 	return fs
 }
 
@@ -41,7 +45,7 @@ func newLogsCommand(e *env) *cobra.Command {
 	o := &logsOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "logs NAME|sandbox/NAME [-f] [--tail N] [--network]"
+	cmd.Use = "logs NAME|sandbox/NAME [-f] [--tail N] [--timestamps] [--since DURATION] [--network]"
 	cmd.Short = "Print a sandbox's output or its network decisions"
 	cmd.Long = `Print what a sandbox's command wrote to its standard output and error, as
 msbd keeps it. With -f, keep printing new output until interrupted.
@@ -58,6 +62,9 @@ most recent decisions of each sandbox.`
 
   # The last 20 lines, then what comes
   msbctl logs web --tail 20 -f
+
+  # What it wrote in the last five minutes, with the time of each line
+  msbctl logs web --since 5m --timestamps
 
   # What it tried to reach, and what policy said
   msbctl logs web --network -f`
@@ -79,8 +86,14 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 	if o.tail < -1 {
 		return usageFail(stderr, "logs", "--tail %d: want a number of lines, or -1 for all", o.tail)
 	}
-	if o.network && o.tail != -1 {
-		return usageFail(stderr, "logs", "--tail is for the sandbox's output, not --network")
+	if o.network && (o.tail != -1 || o.timestamps || o.since != 0) {
+		return usageFail(stderr, "logs", "--tail, --timestamps and --since are for the sandbox's output, not --network")
+	}
+	if o.follow && (o.timestamps || o.since != 0) {
+		return usageFail(stderr, "logs", "--timestamps and --since cannot be used with -f yet")
+	}
+	if o.since < 0 {
+		return usageFail(stderr, "logs", "--since must be positive")
 	}
 	if o.network {
 		err = c.NetworkLog(ctx, o.namespace, name, o.follow, func(d v1alpha1.NetworkDecision) error {
@@ -88,7 +101,7 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 			return werr
 		})
 	} else {
-		err = c.LogsTail(ctx, o.namespace, name, o.follow, o.tail, stdout)
+		err = c.LogsWith(ctx, o.namespace, name, client.LogOptions{Follow: o.follow, Tail: o.tail, Timestamps: o.timestamps, Since: o.since}, stdout)
 	}
 	if err != nil {
 		if ctx.Err() != nil && o.follow {

@@ -552,3 +552,41 @@ func TestPortForward(t *testing.T) {
 		t.Errorf("port-forward exited %d on SIGINT, stderr %q", code, errOut.String())
 	}
 }
+
+// TestLogsTimestamps: logs --timestamps prefixes each line with when it was
+// written, and --since keeps the recent ones.
+func TestLogsTimestamps(t *testing.T) {
+	d := startDaemon(t)
+	before := time.Now().UTC()
+	d.apply(sandboxYAML("ts", "", "sh", "-c", "echo one; sleep 1; echo two; exec sleep 1000"))
+	waitFor(t, 60*time.Second, "both lines", func() bool {
+		out, _, _ := d.ctl("logs", "ts")
+		return out == "one\ntwo\n"
+	})
+	out := d.must("logs", "ts", "--timestamps")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	var times []time.Time
+	for i, want := range []string{"one", "two"} {
+		if i >= len(lines) {
+			t.Fatalf("logs --timestamps: %q", out)
+		}
+		stamp, text, _ := strings.Cut(lines[i], " ")
+		ts, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || text != want || ts.Before(before.Add(-time.Second)) {
+			t.Fatalf("logs --timestamps line %d = %q: want an RFC 3339 time of this run, then %q", i, lines[i], want)
+		}
+		times = append(times, ts)
+	}
+	if !times[1].After(times[0]) {
+		t.Errorf("the second line's time %v is not after the first's %v (a sleep 1 between)", times[1], times[0])
+	}
+	if got := d.must("logs", "ts", "--since", "1h"); got != "one\ntwo\n" {
+		t.Errorf("logs --since 1h = %q", got)
+	}
+	if got := d.must("logs", "ts", "--since", "1h", "--tail", "1", "--timestamps"); !strings.HasSuffix(got, " two\n") || strings.Count(got, "\n") != 1 {
+		t.Errorf("logs --since 1h --tail 1 --timestamps = %q", got)
+	}
+	if _, stderr, code := d.ctl("logs", "ts", "-f", "--timestamps"); code != 2 || !strings.Contains(stderr, "with -f") {
+		t.Errorf("logs -f --timestamps: exit %d, %q", code, stderr)
+	}
+}

@@ -30,7 +30,8 @@ type logWriter struct {
 	// lineStart: the file ends at a line end (or is empty), so a rotation
 	// now leaves no line in two pieces.
 	lineStart bool
-	err     error // first write error, kept for diagnostics; writing never blocks the producer
+	err       error     // first write error, kept for diagnostics; writing never blocks the producer
+	idx       *logIndex // when lines were written (logtime.go)
 }
 
 // LogDroppedFile counts the bytes of output the log cap dropped (decimal).
@@ -77,7 +78,8 @@ func openLog(dir string, maxBytes int64) (*logWriter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &logWriter{dir: dir, half: half, f: f, size: fi.Size(), dropped: ReadLogDropped(dir), lineStart: true}, nil
+	return &logWriter{dir: dir, half: half, f: f, size: fi.Size(), dropped: ReadLogDropped(dir), lineStart: true,
+		idx: openLogIndex(dir, fi.Size() == 0)}, nil
 }
 
 // Write always reports success: a full disk must not make the main command block
@@ -101,6 +103,9 @@ func (l *logWriter) Write(p []byte) (int, error) {
 			if i := bytes.IndexByte(chunk[from:], '\n'); i >= 0 {
 				chunk = chunk[:from+int64(i)+1]
 			}
+		}
+		if ls := lineStartIn(chunk, l.size, l.lineStart); ls >= 0 {
+			l.idx.mark(ls, time.Now(), l.half)
 		}
 		w, err := l.f.Write(chunk)
 		l.size += int64(w)
@@ -128,6 +133,9 @@ func (l *logWriter) rotate() error {
 	if err := os.Rename(cur, filepath.Join(l.dir, LogOldFile)); err != nil {
 		return err
 	}
+	l.idx.close()
+	os.Rename(filepath.Join(l.dir, LogIndexFile), filepath.Join(l.dir, LogOldIndexFile))
+	l.idx = openLogIndex(l.dir, true)
 	f, err := os.OpenFile(cur, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -136,7 +144,10 @@ func (l *logWriter) rotate() error {
 	return nil
 }
 
-func (l *logWriter) Close() error { return l.f.Close() }
+func (l *logWriter) Close() error {
+	l.idx.close()
+	return l.f.Close()
+}
 
 // ReadLog writes the log kept in dir (log.1, then log) to w, after a marker
 // line when the log cap dropped earlier output.

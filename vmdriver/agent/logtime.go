@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The log keeps bytes as the program wrote them; when lines were written is
+// kept beside it, in log.idx (log.1.idx for log.1): one "OFFSET UNIXNANO"
+// line for a line start in the log file, at most one per millisecond, so
+// msbctl logs --timestamps and --since can tell a line's time within a
+// millisecond. Lines without an entry of their own take the time of the
+// entry before them. The index rotates with the log and is capped at half
+// the log cap.
+const (
+	LogIndexFile    = "log.idx"
+	LogOldIndexFile = "log.1.idx"
+)
+
+// logIndex appends the entries of the log file being written.
+type logIndex struct {
+	f    *os.File
+	size int64
+	last time.Time
+}
+
+func openLogIndex(dir string, trunc bool) *logIndex {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if trunc {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(filepath.Join(dir, LogIndexFile), flags, 0o600)
+	if err != nil {
+		return nil // best effort: the log works without times
+	}
+	fi, _ := f.Stat()
+	x := &logIndex{f: f}
+	if fi != nil {
+		x.size = fi.Size()
+	}
+	return x
+}
+
+// mark records that a line starts at off, written at t.
+func (x *logIndex) mark(off int64, t time.Time, limit int64) {
+	if x == nil || t.Sub(x.last) < time.Millisecond || x.size >= limit {
+		return
+	}
+	n, _ := fmt.Fprintf(x.f, "%d %d\n", off, t.UnixNano())
+	x.size += int64(n)
+	x.last = t
+}
+
+func (x *logIndex) close() {
+	if x != nil {
+		x.f.Close()
+	}
+}
+
+// lineStartIn returns the offset in the file of the first line that starts
+// in chunk, written at size with lineStart telling whether the file ended a
+// line; -1 when none does.
+func lineStartIn(chunk []byte, size int64, lineStart bool) int64 {
+	if lineStart {
+		return size
+	}
+	if i := bytes.IndexByte(chunk, '\n'); i >= 0 && i+1 < len(chunk) {
+		return size + int64(i) + 1
+	}
+	return -1
+}
+
+type indexEntry struct {
+	off int64
+	t   time.Time
+}
+
+// readLogIndex reads an index file; entries the sandbox may have mangled are
+// skipped, and the rest are sorted by offset.
+func readLogIndex(path string) []indexEntry {
+	f, err := openSandboxFile(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []indexEntry
+	sc := bufio.NewScanner(io.LimitReader(f, maxLogRead))
+	for sc.Scan() {
+		o, t, ok := strings.Cut(sc.Text(), " ")
+		off, err1 := strconv.ParseInt(o, 10, 64)
+		ns, err2 := strconv.ParseInt(t, 10, 64)
+		if ok && err1 == nil && err2 == nil && off >= 0 {
+			out = append(out, indexEntry{off, time.Unix(0, ns).UTC()})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].off < out[j].off })
+	return out
+}
+
+// LogReadOptions select what ReadLogLines prints.
+type LogReadOptions struct {
+	Tail       int       // last lines only; -1 all
+	Timestamps bool      // prefix each line with its RFC 3339 time
+	Since      time.Time // only lines written at or after (zero: all)
+}
+
+// ReadLogLines is ReadLog line by line with the times of log.idx: the lines
+// written since opts.Since, the last opts.Tail of them, each prefixed with
+// its time when opts.Timestamps. A line whose time is unknown (written
+// before the index existed) counts as written at the start.
+func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
+	cur, old, err := openLogs(dir)
+	if err != nil {
+		return err
+	}
+	var lines [][]byte
+	add := func(f *os.File, idx string) error {
+		if f == nil {
+			return nil
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxLogRead))
+		if err != nil {
+			return err
+		}
+		entries := readLogIndex(filepath.Join(dir, idx))
+		e := -1
+		for off := 0; off < len(b); {
+			end := bytes.IndexByte(b[off:], '\n')
+			if end < 0 {
+				end = len(b)
+			} else {
+				end += off + 1
+			}
+			for e+1 < len(entries) && entries[e+1].off <= int64(off) {
+				e++
+			}
+			var t time.Time
+			if e >= 0 {
+				t = entries[e].t
+			}
+			line := b[off:end]
+			off = end
+			if !opts.Since.IsZero() && t.Before(opts.Since) {
+				continue
+			}
+			if opts.Timestamps {
+				stamp := "-"
+				if !t.IsZero() {
+					stamp = t.Format(time.RFC3339Nano)
+				}
+				line = append([]byte(stamp+" "), line...)
+			}
+			lines = append(lines, line)
+		}
+		return nil
+	}
+	if err := add(old, LogOldIndexFile); err != nil {
+		if cur != nil {
+			cur.Close()
+		}
+		return err
+	}
+	if err := add(cur, LogIndexFile); err != nil {
+		return err
+	}
+	if d := ReadLogDropped(dir); d > 0 && opts.Since.IsZero() {
+		lines = append([][]byte{[]byte(droppedMarker(d))}, lines...)
+	}
+	if opts.Tail >= 0 && len(lines) > opts.Tail {
+		lines = lines[len(lines)-opts.Tail:]
+	}
+	for _, l := range lines {
+		if _, err := w.Write(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
