@@ -247,3 +247,86 @@ func TestAgentUnresponsive(t *testing.T) {
 		t.Errorf("after SIGCONT: phase %s restartCount %v, want Running and %v", p, field(sb, "status.restartCount"), restarts)
 	}
 }
+
+// TestAgentCannotBeTraced: a sandbox process (root in the sandbox) cannot
+// ptrace the agent, PID 1, nor read its descriptors; exec still answers.
+func TestAgentCannotBeTraced(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("tracer", buildHostile(t), "sleep", "3600"))
+	d.must("wait", "sandbox/tracer", "--for=condition=Ready", "--timeout=60s")
+	out, _, code := d.ctl("exec", "tracer", "--", "/probe/hostile", "ptrace", "1")
+	if code != 1 || !strings.Contains(out, "refused: operation not permitted") {
+		t.Errorf("ptrace(PTRACE_ATTACH, 1) from the sandbox: exit %d, %q; want it refused with EPERM", code, out)
+	}
+	// The check has teeth: a process of the sandbox's own can be traced.
+	out, _, code = d.ctl("exec", "tracer", "--", "sh", "-c", "sleep 100 & /probe/hostile ptrace $!; kill $!")
+	if code != 0 || !strings.Contains(out, "attached") {
+		t.Errorf("ptrace of a sibling: exit %d, %q; want attached (else the test proves nothing)", code, out)
+	}
+	if out, _, code := d.ctl("exec", "tracer", "--", "cat", "/proc/1/environ"); code == 0 {
+		t.Errorf("the sandbox reads the agent's environment: %q", out)
+	}
+	if out := d.must("exec", "tracer", "--", "echo", "still here"); out != "still here\n" {
+		t.Errorf("exec after the ptrace attempt printed %q", out)
+	}
+}
+
+// TestForkBombKeepsAgent: a fork bomb fills the sandbox's pids limit while
+// 50 execs arrive at once: the agent survives (same pid, same restart
+// count, Running), every exec ends, and once the bomb is killed exec works.
+func TestForkBombKeepsAgent(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(sandboxYAML("bomb", buildHostile(t)+"  resources: {pids: 48, memory: 256Mi}\n", "sleep", "3600"))
+	d.must("wait", "sandbox/bomb", "--for=condition=Ready", "--timeout=60s")
+	before := d.sandbox("bomb")
+	pid, restarts := field(before, "status.pid"), field(before, "status.restartCount")
+
+	bomb := exec.Command(filepath.Join(binDir, "msbctl"), "exec", "bomb", "--", "/probe/hostile", "forkbomb")
+	bomb.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	if err := bomb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bombDone := make(chan struct{})
+	go func() { bomb.Wait(); close(bombDone) }()
+	t.Cleanup(func() { bomb.Process.Kill(); <-bombDone })
+	// Full: an exec that needs a fork (sh -c with a pipe) fails.
+	waitFor(t, 60*time.Second, "the fork bomb to fill the pids limit", func() bool {
+		_, _, code := d.ctl("exec", "bomb", "--", "sh", "-c", "true | true")
+		return code != 0
+	})
+
+	var wg sync.WaitGroup
+	codes := make([]int, 50)
+	errs := make([]string, 50)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i], codes[i] = d.ctl("exec", "bomb", "--", "true")
+		}()
+	}
+	wg.Wait()
+	t.Logf("exit codes of 50 execs under the fork bomb: %v", codes)
+	for i, e := range errs {
+		if e != "" {
+			t.Logf("exec %d: %s", i, e)
+			break
+		}
+	}
+
+	after := d.sandbox("bomb")
+	if p, _ := field(after, "status.phase").(string); p != "Running" || field(after, "status.pid") != pid || field(after, "status.restartCount") != restarts {
+		t.Fatalf("under the fork bomb: phase %s pid %v restartCount %v; want Running, %v, %v",
+			p, field(after, "status.pid"), field(after, "status.restartCount"), pid, restarts)
+	}
+	// Hanging up on the bomb's exec kills its process group: all of it.
+	bomb.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 60*time.Second, "the fork bomb to be gone", func() bool {
+		out, _, code := d.ctl("exec", "bomb", "--", "sh", "-c", "echo ok | cat")
+		return code == 0 && out == "ok\n"
+	})
+	after = d.sandbox("bomb")
+	if field(after, "status.pid") != pid || field(after, "status.restartCount") != restarts {
+		t.Errorf("after the fork bomb: pid %v restartCount %v; want %v, %v", field(after, "status.pid"), field(after, "status.restartCount"), pid, restarts)
+	}
+}

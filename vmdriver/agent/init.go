@@ -50,6 +50,9 @@ func RunInitListen(dir string, seccompFD int, l Listen) int {
 		}
 		return ExitAgentError
 	}
+	if err := hardenAgent(); err != nil {
+		return fatal("%v", err)
+	}
 	if seccompFD >= 0 {
 		if err := InstallSeccomp(seccompFD); err != nil {
 			return fatal("%v", err)

@@ -73,13 +73,27 @@ func (r *reaper) reap() {
 // spawn starts argv0 and returns a channel that receives its wait status once.
 func (r *reaper) spawn(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	pid, err := syscall.ForkExec(argv0, argv, attr)
+	var pid int
+	var err error
+	var gate *workloadGate
+	if len(workloadProcs) > 0 {
+		pid, gate, err = forkTrampoline(argv0, argv, attr)
+	} else {
+		pid, err = syscall.ForkExec(argv0, argv, attr)
+	}
 	if err != nil {
+		r.mu.Unlock()
 		return 0, nil, err
 	}
 	c := make(chan syscall.WaitStatus, 1)
 	r.waiters[pid] = c
+	r.mu.Unlock()
+	if gate != nil {
+		// Outside the lock: the reaper must go on while this one starts.
+		if err := gate.place(pid); err != nil {
+			return 0, nil, err // killed before it ran anything; reaped as usual
+		}
+	}
 	return pid, c, nil
 }
 

@@ -55,12 +55,18 @@ func (d *Driver) cgroupDirs(id string) []string {
 	return dirs
 }
 
-// cgroupProcs counts the processes left in id's cgroups.
+// cgroupProcs counts the processes left in id's cgroups and their children
+// (the workload's).
 func (d *Driver) cgroupProcs(id string) int {
 	n := 0
 	for _, dir := range d.cgroupDirs(id) {
-		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-		n += bytes.Count(b, []byte("\n"))
+		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+				n += bytes.Count(b, []byte("\n"))
+			}
+			return nil
+		})
 	}
 	return n
 }

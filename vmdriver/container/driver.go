@@ -444,7 +444,17 @@ func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 		}
 		defer f.Close()
 		extra = append(extra, f)
-		args = append(args, "--preserve-fds", "1")
+	}
+	cg, err := d.workloadCgroupFiles(id)
+	if err != nil {
+		return err
+	}
+	for _, f := range cg {
+		defer f.Close()
+	}
+	extra = append(extra, cg...)
+	if len(extra) > 0 {
+		args = append(args, "--preserve-fds", strconv.Itoa(len(extra)))
 	}
 	return d.runcDetached(ctx, d.runcLog(id), netns, extra, append(args, id)...)
 }

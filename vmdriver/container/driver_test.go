@@ -217,6 +217,28 @@ func checkCgroupLimits(t *testing.T, d *Driver, id string, pid int, mem, pids in
 		}
 		return strings.TrimSpace(string(b))
 	}
+	// With a workload cgroup (cgroup v1) the sandbox's cgroup holds the
+	// agent with a reserve above the limits, the workload child the limits.
+	workload := len(workloadMounts()) > 0
+	sandboxMem, sandboxPids := mem, pids
+	if workload {
+		sandboxMem, sandboxPids = mem+agentMemoryReserve, pids+agentPIDsReserve
+		for _, mp := range workloadMounts() {
+			dir := filepath.Join(mp, d.cgroupsPath(id), workloadCgroup)
+			for file, want := range map[string]string{
+				"memory.limit_in_bytes":       strconv.FormatInt(mem, 10),
+				"memory.memsw.limit_in_bytes": strconv.FormatInt(mem, 10),
+				"pids.max":                    strconv.FormatInt(pids, 10),
+			} {
+				if p := filepath.Join(dir, file); fileExists(p) {
+					if got := read(p); got != want {
+						t.Errorf("%s = %q, want %q", p, got, want)
+					}
+				}
+			}
+		}
+	}
+	mem, pids = sandboxMem, sandboxPids
 	var sawMem, sawPids bool
 	for _, dir := range dirs {
 		if procs := read(filepath.Join(dir, "cgroup.procs")); !slices.Contains(strings.Fields(procs), strconv.Itoa(pid)) {

@@ -134,8 +134,10 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string, ids sandboxIDs) (*sp
 		// descriptor Start passes; runc would compile the profile with
 		// libseccomp at every start (~10ms here).
 		s.Process.Args = append(s.Process.Args, "--seccomp-fd", "3")
+		withWorkloadCgroup(s, 4)
 		return s, nil
 	}
+	withWorkloadCgroup(s, 3)
 	sc, err := seccompProfile()
 	if err != nil {
 		return nil, err

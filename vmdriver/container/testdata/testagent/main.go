@@ -41,14 +41,27 @@ func run() (int, error) {
 	if len(os.Args) < 2 || os.Args[1] != "init" {
 		return 125, errors.New("usage: msb-agent init [--seccomp-fd N]")
 	}
-	// As msb-agent: the driver's compiled filter first, or nothing runs.
-	if len(os.Args) == 4 && os.Args[2] == "--seccomp-fd" {
-		fd, err := strconv.Atoi(os.Args[3])
-		if err != nil {
-			return 125, err
-		}
-		if err := agent.InstallSeccomp(fd); err != nil {
-			return 125, err
+	// As msb-agent: the driver's compiled filter first, or nothing runs;
+	// the command goes into the workload cgroup when the driver made one.
+	var cgroupFDs []int
+	for i := 2; i+1 < len(os.Args); i += 2 {
+		switch os.Args[i] {
+		case "--seccomp-fd":
+			fd, err := strconv.Atoi(os.Args[i+1])
+			if err != nil {
+				return 125, err
+			}
+			if err := agent.InstallSeccomp(fd); err != nil {
+				return 125, err
+			}
+		case "--workload-cgroup-fds":
+			fds, err := agent.ParseFDs(os.Args[i+1])
+			if err != nil {
+				return 125, err
+			}
+			cgroupFDs = fds
+		default:
+			return 125, fmt.Errorf("unknown argument %q", os.Args[i])
 		}
 	}
 	b, err := os.ReadFile("/.msb/config.json")
@@ -82,6 +95,12 @@ func run() (int, error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	if err := cmd.Start(); err != nil {
 		return 126, err
+	}
+	for _, fd := range cgroupFDs {
+		// Racy (the command already runs), which a test agent may be.
+		if _, err := syscall.Pwrite(fd, []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+			return 125, err
+		}
 	}
 	go func() {
 		for s := range sigs {
