@@ -147,6 +147,11 @@ func forkTrampoline(argv0 string, argv []string, attr *syscall.ProcAttr) (int, *
 	return pid, &workloadGate{ready: readyR, gate: gateW}, nil
 }
 
+// placing bounds the trampolines not yet moved into the workload cgroup:
+// each holds a few threads of the agent's pids reserve (its Go runtime's)
+// until then, so 50 execs arriving at once must not start 50 of them.
+var placing = make(chan struct{}, 4)
+
 // placeTimeout bounds the wait for a trampoline's "ready".
 const placeTimeout = 10 * time.Second
 

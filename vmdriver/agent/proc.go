@@ -72,6 +72,12 @@ func (r *reaper) reap() {
 
 // spawn starts argv0 and returns a channel that receives its wait status once.
 func (r *reaper) spawn(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
+	if len(workloadProcs) > 0 {
+		// Until placed, a trampoline's threads count against the agent's
+		// reserve: only a few at a time.
+		placing <- struct{}{}
+		defer func() { <-placing }()
+	}
 	r.mu.Lock()
 	var pid int
 	var err error
