@@ -25,6 +25,8 @@ type fakeRuntime struct {
 	mu        sync.Mutex
 	logDir    string
 	agentSock string
+	// oomKills, when set, answers OOMKills (see exec_guard_test.go).
+	oomKills func() (uint64, error)
 }
 
 func (r *fakeRuntime) AgentSocket(sb *v1alpha1.Sandbox) (string, error) {
