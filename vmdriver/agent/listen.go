@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -64,9 +65,10 @@ func listenVsock(port uint32) (net.Listener, error) {
 }
 
 type vsockListener struct {
-	f    *os.File
-	rc   syscall.RawConn
-	port uint32
+	f      *os.File
+	rc     syscall.RawConn
+	port   uint32
+	closed atomic.Bool
 }
 
 func (l *vsockListener) Accept() (net.Conn, error) {
@@ -77,7 +79,8 @@ func (l *vsockListener) Accept() (net.Conn, error) {
 		return !errors.Is(aerr, unix.EAGAIN)
 	})
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
+		// The poller says "use of closed file", which is not os.ErrClosed.
+		if l.closed.Load() || errors.Is(err, os.ErrClosed) {
 			return nil, net.ErrClosed
 		}
 		return nil, err
@@ -88,7 +91,7 @@ func (l *vsockListener) Accept() (net.Conn, error) {
 	return &vsockConn{File: os.NewFile(uintptr(nfd), "vsock-conn"), port: l.port}, nil
 }
 
-func (l *vsockListener) Close() error   { return l.f.Close() }
+func (l *vsockListener) Close() error   { l.closed.Store(true); return l.f.Close() }
 func (l *vsockListener) Addr() net.Addr { return vsockAddr(l.port) }
 
 // vsockConn is an accepted vsock connection; os.File gives it reads,
