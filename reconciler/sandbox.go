@@ -92,6 +92,9 @@ type SandboxReconciler struct {
 	// limit: untrusted code gets no unbounded share of the host (0: none).
 	DefaultMemoryBytes int64
 	DefaultPIDs        int64
+	// DefaultDiskBytes bounds the disk of sandboxes whose spec sets no
+	// spec.resources.disk (0: unlimited).
+	DefaultDiskBytes int64
 	// StopGrace is how long a sandbox gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// Requeue is called to look at a key again (when a sandbox's run ends).
@@ -355,6 +358,7 @@ func (r *SandboxReconciler) observeRunning(d vmdriver.Driver, sb *v1alpha1.Sandb
 	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionTrue, "Running", "")
 	r.watchExit(d, sb)
 	r.observeLog(d, sb, st)
+	r.observeDisk(d, sb, st)
 	if err := r.observeNetwork(sb, st, specPorts(sb)); err != nil {
 		r.Log.Warn("sandbox network", "sandbox", sb.Metadata.Name, "err", err)
 	}
@@ -454,6 +458,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 // restartPolicy with backoff, or record the final phase.
 func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, state vmdriver.State, res Result) (Result, error) {
 	r.observeLog(d, sb, st)
+	r.observeDisk(d, sb, st)
 	code := exitCode(state)
 	c32 := int32(code)
 	first := st.FinishedAt == nil || st.ExitCode == nil

@@ -101,6 +101,7 @@ func (r *SandboxReconciler) driverSpec(sb *v1alpha1.Sandbox, img *images.Image) 
 		GID:        gid,
 	}
 	spec.MemoryBytes, spec.MilliCPUs, spec.PIDs = r.limits(sb)
+	spec.DiskBytes = r.diskBytes(sb)
 	for _, v := range s.Volumes {
 		spec.Mounts = append(spec.Mounts, vmdriver.Mount{HostPath: v.HostPath, Path: v.MountPath, ReadOnly: v.ReadOnly})
 	}

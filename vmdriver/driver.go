@@ -40,7 +40,10 @@ type Spec struct {
 	MemoryBytes int64
 	MilliCPUs   int64
 	PIDs        int64
-	Mounts      []Mount
+	// DiskBytes bounds the writable layer and the agent directory
+	// together; zero means unlimited.
+	DiskBytes int64
+	Mounts    []Mount
 	// LogMaxBytes caps the main command's log; zero means the agent default.
 	LogMaxBytes int64
 
@@ -192,6 +195,13 @@ type LayerUser interface {
 // Volumes it refuses outright fail Create instead.
 type VolumeAdvisor interface {
 	VolumeWarnings(spec Spec) []string
+}
+
+// DiskReporter is implemented by drivers that bound a sandbox's disk: used
+// and limit in bytes, ok false where the sandbox has no bounded disk (or
+// it is not mounted now).
+type DiskReporter interface {
+	DiskUsage(id string) (used, limit int64, ok bool)
 }
 
 // IsolationAdvisor is implemented by drivers that may run a created

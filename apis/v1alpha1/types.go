@@ -152,6 +152,10 @@ type ResourceRequirements struct {
 	CPUs   Quantity `json:"cpus,omitempty" yaml:"cpus,omitempty"`
 	Memory Quantity `json:"memory,omitempty" yaml:"memory,omitempty"`
 	PIDs   int64    `json:"pids,omitempty" yaml:"pids,omitempty"`
+	// Disk bounds the sandbox's writable layer and its agent directory
+	// together (writes past it fail with ENOSPC inside). Unset: msbd's
+	// --default-disk; "0": unlimited.
+	Disk Quantity `json:"disk,omitempty" yaml:"disk,omitempty"`
 }
 
 // Port publishes a sandbox port on the host.
@@ -222,6 +226,16 @@ type SandboxStatus struct {
 	// RestartedAt is the value of AnnotationRestartedAt the current run
 	// answers; a different value asks for a fresh run.
 	RestartedAt string `json:"restartedAt,omitempty" yaml:"restartedAt,omitempty"`
+	// Disk is the use of the sandbox's bounded disk (spec.resources.disk)
+	// as last observed; nil when it has none.
+	Disk *DiskStatus `json:"disk,omitempty" yaml:"disk,omitempty"`
+}
+
+// DiskStatus is a bounded disk's use, in bytes (used rounded up to MiB,
+// so small writes do not rewrite the status).
+type DiskStatus struct {
+	UsedBytes  int64 `json:"usedBytes" yaml:"usedBytes"`
+	LimitBytes int64 `json:"limitBytes" yaml:"limitBytes"`
 }
 
 // RestartRecord is one restart msbd made on its own account.

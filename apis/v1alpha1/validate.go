@@ -183,6 +183,13 @@ func (v *validator) sandbox(s *SandboxSpec) {
 	if r.PIDs < 0 {
 		v.add("spec.resources.pids", "invalid value %d: must be 0 (no limit) or more", r.PIDs)
 	}
+	if r.Disk != "" {
+		if err := r.Disk.Validate(); err != nil {
+			v.add("spec.resources.disk", "%v", err)
+		} else if n := r.Disk.Value(); n != 0 && n < 64<<20 {
+			v.add("spec.resources.disk", "invalid quantity %q: must be 0 (unlimited) or at least 64Mi, e.g. 10Gi", string(r.Disk))
+		}
+	}
 
 	hostPorts := map[string]int{}
 	for i, pt := range s.Ports {

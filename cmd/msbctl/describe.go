@@ -293,6 +293,9 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 	if r.PIDs != 0 {
 		res = append(res, "pids="+strconv.FormatInt(r.PIDs, 10))
 	}
+	if r.Disk != "" {
+		res = append(res, "disk="+string(r.Disk))
+	}
 	d.line(1, "Resources", listOrNone(res))
 	if len(sp.Ports) == 0 {
 		d.line(1, "Ports", "<none>")
@@ -364,6 +367,9 @@ func describeSandbox(d *describer, s *v1alpha1.Sandbox) {
 		d.line(1, "Exit Code", "<none>")
 	}
 	d.line(1, "Restarts", strconv.Itoa(int(st.RestartCount)))
+	if st.Disk != nil && st.Disk.LimitBytes > 0 {
+		d.line(1, "Disk", fmt.Sprintf("%s used of %s (%d%%)", humanSize(st.Disk.UsedBytes), humanSize(st.Disk.LimitBytes), st.Disk.UsedBytes*100/st.Disk.LimitBytes))
+	}
 	if lr := st.LastRestart; lr != nil {
 		why := "the spec changed"
 		if lr.Reason != "SpecChanged" {

@@ -16,6 +16,7 @@ import (
 // main.go stays wiring only.
 type options struct {
 	stateDir, socket, agent, logLevel, defaultMemory, sandboxCIDR string
+	defaultDisk                                                   string
 	dnsUpstreams                                                  stringList
 	upstreamCA                                                    string
 	dnsPort, proxyPort                                            uint
@@ -56,6 +57,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.Var(&o.insecure, "insecure-registry", "HOST:PORT of a registry reached over plain HTTP (repeatable; loopback registries always may)")
 	fs.Int64Var(&o.maxImageSize, "max-image-size", images.DefaultMaxUnpackedSize, "largest unpacked image size in bytes; larger images are refused")
 	fs.StringVar(&o.defaultMemory, "default-memory", "2Gi", "memory limit of sandboxes whose spec sets none (0: unlimited)")
+	fs.StringVar(&o.defaultDisk, "default-disk", "10Gi", "disk limit (writable layer and agent directory together) of sandboxes whose spec sets none (0: unlimited)")
 	fs.Int64Var(&o.defaultPIDs, "default-pids", 4096, "process limit of sandboxes whose spec sets none (0: unlimited)")
 	fs.BoolVar(&o.network, "network", true, "give sandboxes a network that NetworkPolicies open (false: loopback only, no published ports)")
 	fs.StringVar(&o.sandboxCIDR, "sandbox-cidr", hostnet.DefaultPool.String(), "private IPv4 pool sandbox addresses come from (a /30 each); must not overlap a route of the host")

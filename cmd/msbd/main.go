@@ -80,6 +80,10 @@ func run(o options) error {
 	if err := defMem.Validate(); err != nil {
 		return fmt.Errorf("--default-memory: %w", err)
 	}
+	defDisk := v1alpha1.Quantity(o.defaultDisk)
+	if err := defDisk.Validate(); err != nil {
+		return fmt.Errorf("--default-disk: %w", err)
+	}
 	mcpCfg, err := o.checkMCP()
 	if err != nil {
 		return err
@@ -161,7 +165,7 @@ func run(o options) error {
 		Store: st, Images: imgs, Drivers: drivers, Events: events, Network: network.Seam(), Secrets: network.SecretInjection(),
 		AgentPath: agentPath, AgentErr: agentErr,
 		RestartBackoff: o.restartBackoff, RestartBackoffMax: o.restartBackoffMax, StopGrace: o.stopGrace,
-		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs,
+		DefaultMemoryBytes: defMem.Value(), DefaultPIDs: o.defaultPIDs, DefaultDiskBytes: defDisk.Value(),
 		Requeue: queue.Add, BeforeCreate: orphans.BeforeCreate, Log: log, ProbeAgent: probeAgent,
 	}
 	ctrl := &reconciler.Controller{Name: "sandbox", Queue: queue, Reconciler: sbr, Workers: o.workers, Log: log, OnPanic: events.PanicRecorder(st)}

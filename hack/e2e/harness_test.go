@@ -121,6 +121,11 @@ func leakSnapshot() map[string]bool {
 			s["mount "+l] = true
 		}
 	}
+	for _, l := range loopDevices() {
+		if mine(l) {
+			s["loop device "+l] = true
+		}
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -297,6 +302,11 @@ func (d *daemon) assertNothingLeft() {
 	ents, _ := os.ReadDir(filepath.Join(d.stateDir, "sandboxes"))
 	for _, e := range ents {
 		d.t.Errorf("sandbox directory left: %s", e.Name())
+	}
+	for _, l := range loopDevices() {
+		if strings.Contains(l, d.stateDir) {
+			d.t.Errorf("loop device left: %s", l)
+		}
 	}
 	out, _ := exec.Command("runc", "--root", filepath.Join(d.stateDir, "runc"), "list", "-q").Output()
 	if s := strings.TrimSpace(string(out)); s != "" {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,5 +172,106 @@ func TestSharedIDRangeIsNeverSilent(t *testing.T) {
 	own := startDaemon(t)
 	if info := own.must("info"); !strings.Contains(info, "one per sandbox") {
 		t.Errorf("msbctl info does not say each sandbox has its own range:\n%s", info)
+	}
+}
+
+// loopDevices lists the attached loop devices as "loopN: backing file"
+// (sandboxes' disks are loop-mounted files in their directories).
+func loopDevices() []string {
+	var out []string
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		dev := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		out = append(out, dev+": "+strings.TrimSpace(string(b)))
+	}
+	return out
+}
+
+// dirBytes is the space the files under dir take on dir's filesystem
+// (allocated blocks; what is mounted below dir is not counted).
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var root syscall.Stat_t
+	if err := syscall.Stat(dir, &root); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Dev != root.Dev {
+			if fi.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		n += st.Blocks * 512
+		return nil
+	})
+	return n
+}
+
+// TestDiskQuota: a sandbox's writable layer and agent directory together
+// hold at most spec.resources.disk: a write past it fails inside with
+// ENOSPC, the state directory grows by less than the limit, describe shows
+// the use, and deleting the sandbox leaves no loop device.
+func TestDiskQuota(t *testing.T) {
+	d := startDaemon(t)
+	hog := buildHog(t)
+	if before := loopDevices(); len(before) > 0 {
+		t.Logf("loop devices before: %v", before)
+	}
+	vol := "  volumes: [{hostPath: " + hog + ", mountPath: /hog, readOnly: true}]\n"
+	const limit = 64 << 20
+	d.apply(sandboxYAML("disk", vol+"  resources: {disk: 64Mi}\n", "sleep", "1000"))
+	d.apply(sandboxYAML("free", vol+"  resources: {disk: \"0\"}\n", "sleep", "1000"))
+	d.must("wait", "sandbox/disk", "sandbox/free", "--for=condition=Ready", "--timeout=60s")
+	before := dirBytes(t, d.stateDir)
+
+	out := d.must("exec", "disk", "--", "/hog/hog", "fill", "/root/big")
+	if !strings.Contains(out, "no space left on device") {
+		t.Fatalf("filling the writable layer: %q, want ENOSPC", out)
+	}
+	var wrote int64
+	fmt.Sscanf(strings.TrimPrefix(out, "wrote "), "%d", &wrote)
+	if wrote > limit || wrote < limit/2 {
+		t.Errorf("wrote %d bytes before ENOSPC, want at most the limit %d (and most of it)", wrote, limit)
+	}
+	// The agent directory is on the same disk: full too (what little
+	// delayed allocation gives back aside).
+	out = d.must("exec", "disk", "--", "/hog/hog", "fill", "/.msb/big")
+	var more int64
+	fmt.Sscanf(strings.TrimPrefix(out, "wrote "), "%d", &more)
+	if !strings.Contains(out, "no space left on device") || wrote+more > limit {
+		t.Errorf("filling /.msb after the writable layer: %q (layer %d bytes), want ENOSPC within the limit", out, wrote)
+	}
+	// Writes land on the state dir's filesystem (the sparse disk file)
+	// but never more than the limit.
+	if grew := dirBytes(t, d.stateDir) - before; grew >= limit {
+		t.Errorf("the state directory grew by %d bytes, not less than the limit %d", grew, limit)
+	}
+	// An unlimited sandbox is not bounded by that: it writes more.
+	if out := d.must("exec", "free", "--", "sh", "-c", "head -c 80000000 /dev/zero > /root/big && echo ok"); strings.TrimSpace(out) != "ok" {
+		t.Errorf("unlimited sandbox writing 80 MB: %q", out)
+	}
+	waitFor(t, 40*time.Second, "status.disk to show the use", func() bool {
+		used, _ := field(d.sandbox("disk"), "status.disk.usedBytes").(float64)
+		return used >= limit/2
+	})
+	if desc := d.must("describe", "sandbox", "disk"); !strings.Contains(desc, "used of 64.0MiB") || !strings.Contains(desc, "disk=64Mi") {
+		t.Errorf("describe does not show the disk's use against its limit:\n%s", desc)
+	}
+	uid, _ := field(d.sandbox("disk"), "metadata.uid").(string)
+	d.must("delete", "sandbox", "disk", "--wait", "--timeout=60s")
+	for _, l := range loopDevices() {
+		if strings.Contains(l, uid) {
+			t.Errorf("loop device left after delete: %s", l)
+		}
 	}
 }

@@ -256,6 +256,9 @@ func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 	// every sandbox the shared range: it keeps that range.
 	_, err := os.Stat(upper)
 	ids, err := d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
+	if err == nil && d.wantsDisk(spec) {
+		upper, work, err = d.mountDisk(spec)
+	}
 	if err != nil {
 		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}

@@ -137,7 +137,13 @@ func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	dir := d.SandboxDir(id)
-	if err := unmountAll(dir); err != nil {
+	// A stopped sandbox keeps its disk (see disk.go): its log and exit
+	// code are there.
+	var keep []string
+	if !purge {
+		keep = []string{d.diskDir(id), d.agentDir(id)}
+	}
+	if err := unmountAllBut(dir, keep...); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	if purge {

@@ -130,7 +130,10 @@ func mountPoints(dir string) ([]string, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	// Deepest first; a path mounted twice appears twice, and unmounting twice is right.
+	// Deepest first, and at the same depth the last mounted first (an
+	// overlay before the disk its upper dir is on); a path mounted twice
+	// appears twice, and unmounting twice is right.
+	slices.Reverse(out)
 	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	return out, nil
 }
@@ -165,12 +168,24 @@ func isMountPoint(path string) (bool, error) {
 // unmountAll unmounts everything at or below dir. A busy mount is retried for
 // a while (a process of a just-killed sandbox may still be exiting), then
 // detached lazily so the sandbox never stays half-deleted.
-func unmountAll(dir string) error {
+func unmountAll(dir string) error { return unmountAllBut(dir) }
+
+// unmountAllBut is unmountAll leaving the mount points keep (and what is
+// below them) mounted.
+func unmountAllBut(dir string, keep ...string) error {
 	for attempt := 0; ; attempt++ {
 		mps, err := mountPoints(dir)
 		if err != nil {
 			return err
 		}
+		mps = slices.DeleteFunc(mps, func(mp string) bool {
+			for _, k := range keep {
+				if within(mp, k) {
+					return true
+				}
+			}
+			return false
+		})
 		if len(mps) == 0 {
 			return nil
 		}

@@ -1,0 +1,223 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"msb.dev/msb/vmdriver"
+)
+
+// Disk quota. A sandbox with a disk limit (Spec.DiskBytes) gets a
+// filesystem of that size of its own: a sparse file sandboxes/<id>/disk.img
+// holding an ext4 (made with lazy initialisation and no journal, so making
+// it costs a few tens of milliseconds and takes no space up front),
+// attached to a loop device and mounted at sandboxes/<id>/disk. Its
+// writable layer (disk/upper, disk/work) and its agent directory
+// (disk/agent, bind-mounted at sandboxes/<id>/agent, the path the sandbox
+// and msbd know) live there, so together they can never hold more than the
+// limit: writes past it fail inside with ENOSPC, and the state directory's
+// filesystem (msb.db, other sandboxes) never fills up through one sandbox.
+//
+// Project quotas would cost nothing per sandbox, but need an ext4 or XFS
+// state directory mounted with prjquota, which hosts rarely have; the
+// state directory here is a plain ext4. The loop device is attached with
+// autoclear: it goes away with the last unmount of the filesystem, also
+// after a lazy one. The disk stays mounted while the sandbox is stopped or
+// suspended (its logs and exit code are read from it) and goes with Delete
+// of the sandbox's directory.
+//
+// The size is fixed when the disk is made: a changed spec.resources.disk
+// applies to a re-created sandbox. A sandbox whose writable layer an older
+// msbd made in sandboxes/<id>/upper keeps it there, without a limit.
+
+func (d *Driver) diskImage(id string) string { return filepath.Join(d.SandboxDir(id), "disk.img") }
+func (d *Driver) diskDir(id string) string   { return filepath.Join(d.SandboxDir(id), "disk") }
+
+// minDiskBytes is the smallest disk made: ext4 needs room for its own
+// metadata.
+const minDiskBytes = 16 << 20
+
+// wantsDisk reports whether sandbox id (directory dir) has, or is to get,
+// a disk of its own.
+func (d *Driver) wantsDisk(spec vmdriver.Spec) bool {
+	if _, err := os.Stat(d.diskImage(spec.ID)); err == nil {
+		return true
+	}
+	if _, err := os.Stat(filepath.Join(d.SandboxDir(spec.ID), "upper")); err == nil {
+		return false // made without one: keeps its layer where it is
+	}
+	return spec.DiskBytes > 0
+}
+
+// mountDisk makes (once) and mounts sandbox id's disk and the agent
+// directory on it; it returns the writable layer's upper and work dirs.
+func (d *Driver) mountDisk(spec vmdriver.Spec) (upper, work string, err error) {
+	id, dir := spec.ID, d.diskDir(spec.ID)
+	mounted, err := isMountPoint(dir)
+	if err != nil {
+		return "", "", err
+	}
+	if !mounted {
+		img := d.diskImage(id)
+		if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+			if err := makeDiskImage(img, max(spec.DiskBytes, minDiskBytes)); err != nil {
+				return "", "", err
+			}
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", "", err
+		}
+		if err := mountImage(img, dir); err != nil {
+			return "", "", err
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	upper, work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	agentSrc, agentDir := filepath.Join(dir, "agent"), d.agentDir(id)
+	for _, p := range []string{upper, work, agentSrc, agentDir} {
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", "", err
+		}
+	}
+	if ok, err := isMountPoint(agentDir); err != nil {
+		return "", "", err
+	} else if !ok {
+		if err := unix.Mount(agentSrc, agentDir, "", unix.MS_BIND, ""); err != nil {
+			return "", "", fmt.Errorf("bind mount the agent directory: %w", err)
+		}
+	}
+	return upper, work, nil
+}
+
+// makeDiskImage writes a sparse file of size bytes at img holding an empty
+// ext4, through a temporary name so a crash never leaves half a disk.
+func makeDiskImage(img string, size int64) error {
+	tmp := img + ".tmp"
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = mkfsExt4(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, img)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("making the sandbox's disk: %w", err)
+	}
+	return nil
+}
+
+// mkfsExt4 makes an ext4 on file: no journal (the disk is a scratch layer
+// of one sandbox; the host's own state is elsewhere), no reserved blocks,
+// inode tables initialised lazily by the kernel.
+func mkfsExt4(file string) error {
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4 not found (apt-get install e2fsprogs): %w", err)
+	}
+	out, err := exec.Command(mkfs, "-q", "-F", "-O", "^has_journal", "-m", "0",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", file).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountImage attaches img to a free loop device (autoclear) and mounts its
+// ext4 on target, nodev.
+func mountImage(img, target string) error {
+	dev, err := attachLoop(img)
+	if err != nil {
+		return err
+	}
+	// The mount holds the device; with autoclear it detaches once the
+	// filesystem is unmounted and this descriptor is closed.
+	defer dev.Close()
+	if err := unix.Mount(dev.Name(), target, "ext4", unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", dev.Name(), img, target, err)
+	}
+	return nil
+}
+
+// attachLoop binds img to a free loop device and returns it open.
+func attachLoop(img string) (*os.File, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("loop devices: %w", err)
+	}
+	defer ctl.Close()
+	backing, err := os.OpenFile(img, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer backing.Close()
+	for attempt := 0; ; attempt++ {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("loop devices: no free one: %w", err)
+		}
+		path := fmt.Sprintf("/dev/loop%d", n)
+		dev, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			// /dev without devtmpfs: make the node.
+			if err = unix.Mknod(path, unix.S_IFBLK|0o600, int(unix.Mkdev(7, uint32(n)))); err == nil || errors.Is(err, os.ErrExist) {
+				dev, err = os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loop device %s: %w", path, err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(backing.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], img)
+		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
+		if err == nil {
+			return dev, nil
+		}
+		dev.Close()
+		if !errors.Is(err, unix.EBUSY) || attempt >= 20 {
+			return nil, fmt.Errorf("loop device %s: configure: %w", path, err)
+		}
+		// Another process took it between GET_FREE and here: next one.
+	}
+}
+
+var _ vmdriver.DiskReporter = (*Driver)(nil)
+
+// DiskUsage implements vmdriver.DiskReporter: bytes used and the size of
+// sandbox id's disk while it is mounted.
+func (d *Driver) DiskUsage(id string) (used, limit int64, ok bool) {
+	if validID(id) != nil {
+		return 0, 0, false
+	}
+	dir := d.diskDir(id)
+	if m, err := isMountPoint(dir); err != nil || !m {
+		return 0, 0, false
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, 0, false
+	}
+	bs := int64(st.Bsize)
+	fi, err := os.Stat(d.diskImage(id))
+	if err != nil {
+		return 0, 0, false
+	}
+	return (int64(st.Blocks) - int64(st.Bfree)) * bs, fi.Size(), true
+}
