@@ -135,7 +135,7 @@ func TestSandboxesHaveTheirOwnHostUIDs(t *testing.T) {
 	}
 	secret := func(name string) string {
 		uid, _ := field(d.sandbox(name), "metadata.uid").(string)
-		return filepath.Join(d.stateDir, "sandboxes", uid, "upper/root/secret")
+		return filepath.Join(d.stateDir, "sandboxes", uid, "disk/upper/root/secret") // on its disk (disk.go)
 	}
 	const nobody = 65534
 	run := func(prog, file string) (string, error) {
