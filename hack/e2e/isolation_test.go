@@ -135,7 +135,9 @@ func TestSandboxesHaveTheirOwnHostUIDs(t *testing.T) {
 	}
 	secret := func(name string) string {
 		uid, _ := field(d.sandbox(name), "metadata.uid").(string)
-		return filepath.Join(d.stateDir, "sandboxes", uid, "disk/upper/root/secret") // on its disk (disk.go)
+		// Through its mounted root filesystem: the writable layer itself
+		// (disk/upper) sits in a directory only root may enter.
+		return filepath.Join(d.stateDir, "sandboxes", uid, "rootfs/root/secret")
 	}
 	const nobody = 65534
 	run := func(prog, file string) (string, error) {
