@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -52,9 +54,13 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 		}
 		since = time.Now().Add(-time.Duration(secs) * time.Second)
 	}
-	lineMode := timestamps || !since.IsZero()
+	previous, err := boolParam(r.URL.Query(), "previous")
+	if err != nil {
+		return err
+	}
+	lineMode := timestamps || !since.IsZero() || previous
 	if lineMode && follow {
-		return badRequest("timestamps and sinceSeconds are not supported with follow yet")
+		return badRequest("timestamps, sinceSeconds and previous are not supported with follow yet")
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -85,6 +91,12 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("sandboxes %q in namespace %q has no log: %v", name, ns, err)
 	}
+	if previous {
+		// Told before the answer starts: a plain error, not a cut stream.
+		if err := agent.ReadLogLines(dir, io.Discard, agent.LogReadOptions{Tail: 0, Previous: true}); errors.Is(err, agent.ErrNoPreviousRun) {
+			return badRequest("sandbox %q in namespace %q: %v", name, ns, err)
+		}
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
@@ -95,7 +107,7 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	if follow {
 		err = agent.FollowLogTail(ctx, dir, fw, tail)
 	} else if lineMode {
-		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since})
+		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since, Previous: previous})
 	} else {
 		err = agent.ReadLogTail(dir, fw, tail)
 	}

@@ -331,6 +331,7 @@ type LogOptions struct {
 	Tail       int           // last lines only; -1 all (0 is no line)
 	Timestamps bool          // prefix lines with the time they were written
 	Since      time.Duration // only lines written this recently (0: all)
+	Previous   bool          // the output of the run before the current one
 }
 
 // LogsWith is Logs with options.
@@ -342,6 +343,9 @@ func (c *Client) LogsWith(ctx context.Context, namespace, name string, opts LogO
 	}
 	if opts.Timestamps {
 		q.Set("timestamps", "true")
+	}
+	if opts.Previous {
+		q.Set("previous", "true")
 	}
 	if opts.Since > 0 {
 		q.Set("sinceSeconds", strconv.FormatInt(int64((opts.Since+time.Second-1)/time.Second), 10))

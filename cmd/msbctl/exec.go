@@ -28,6 +28,7 @@ type logsOptions struct {
 	tail       int
 	timestamps bool
 	since      time.Duration
+	previous   bool
 }
 
 func (o *logsOptions) flags() *flagSet {
@@ -38,6 +39,7 @@ func (o *logsOptions) flags() *flagSet {
 	fs.flags().IntVar(&o.tail, "tail", -1, "print only the last N lines of what the log holds (-1: all), then, with -f, what comes")
 	fs.boolVar(&o.timestamps, "timestamps", "", false, "prefix each line with the time it was written (RFC 3339, within a millisecond)")
 	fs.durationVar(&o.since, "since", "", 0, "only lines written this recently, e.g. 5m")
+	fs.boolVar(&o.previous, "previous", "p", false, "print the output of the run before the current one (before the last restart)")
 	return fs
 }
 
@@ -45,7 +47,7 @@ func newLogsCommand(e *env) *cobra.Command {
 	o := &logsOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "logs NAME|sandbox/NAME [-f] [--tail N] [--timestamps] [--since DURATION] [--network]"
+	cmd.Use = "logs NAME|sandbox/NAME [-f] [--tail N] [--timestamps] [--since DURATION] [-p] [--network]"
 	cmd.Short = "Print a sandbox's output or its network decisions"
 	cmd.Long = `Print what a sandbox's command wrote to its standard output and error, as
 msbd keeps it. With -f, keep printing new output until interrupted.
@@ -65,6 +67,9 @@ most recent decisions of each sandbox.`
 
   # What it wrote in the last five minutes, with the time of each line
   msbctl logs web --since 5m --timestamps
+
+  # What the run before the last restart wrote
+  msbctl logs web --previous
 
   # What it tried to reach, and what policy said
   msbctl logs web --network -f`
@@ -89,8 +94,11 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 	if o.network && (o.tail != -1 || o.timestamps || o.since != 0) {
 		return usageFail(stderr, "logs", "--tail, --timestamps and --since are for the sandbox's output, not --network")
 	}
-	if o.follow && (o.timestamps || o.since != 0) {
-		return usageFail(stderr, "logs", "--timestamps and --since cannot be used with -f yet")
+	if o.follow && (o.timestamps || o.since != 0 || o.previous) {
+		return usageFail(stderr, "logs", "--timestamps, --since and --previous cannot be used with -f yet")
+	}
+	if o.network && o.previous {
+		return usageFail(stderr, "logs", "--previous is for the sandbox's output, not --network")
 	}
 	if o.since < 0 {
 		return usageFail(stderr, "logs", "--since must be positive")
@@ -101,7 +109,7 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 			return werr
 		})
 	} else {
-		err = c.LogsWith(ctx, o.namespace, name, client.LogOptions{Follow: o.follow, Tail: o.tail, Timestamps: o.timestamps, Since: o.since}, stdout)
+		err = c.LogsWith(ctx, o.namespace, name, client.LogOptions{Follow: o.follow, Tail: o.tail, Timestamps: o.timestamps, Since: o.since, Previous: o.previous}, stdout)
 	}
 	if err != nil {
 		if ctx.Err() != nil && o.follow {

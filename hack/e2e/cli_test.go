@@ -166,6 +166,9 @@ func TestSuspendResumeRestart(t *testing.T) {
 		t.Errorf("events lack RestartRequested:\n%s", ev)
 	}
 
+	if _, stderr, code := d.ctl("logs", "job", "--previous"); code != 1 || !strings.Contains(stderr, "no previous run") {
+		t.Errorf("logs --previous of a sandbox never restarted: exit %d, %q", code, stderr)
+	}
 	// A Failed sandbox with restartPolicy Never runs again.
 	d.must("restart", "job")
 	waitFor(t, 60*time.Second, "job ran twice", func() bool {
@@ -173,6 +176,9 @@ func TestSuspendResumeRestart(t *testing.T) {
 		return strings.Count(out, "job ran") == 2
 	})
 	waitFor(t, 60*time.Second, "job Failed again", func() bool { return field(d.sandbox("job"), "status.phase") == "Failed" })
+	if got := d.must("logs", "job", "--previous"); got != "job ran\n" {
+		t.Errorf("logs --previous after a restart = %q, want the first run's output", got)
+	}
 	if n := field(d.sandbox("job"), "status.restartCount"); n != float64(1) {
 		t.Errorf("job restartCount = %v, want 1", n)
 	}

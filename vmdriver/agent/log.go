@@ -78,8 +78,10 @@ func openLog(dir string, maxBytes int64) (*logWriter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &logWriter{dir: dir, half: half, f: f, size: fi.Size(), dropped: ReadLogDropped(dir), lineStart: true,
-		idx: openLogIndex(dir, fi.Size() == 0)}, nil
+	lw := &logWriter{dir: dir, half: half, f: f, size: fi.Size(), dropped: ReadLogDropped(dir), lineStart: true,
+		idx: openLogIndex(dir, fi.Size() == 0)}
+	lw.idx.markRun(lw.size, time.Now())
+	return lw, nil
 }
 
 // Write always reports success: a full disk must not make the main command block

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,5 +94,36 @@ func TestLogTimes(t *testing.T) {
 	b.Reset()
 	if err := ReadLogLines(dir, &b, LogReadOptions{Tail: -1, Timestamps: true}); err != nil || b.String() != "- one\n- two\n- three\n- four\n" {
 		t.Errorf("with a mangled index: %q, %v", b.String(), err)
+	}
+}
+
+// TestLogPrevious: every start of the main command is a run in log.idx, and
+// Previous reads the run before the current one.
+func TestLogPrevious(t *testing.T) {
+	dir := t.TempDir()
+	run := func(out string) {
+		lw, err := openLog(dir, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lw.Write([]byte(out))
+		lw.Close()
+	}
+	read := func() (string, error) {
+		var b bytes.Buffer
+		err := ReadLogLines(dir, &b, LogReadOptions{Tail: -1, Previous: true})
+		return b.String(), err
+	}
+	run("first\n")
+	if _, err := read(); !errors.Is(err, ErrNoPreviousRun) {
+		t.Errorf("previous of the first run: %v", err)
+	}
+	run("second\nmore\n")
+	if got, err := read(); got != "first\n" || err != nil {
+		t.Errorf("previous after a restart = %q, %v", got, err)
+	}
+	run("third\n")
+	if got, err := read(); got != "second\nmore\n" || err != nil {
+		t.Errorf("previous after two restarts = %q, %v", got, err)
 	}
 }

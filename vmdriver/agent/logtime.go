@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +31,38 @@ type logIndex struct {
 	f    *os.File
 	size int64
 	last time.Time
+}
+
+// markRun records that a run of the main command starts at off: "R OFFSET
+// UNIXNANO" (logs --previous reads the run before the last).
+func (x *logIndex) markRun(off int64, t time.Time) {
+	if x == nil {
+		return
+	}
+	n, _ := fmt.Fprintf(x.f, "R %d %d\n", off, t.UnixNano())
+	x.size += int64(n)
+}
+
+// readRunStarts returns the offsets where runs start in the log file an
+// index file describes.
+func readRunStarts(path string) []int64 {
+	f, err := openSandboxFile(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []int64
+	sc := bufio.NewScanner(io.LimitReader(f, maxLogRead))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "R "); ok {
+			o, _, _ := strings.Cut(rest, " ")
+			if off, err := strconv.ParseInt(o, 10, 64); err == nil && off >= 0 {
+				out = append(out, off)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 func openLogIndex(dir string, trunc bool) *logIndex {
@@ -110,7 +143,14 @@ type LogReadOptions struct {
 	Tail       int       // last lines only; -1 all
 	Timestamps bool      // prefix each line with its RFC 3339 time
 	Since      time.Time // only lines written at or after (zero: all)
+	// Previous: only the output of the run before the current one (the
+	// main command's previous start, after a restart).
+	Previous bool
 }
+
+// ErrNoPreviousRun is ReadLogLines' answer to Previous when the log holds
+// one run only.
+var ErrNoPreviousRun = errors.New("the log holds no previous run: the sandbox has not been restarted, or that run's output was dropped by the log cap")
 
 // ReadLogLines is ReadLog line by line with the times of log.idx: the lines
 // written since opts.Since, the last opts.Tail of them, each prefixed with
@@ -122,6 +162,8 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 		return err
 	}
 	var lines [][]byte
+	var runOf []int // per line, the number of run starts at or before it
+	runs := 0
 	add := func(f *os.File, idx string) error {
 		if f == nil {
 			return nil
@@ -132,6 +174,7 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 			return err
 		}
 		entries := readLogIndex(filepath.Join(dir, idx))
+		starts := readRunStarts(filepath.Join(dir, idx))
 		e := -1
 		for off := 0; off < len(b); {
 			end := bytes.IndexByte(b[off:], '\n')
@@ -142,6 +185,10 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 			}
 			for e+1 < len(entries) && entries[e+1].off <= int64(off) {
 				e++
+			}
+			for len(starts) > 0 && starts[0] <= int64(off) {
+				runs++
+				starts = starts[1:]
 			}
 			var t time.Time
 			if e >= 0 {
@@ -160,6 +207,7 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 				line = append([]byte(stamp+" "), line...)
 			}
 			lines = append(lines, line)
+			runOf = append(runOf, runs)
 		}
 		return nil
 	}
@@ -172,7 +220,21 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 	if err := add(cur, LogIndexFile); err != nil {
 		return err
 	}
-	if d := ReadLogDropped(dir); d > 0 && opts.Since.IsZero() {
+	if opts.Previous {
+		// The current run began at the last run start; the previous one
+		// at the start before it, or, if that was dropped, with the log.
+		if runs == 0 || (runs == 1 && (len(runOf) == 0 || runOf[0] == 1)) {
+			return ErrNoPreviousRun
+		}
+		var prev [][]byte
+		for i, l := range lines {
+			if runOf[i] == runs-1 {
+				prev = append(prev, l)
+			}
+		}
+		lines = prev
+	}
+	if d := ReadLogDropped(dir); d > 0 && opts.Since.IsZero() && !opts.Previous {
 		lines = append([][]byte{[]byte(droppedMarker(d))}, lines...)
 	}
 	if opts.Tail >= 0 && len(lines) > opts.Tail {
