@@ -72,6 +72,9 @@ func (s *server) exec(ctx context.Context, _ *mcp.CallToolRequest, in ExecInput)
 	if err != nil {
 		return nil, ExecOutput{}, fmt.Errorf("sandbox_exec: %v", err)
 	}
+	if err := s.own(ctx, "sandbox_exec", in.Name); err != nil {
+		return nil, ExecOutput{}, err
+	}
 	timeout := DefaultTimeout
 	if in.TimeoutSeconds > 0 {
 		timeout = min(time.Duration(in.TimeoutSeconds)*time.Second, MaxTimeout)
@@ -182,6 +185,9 @@ func (s *server) writeFile(ctx context.Context, _ *mcp.CallToolRequest, in Write
 		return nil, WriteFileOutput{}, fmt.Errorf("sandbox_write_file: path %q does not name a file", in.Path)
 	}
 	dir := path.Dir(p)
+	if err := s.own(ctx, "sandbox_write_file", in.Name); err != nil {
+		return nil, WriteFileOutput{}, err
+	}
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
 	tw.WriteHeader(&tar.Header{Name: base, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data)), ModTime: time.Now(), Format: tar.FormatPAX})
@@ -221,6 +227,9 @@ func (s *server) readFile(ctx context.Context, _ *mcp.CallToolRequest, in ReadFi
 	}
 	if in.Path == "" {
 		return nil, ReadFileOutput{}, errors.New("sandbox_read_file: path is required")
+	}
+	if err := s.own(ctx, "sandbox_read_file", in.Name); err != nil {
+		return nil, ReadFileOutput{}, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -30,8 +30,8 @@ type CreateInput struct {
 	Command    []string          `json:"command,omitempty" jsonschema:"main command (argv); default: sleep forever, so the sandbox waits for sandbox_exec"`
 	Env        map[string]string `json:"env,omitempty" jsonschema:"environment variables of the main command and of every exec"`
 	WorkingDir string            `json:"workingDir,omitempty" jsonschema:"working directory of commands and relative paths; default the image's"`
-	Labels     map[string]string `json:"labels,omitempty" jsonschema:"labels of the sandbox (keys under msb.dev/ and keys NetworkPolicies select by are the operator's and refused)"`
-	Resources  *ResourcesInput   `json:"resources,omitempty" jsonschema:"limits; the operator's defaults when absent"`
+	Labels     map[string]string `json:"labels,omitempty" jsonschema:"labels of the sandbox: plain names (no prefix/), stored under mcp.msb.dev/ so they never select a NetworkPolicy"`
+	Resources  *ResourcesInput   `json:"resources,omitempty" jsonschema:"limits, each at most the operator's cap (the cap when absent)"`
 	TTL        string            `json:"ttl,omitempty" jsonschema:"lifetime after which the sandbox is deleted, e.g. 30m or 2h; default the server's"`
 }
 
@@ -80,15 +80,18 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 		rand.Read(b)
 		name = "mcp-" + hex.EncodeToString(b)
 	}
-	labels := map[string]string{}
-	for k, v := range in.Labels {
-		if strings.HasPrefix(k, "msb.dev/") {
-			return nil, SandboxInfo{}, fmt.Errorf("sandbox_create: label %q: keys under msb.dev/ are reserved", k)
-		}
-		labels[k] = v
+	if err := checkImage(in.Image); err != nil {
+		return nil, SandboxInfo{}, err
 	}
-	labels[LabelCreatedBy] = "true"
-	if err := s.checkPolicyLabels(ctx, in.Labels); err != nil {
+	labels, err := clientLabels(in.Labels)
+	if err != nil {
+		return nil, SandboxInfo{}, err
+	}
+	if err := s.checkPolicyLabels(ctx, labels); err != nil {
+		return nil, SandboxInfo{}, err
+	}
+	res, err := s.opt.Limits.resources(in.Resources)
+	if err != nil {
 		return nil, SandboxInfo{}, err
 	}
 	sb := &v1alpha1.Sandbox{
@@ -98,6 +101,7 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 			Image:      in.Image,
 			Command:    in.Command,
 			WorkingDir: in.WorkingDir,
+			Resources:  res,
 		},
 	}
 	if len(sb.Spec.Command) == 0 {
@@ -111,9 +115,6 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 	for _, k := range keys {
 		// Literal values only: a Secret reference is the operator's choice.
 		sb.Spec.Env = append(sb.Spec.Env, v1alpha1.EnvVar{Name: k, Value: in.Env[k]})
-	}
-	if r := in.Resources; r != nil {
-		sb.Spec.Resources = v1alpha1.ResourceRequirements{CPUs: v1alpha1.Quantity(r.CPUs), Memory: v1alpha1.Quantity(r.Memory), PIDs: r.PIDs}
 	}
 	switch {
 	case in.TTL != "":
@@ -142,10 +143,12 @@ func (s *server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 
 // checkPolicyLabels refuses agent labels that a NetworkPolicy selects on:
 // which policies apply to a sandbox is the operator's choice, and labels
-// are how it is made.
+// are how it is made. The prefix (clientLabels) keeps labels away from
+// policies written later; this catches an operator policy that selects on
+// an mcp.msb.dev/ key today.
 func (s *server) checkPolicyLabels(ctx context.Context, labels map[string]string) error {
-	if len(labels) == 0 {
-		return nil
+	if len(labels) <= 1 {
+		return nil // only the MCP marker
 	}
 	objs, _, err := s.c.List(ctx, v1alpha1.KindNetworkPolicy, s.ns, "")
 	if err != nil {
@@ -157,7 +160,7 @@ func (s *server) checkPolicyLabels(ctx context.Context, labels map[string]string
 			continue
 		}
 		for k := range np.Spec.SandboxSelector.MatchLabels {
-			if _, set := labels[k]; set {
+			if _, set := labels[k]; set && k != LabelCreatedBy {
 				return fmt.Errorf("sandbox_create: label %q is what NetworkPolicy %q selects sandboxes by; which policies apply is the operator's choice, so leave it out (MCP sandboxes all carry %s=true)", k, np.Metadata.Name, LabelCreatedBy)
 			}
 		}
@@ -213,7 +216,7 @@ var stuck = map[string]bool{"InvalidImage": true, "AgentMissing": true, "MicroVM
 
 // ListInput is sandbox_list's input.
 type ListInput struct {
-	MCPOnly bool `json:"mcpOnly,omitempty" jsonschema:"list only the sandboxes MCP sessions created"`
+	MCPOnly bool `json:"mcpOnly,omitempty" jsonschema:"list only the sandboxes MCP sessions created (the only ones listed unless the operator allowed all)"`
 }
 
 // ListOutput is sandbox_list's result.
@@ -223,7 +226,7 @@ type ListOutput struct {
 
 func (s *server) list(ctx context.Context, _ *mcp.CallToolRequest, in ListInput) (*mcp.CallToolResult, ListOutput, error) {
 	sel := ""
-	if in.MCPOnly {
+	if in.MCPOnly || !s.opt.AllSandboxes {
 		sel = LabelCreatedBy + "=true"
 	}
 	objs, _, err := s.c.List(ctx, v1alpha1.KindSandbox, s.ns, sel)
@@ -259,6 +262,9 @@ type DeleteOutput struct {
 }
 
 func (s *server) delete(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, DeleteOutput, error) {
+	if err := s.own(ctx, "sandbox_delete", in.Name); err != nil {
+		return nil, DeleteOutput{}, err
+	}
 	if err := s.c.Delete(ctx, v1alpha1.KindSandbox, s.ns, in.Name); err != nil {
 		return nil, DeleteOutput{}, s.toolError("sandbox_delete", in.Name, err)
 	}
@@ -299,6 +305,9 @@ type LogsOutput struct {
 }
 
 func (s *server) logs(ctx context.Context, _ *mcp.CallToolRequest, in LogsInput) (*mcp.CallToolResult, LogsOutput, error) {
+	if err := s.own(ctx, "sandbox_logs", in.Name); err != nil {
+		return nil, LogsOutput{}, err
+	}
 	n := in.Tail
 	if n <= 0 {
 		n = DefaultTail

@@ -38,6 +38,11 @@ type Options struct {
 	// DefaultTTL is the lifetime of a created Sandbox that asks for none
 	// (0 = it lives until deleted).
 	DefaultTTL time.Duration
+	// AllSandboxes lets the tools act on every sandbox in the namespace, not
+	// only the ones MCP sessions created (msbctl mcp --all-sandboxes).
+	AllSandboxes bool
+	// Limits cap what sandbox_create may ask for (zero: the defaults).
+	Limits Limits
 	// ReadyTimeout bounds sandbox_create's wait for Ready (0 = 2 minutes).
 	ReadyTimeout time.Duration
 	// Version is reported to clients.
@@ -62,18 +67,22 @@ func New(o Options) *mcp.Server {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
+	o.Limits = o.Limits.withDefaults()
 	s := &server{c: o.Client, ns: o.Namespace, opt: o}
 	srv := mcp.NewServer(&mcp.Implementation{Name: "msb", Title: "msb sandboxes", Version: o.Version}, &mcp.ServerOptions{
 		Instructions: "Run untrusted code in isolated msb sandboxes: create one with sandbox_create, " +
 			"run commands with sandbox_exec, move files with sandbox_write_file and sandbox_read_file, " +
-			"and delete it with sandbox_delete when done. Network access is whatever the operator's policies allow.",
+			"and delete it with sandbox_delete when done. Network access is whatever the operator's policies allow. " +
+			"The tools act only on sandboxes MCP sessions created.",
 		Logger: o.Logger,
 	})
 	mcp.AddTool(srv, &mcp.Tool{
 		Name: "sandbox_create",
-		Description: "Create a sandbox (an isolated Linux environment) from a container image and wait until it is ready. " +
+		Description: "Create a sandbox (an isolated Linux environment) from a registry image and wait until it is ready. " +
 			"Returns its name, used by every other tool. The sandbox keeps running its command (default: sleep forever) " +
-			"until deleted or its ttl passes. Its network access is set by the operator's policies.",
+			"until deleted or its ttl passes. Its network access is set by the operator's policies. " +
+			"Labels are plain names stored under " + ClientLabelPrefix + " (project=x becomes " + ClientLabelPrefix + "project=x), so they never choose a policy. " +
+			fmt.Sprintf("Resources are capped at memory %s, cpus %s, pids %d (the caps when not given).", o.Limits.Memory, o.Limits.CPUs, o.Limits.PIDs),
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 	}, safe("sandbox_create", s.create))
 	mcp.AddTool(srv, &mcp.Tool{
@@ -98,7 +107,7 @@ func New(o Options) *mcp.Server {
 	}, safe("sandbox_read_file", s.readFile))
 	mcp.AddTool(srv, &mcp.Tool{
 		Name:        "sandbox_list",
-		Description: "List the sandboxes: name, phase, whether ready, image, and whether an MCP session created it.",
+		Description: "List the sandboxes MCP sessions created (all sandboxes if the operator allowed it): name, phase, whether ready, image.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: ptr(false)},
 	}, safe("sandbox_list", s.list))
 	mcp.AddTool(srv, &mcp.Tool{

@@ -31,6 +31,9 @@ type options struct {
 	mcpListen, mcpTokenFile                                       string
 	mcpAllowRemote                                                bool
 	mcpTTL                                                        time.Duration
+	mcpAllSandboxes                                               bool
+	mcpMaxMemory, mcpMaxCPUs                                      string
+	mcpMaxPIDs                                                    int64
 	defaultVCPUs                                                  int
 	manifestsDirs                                                 stringList
 }
@@ -72,6 +75,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.mcpTokenFile, "mcp-token-file", "", "file holding the bearer token MCP clients must send")
 	fs.BoolVar(&o.mcpAllowRemote, "mcp-allow-remote", false, "let --mcp-listen use a non-loopback address")
 	fs.DurationVar(&o.mcpTTL, "mcp-ttl", 0, "lifetime of sandboxes created over MCP that ask for none (0: until deleted)")
+	o.mcpFlags(fs)
 	fs.IntVar(&o.defaultVCPUs, "default-vcpus", 1, "vCPUs of microVMs whose spec sets no cpus")
 	fs.Var(&o.manifestsDirs, "manifests-dir", "directory of manifests msbd keeps applied, pruning what is removed from it (repeatable; see README)")
 }
