@@ -14,7 +14,7 @@ import (
 // `msbctl exec NAME -- true` (a process per command), interleaved.
 func BenchmarkMCPExecTrue(b *testing.B) {
 	d := startDaemon(b, "--log-level", "warn")
-	d.apply(sandboxYAML("mx", "", "sleep", "1000"))
+	d.apply(mcpLabelled(sandboxYAML("mx", "", "sleep", "1000")))
 	d.must("wait", "sandbox/mx", "--for=condition=Ready", "--timeout=60s")
 	cs := mcpSession(b, d)
 	args := map[string]any{"name": "mx", "command": []string{"true"}}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"msb.dev/msb/images/imagetest"
 )
 
 // mcpSession starts `msbctl mcp` against d and connects the SDK's client to
@@ -33,6 +34,24 @@ func mcpSession(t testing.TB, d *daemon, args ...string) *mcp.ClientSession {
 	}
 	t.Cleanup(func() { cs.Close() })
 	return cs
+}
+
+// mcpLabelled gives an operator's sandbox manifest the MCP label, so the
+// MCP tools may act on it.
+func mcpLabelled(yaml string) string {
+	return strings.Replace(yaml, "labels: {app: e2e}", `labels: {app: e2e, msb.dev/mcp: "true"}`, 1)
+}
+
+// mcpImage pushes busybox to a registry on d's loopback: MCP sandboxes use
+// registry images only.
+func mcpImage(t testing.TB, d *daemon) string {
+	t.Helper()
+	img, err := imagetest.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := newRegistry(t, d.netns).Push(t, "mcp/busybox:v1", img)
+	return ref
 }
 
 // call calls a tool and decodes its structured result into out (if not nil).
@@ -64,7 +83,8 @@ func call(t testing.TB, cs *mcp.ClientSession, tool string, args map[string]any,
 // SDK's client, against a real msbd.
 func TestMCPStdio(t *testing.T) {
 	d := startDaemon(t)
-	cs := mcpSession(t, d, "--ttl", "1h")
+	image := mcpImage(t, d)
+	cs := mcpSession(t, d, "--ttl", "1h", "--max-memory", "256Mi")
 	ctx := context.Background()
 
 	tools, err := cs.ListTools(ctx, nil)
@@ -89,9 +109,10 @@ func TestMCPStdio(t *testing.T) {
 		Ready bool   `json:"ready"`
 	}
 	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{
-		"name": "agent", "image": "oci:" + imageDir + ":latest",
+		"name": "agent", "image": image,
 		"command": []string{"sh", "-c", "echo booted; exec sleep 1000"},
 		"env":     map[string]string{"GREETING": "hello"},
+		"labels":  map[string]string{"tier": "trusted"},
 	}, &created); isErr || created.Name != "agent" || !created.Ready {
 		t.Fatalf("create: %v %q %+v", isErr, txt, created)
 	}
@@ -101,6 +122,21 @@ func TestMCPStdio(t *testing.T) {
 	}
 	if ttl := field(sb, "spec.lifecycle.ttl"); ttl != "1h0m0s" {
 		t.Errorf("ttl %v, want the session's 1h", ttl)
+	}
+	if mem := field(sb, "spec.resources.memory"); mem != "256Mi" {
+		t.Errorf("memory %v, want the session's cap 256Mi", mem)
+	}
+	// An agent's label is its own, under mcp.msb.dev/: a NetworkPolicy the
+	// operator writes later on "tier" does not select the sandbox.
+	d.apply(`apiVersion: msb.dev/v1alpha1
+kind: NetworkPolicy
+metadata: {name: trusted}
+spec:
+  sandboxSelector: {matchLabels: {tier: trusted}}
+  egress: [{to: [{domain: example.com}]}]
+`)
+	if labels, _ := field(d.sandbox("agent"), "metadata.labels").(map[string]any); labels["tier"] != nil || labels["mcp.msb.dev/tier"] != "trusted" {
+		t.Errorf("labels %v: want tier only as mcp.msb.dev/tier", labels)
 	}
 
 	// exec: a shell string with stdin; an argv array; exit codes.
@@ -185,29 +221,29 @@ func TestMCPStdio(t *testing.T) {
 	if txt, isErr := call(t, cs, "sandbox_exec", map[string]any{"name": "missing", "command": "true"}, nil); !isErr || !strings.Contains(txt, `"missing" not found`) {
 		t.Errorf("exec in a missing sandbox: error %v, %q", isErr, txt)
 	}
-	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "bad", "image": "oci:/nonexistent/image:latest"}, nil); !isErr || !strings.Contains(txt, "image") {
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "bad", "image": strings.Replace(image, "mcp/busybox:v1", "mcp/missing:v1", 1)}, nil); !isErr || !strings.Contains(txt, "image") {
 		t.Errorf("bad image: error %v, %q", isErr, txt)
 	}
 	if _, _, code := d.ctl("get", "sandbox", "bad"); code == 0 {
 		t.Error("the sandbox of a bad image was left behind")
 	}
-	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "agent", "image": "oci:" + imageDir + ":latest"}, nil); !isErr || !strings.Contains(txt, "exists") {
+	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"name": "agent", "image": image}, nil); !isErr || !strings.Contains(txt, "exists") {
 		t.Errorf("create over an existing sandbox: error %v, %q", isErr, txt)
 	}
-	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"image": "x", "labels": map[string]string{"msb.dev/mcp": "false"}}, nil); !isErr || !strings.Contains(txt, "reserved") {
-		t.Errorf("reserved label: error %v, %q", isErr, txt)
-	}
-
-	// Labels a NetworkPolicy selects by are the operator's, not the agent's.
-	d.apply(`apiVersion: msb.dev/v1alpha1
-kind: NetworkPolicy
-metadata: {name: trusted}
-spec:
-  sandboxSelector: {matchLabels: {tier: trusted}}
-  egress: [{to: [{domain: example.com}]}]
-`)
-	if txt, isErr := call(t, cs, "sandbox_create", map[string]any{"image": "oci:" + imageDir + ":latest", "labels": map[string]string{"tier": "trusted"}}, nil); !isErr || !strings.Contains(txt, `NetworkPolicy "trusted"`) {
-		t.Errorf("policy label: error %v, %q", isErr, txt)
+	for _, c := range []struct {
+		args map[string]any
+		want string
+	}{
+		{map[string]any{"image": image, "labels": map[string]string{"msb.dev/mcp": "false"}}, "plain name"},
+		// Image forms that are paths on msbd's host (msbd is root).
+		{map[string]any{"image": "oci:" + imageDir + ":latest"}, "path on the msbd host"},
+		{map[string]any{"image": "docker-archive:/etc/shadow"}, "path on the msbd host"},
+		{map[string]any{"image": image, "resources": map[string]any{"memory": "1000Gi"}}, "more than the operator allows"},
+		{map[string]any{"image": image, "resources": map[string]any{"pids": 100000}}, "more than the operator allows"},
+	} {
+		if txt, isErr := call(t, cs, "sandbox_create", c.args, nil); !isErr || !strings.Contains(txt, c.want) {
+			t.Errorf("create %v: error %v, %q; want %q", c.args, isErr, txt, c.want)
+		}
 	}
 	if out := d.must("get", "sb", "-o", "name"); strings.TrimSpace(out) != "sandbox/agent" {
 		t.Errorf("sandboxes after refused creates: %q", out)
@@ -226,6 +262,42 @@ spec:
 	}
 	if _, isErr := call(t, cs, "sandbox_delete", map[string]any{"name": "agent"}, nil); !isErr {
 		t.Error("deleting a missing sandbox is not a tool error")
+	}
+
+	// The operator's own sandboxes (host volumes, Secrets, policies of their
+	// own) are out of the tools' reach unless the operator says otherwise.
+	d.apply(sandboxYAML("ops", "", "sh", "-c", "echo operator-log; exec sleep 1000"))
+	d.must("wait", "sandbox/ops", "--for=condition=Ready", "--timeout=60s")
+	d.must("exec", "ops", "--", "sh", "-c", "echo operator-data > /tmp/secret.txt")
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"sandbox_exec", map[string]any{"name": "ops", "command": "cat /tmp/secret.txt"}},
+		{"sandbox_read_file", map[string]any{"name": "ops", "path": "/tmp/secret.txt"}},
+		{"sandbox_write_file", map[string]any{"name": "ops", "path": "/tmp/secret.txt", "content": "agent was here"}},
+		{"sandbox_logs", map[string]any{"name": "ops"}},
+		{"sandbox_delete", map[string]any{"name": "ops"}},
+	} {
+		if txt, isErr := call(t, cs, c.tool, c.args, nil); !isErr || !strings.Contains(txt, "not created through MCP") || strings.Contains(txt, "operator-") {
+			t.Errorf("%s on the operator's sandbox: error %v, %q", c.tool, isErr, txt)
+		}
+	}
+	if out := d.must("exec", "ops", "--", "cat", "/tmp/secret.txt"); out != "operator-data\n" {
+		t.Errorf("the operator's file after refused MCP calls: %q", out)
+	}
+	ls.Sandboxes = nil
+	call(t, cs, "sandbox_list", nil, &ls)
+	if len(ls.Sandboxes) != 0 {
+		t.Errorf("sandbox_list shows sandboxes MCP did not create: %+v", ls.Sandboxes)
+	}
+	all := mcpSession(t, d, "--all-sandboxes")
+	if txt, isErr := call(t, all, "sandbox_exec", map[string]any{"name": "ops", "command": "cat /tmp/secret.txt"}, &ex); isErr || ex.Stdout != "operator-data\n" {
+		t.Errorf("exec with --all-sandboxes: %v %q %+v", isErr, txt, ex)
+	}
+	call(t, all, "sandbox_list", nil, &ls)
+	if len(ls.Sandboxes) != 1 || ls.Sandboxes[0].Name != "ops" {
+		t.Errorf("sandbox_list with --all-sandboxes: %+v", ls.Sandboxes)
 	}
 }
 
@@ -252,6 +324,9 @@ func TestMCPStreamableHTTP(t *testing.T) {
 	tmp := t.TempDir()
 	tokenFile := filepath.Join(tmp, "token")
 	os.WriteFile(tokenFile, []byte("e2e-token-0123456789abcdef\n"), 0o600)
+	openToken := filepath.Join(tmp, "open-token")
+	os.WriteFile(openToken, []byte("e2e-token-0123456789abcdef\n"), 0o644)
+	os.Chmod(openToken, 0o644) // whatever the umask
 	for _, c := range []struct {
 		args []string
 		want string
@@ -259,6 +334,8 @@ func TestMCPStreamableHTTP(t *testing.T) {
 		{[]string{"--mcp-listen", "127.0.0.1:18765"}, "--mcp-token-file"},
 		{[]string{"--mcp-listen", "0.0.0.0:18765", "--mcp-token-file", tokenFile}, "not a loopback address"},
 		{[]string{"--mcp-listen", "127.0.0.1:18765", "--mcp-token-file", filepath.Join(tmp, "missing")}, "no such file"},
+		{[]string{"--mcp-listen", "127.0.0.1:18765", "--mcp-token-file", openToken}, "chmod 600"},
+		{[]string{"--mcp-listen", "127.0.0.1:18765", "--mcp-token-file", tokenFile, "--mcp-max-memory", "lots"}, "--mcp-max-memory"},
 	} {
 		out, err := exec.Command(filepath.Join(binDir, "msbd"), append([]string{"--state-dir", filepath.Join(tmp, "state"), "--socket", filepath.Join(tmp, "s")}, c.args...)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), c.want) {
@@ -271,7 +348,8 @@ func TestMCPStreamableHTTP(t *testing.T) {
 
 	const addr = "127.0.0.1:18765" // in the daemon's own network namespace
 	d := startDaemon(t, "--mcp-listen", addr, "--mcp-token-file", tokenFile)
-	d.apply(sandboxYAML("h", "", "sleep", "1000"))
+	d.apply(mcpLabelled(sandboxYAML("h", "", "sleep", "1000")))
+	d.apply(sandboxYAML("ops", "", "sleep", "1000"))
 	d.must("wait", "sandbox/h", "--for=condition=Ready", "--timeout=60s")
 	connect := func(token string) (*mcp.ClientSession, error) {
 		hc := &http.Client{Transport: bearerTransport{token: token, base: &http.Transport{DialContext: netnsDialer(d.netns)}}}
@@ -299,5 +377,30 @@ func TestMCPStreamableHTTP(t *testing.T) {
 	}
 	if txt, isErr := call(t, cs, "sandbox_exec", map[string]any{"name": "h", "command": "echo over-http; exit 7"}, &ex); isErr || ex.ExitCode != 7 || ex.Stdout != "over-http\n" {
 		t.Errorf("exec over HTTP: %v %q %+v", isErr, txt, ex)
+	}
+	if txt, isErr := call(t, cs, "sandbox_exec", map[string]any{"name": "ops", "command": "true"}, nil); !isErr || !strings.Contains(txt, "not created through MCP") {
+		t.Errorf("exec over HTTP in the operator's sandbox: %v %q", isErr, txt)
+	}
+
+	// With the right token, a request a browser would send after DNS
+	// rebinding (a foreign Host) or from a foreign page (Origin) is refused.
+	hc := &http.Client{Transport: &http.Transport{DialContext: netnsDialer(d.netns)}}
+	for _, c := range []struct{ host, origin string }{{"evil.example:18765", ""}, {addr, "https://evil.example"}} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Host = c.host
+		req.Header.Set("Authorization", "Bearer e2e-token-0123456789abcdef")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if c.origin != "" {
+			req.Header.Set("Origin", c.origin)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("Host %q, Origin %q: %s, want 403", c.host, c.origin, resp.Status)
+		}
 	}
 }
