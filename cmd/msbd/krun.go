@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 	"runtime"
 
 	"msb.dev/msb/vmdriver"
@@ -10,7 +11,14 @@ import (
 
 // The hidden runner: "msbd krun-runner ID" becomes one sandbox's VMM (see
 // krun.RunnerMain). msbd starts it; users never do.
-func init() { subcommands[krun.RunnerSubcommand] = krun.RunnerMain }
+func init() {
+	subcommands[krun.RunnerSubcommand] = krun.RunnerMain
+	if len(os.Args) > 1 && os.Args[1] == krun.RunnerSubcommand {
+		// The runner's work (no_new_privs, krun_start_enter) is done on
+		// the main thread, the one /proc/PID shows: main stays on it.
+		runtime.LockOSThread()
+	}
+}
 
 // microVMDriver returns the krun driver when the probe found a usable KVM
 // device and libkrun, else nil and why microVMs are unavailable.

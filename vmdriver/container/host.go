@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"msb.dev/msb/apis/v1alpha1"
+
 	"msb.dev/msb/vmdriver"
 )
 
@@ -45,7 +47,9 @@ func NewHost(opts Options, protected string) (*Host, error) {
 	if opts.IDMapSize == 0 || opts.IDMapSize > SlotSize {
 		opts.IDMapSize = SlotSize
 	}
-	d := &Driver{opts: opts, cgroupPrefix: CgroupPrefix(abs), locks: map[string]*idLock{},
+	// Cgroups are named for msbd's state dir, as the container driver's
+	// are: one leak check, and Stats, find both drivers' sandboxes.
+	d := &Driver{opts: opts, cgroupPrefix: CgroupPrefix(protected), locks: map[string]*idLock{},
 		ids: newIDAllocator(filepath.Join(abs, "sandboxes"), opts.HostUID, opts.HostGID, opts.IDMapSize)}
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("sandbox host: %w", err)
@@ -163,3 +167,8 @@ func SetLoopbackUp() error { return setLinkUp("lo") }
 // CgroupMounts returns the mount points of every cgroup hierarchy (v1
 // controllers, the hybrid unified mount, or the v2 root).
 func CgroupMounts() ([]string, error) { return cgroupMounts() }
+
+// Stats reads the resource use and limits of id's cgroups (named with
+// CgroupPrefix of msbd's state dir), as the container driver does for its
+// own: for a microVM, those of its VMM.
+func (h *Host) Stats(id string) (v1alpha1.SandboxStats, error) { return h.d.Stats(id) }

@@ -153,8 +153,12 @@ func TestContract(t *testing.T) {
 			must(t, err)
 			for _, want := range []string{fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", d.opts.HostUID, d.opts.HostUID, d.opts.HostUID, d.opts.HostUID), "NoNewPrivs:\t1"} {
 				if !strings.Contains(string(status), want+"\n") {
-					t.Errorf("runner %d: /proc status lacks %q", st.PID, want)
+					t.Errorf("runner %d: /proc status lacks %q:\n%s", st.PID, want, status)
 				}
+			}
+			// msbctl top reads the runner's cgroups.
+			if stats, err := d.Stats(spec.ID); err != nil || stats.MemoryBytes == 0 || stats.MemoryLimitBytes != uint64(c.wantRAM+vmmOverheadMiB)<<20 {
+				t.Errorf("Stats: %+v, %v: want memory in use and the limit RAM + %d MiB", stats, err, vmmOverheadMiB)
 			}
 			stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/vmdriver"
 	"msb.dev/msb/vmdriver/container"
 )
@@ -78,7 +79,10 @@ type Driver struct {
 	locks map[string]*sync.Mutex
 }
 
-var _ vmdriver.Driver = (*Driver)(nil)
+var (
+	_ vmdriver.Driver      = (*Driver)(nil)
+	_ vmdriver.StatsReader = (*Driver)(nil)
+)
 
 // New returns a driver on opts.StateDir. Runners that an earlier msbd
 // started on the same state directory are adopted as they are.
@@ -358,3 +362,8 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 	}
 	return d.killRunner(id)
 }
+
+// Stats implements vmdriver.StatsReader (msbctl top) from the runner's
+// cgroups: the VMM's CPU time and memory (the guest's RAM as far as it has
+// touched it, plus the VMM's own), not the guest's view of its processes.
+func (d *Driver) Stats(id string) (v1alpha1.SandboxStats, error) { return d.host.Stats(id) }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -13,6 +14,13 @@ import (
 	"msb.dev/msb/vmdriver/container"
 	"msb.dev/msb/vmdriver/krun/krunstandin"
 )
+
+// init keeps the runner on the main thread, as msbd's does.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == RunnerSubcommand {
+		runtime.LockOSThread()
+	}
+}
 
 // TestMain lets this test binary be the runner too: the driver re-executes
 // it as "msbd krun-runner ID", as msbd re-executes itself.

@@ -87,7 +87,11 @@ func RunnerMain(args []string) error {
 	for _, n := range cfg.Notes {
 		fmt.Fprintln(os.Stderr, "msbd:", n)
 	}
-	// The VMM keeps running the same thread from here to the end.
+	// The VMM keeps running the same thread from here to the end: the
+	// main thread, where the caller locked it (see cmd/msbd/krun.go).
+	// no_new_privs is per thread: it covers this one and every thread
+	// created from it (libkrun's, and the process it becomes), not the Go
+	// runtime's threads made before, which never exec.
 	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fail(fmt.Errorf("no_new_privs: %w", err))
