@@ -221,7 +221,9 @@ func TestReapplyUnchanged(t *testing.T) {
 	uid := field(d.sandbox("same"), "metadata.uid").(string)
 	cg := container.CgroupPrefix(d.stateDir) + uid
 	pidsMax := ""
-	for _, p := range []string{"/sys/fs/cgroup/pids/" + cg + "/pids.max", "/sys/fs/cgroup/" + cg + "/pids.max"} {
+	// The workload's own cgroup holds the limit where there is one (the
+	// sandbox's holds it plus the agent's reserve).
+	for _, p := range []string{"/sys/fs/cgroup/pids/" + cg + "/pids.max", "/sys/fs/cgroup/" + cg + "/pids.max", "/sys/fs/cgroup/pids/" + cg + "/workload/pids.max"} {
 		if b, err := os.ReadFile(p); err == nil {
 			pidsMax = strings.TrimSpace(string(b))
 		}

@@ -184,6 +184,11 @@ func (g *workloadGate) place(pid int) error {
 // it, then execs; an exec that fails is reported the way the agent
 // reports one.
 func RunEnter(args []string) int {
+	// Not traceable by the workload while it waits outside the workload
+	// cgroup (it runs with the workload's credentials); the exec below makes
+	// the command dumpable again as usual. The Go runtime's start, before
+	// this line, is still a short window: see the README.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	// Once placed, the workload's pids limit may be full: nothing here may
 	// need a new thread, so raw calls that never hand the P over.
 	debug.SetGCPercent(-1)
