@@ -63,6 +63,9 @@ func RunInitListen(dir string, seccompFD int, l Listen) int {
 		return fatal("%v", err)
 	}
 	pid1 := os.Getpid() == 1
+	if l.VsockPort != 0 {
+		guestLoopbackUp() // in a microVM nobody outside can do it
+	}
 	if pid1 {
 		if cfg.Hostname != "" {
 			if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {

@@ -108,3 +108,23 @@ type vsockAddr uint32
 
 func (a vsockAddr) Network() string { return "vsock" }
 func (a vsockAddr) String() string  { return fmt.Sprintf("vsock:%d", uint32(a)) }
+
+// guestLoopbackUp brings lo up in a microVM guest, where the agent is root
+// of its own kernel (in a container the host does it: the sandbox has no
+// CAP_NET_ADMIN). Errors are not fatal: TSI carries the guest's sockets
+// either way, and the main command's wait for lo ends after its timeout.
+func guestLoopbackUp() {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil || unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr) != nil {
+		return
+	}
+	if ifr.Uint16()&unix.IFF_UP == 0 {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}
+}
