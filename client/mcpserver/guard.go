@@ -23,12 +23,13 @@ import (
 const ClientLabelPrefix = "mcp.msb.dev/"
 
 // Default caps of what sandbox_create may ask for (msbd's own defaults for
-// memory and processes: an MCP sandbox gets no more than an ordinary one
-// unless the operator says so).
+// memory, processes and disk: an MCP sandbox gets no more than an ordinary
+// one unless the operator says so).
 const (
 	DefaultMaxMemory = "2Gi"
 	DefaultMaxCPUs   = "2"
 	DefaultMaxPIDs   = 4096
+	DefaultMaxDisk   = "10Gi"
 )
 
 // Limits are the most a sandbox_create may ask for; a request without a
@@ -37,6 +38,7 @@ type Limits struct {
 	Memory v1alpha1.Quantity
 	CPUs   v1alpha1.Quantity
 	PIDs   int64
+	Disk   v1alpha1.Quantity
 }
 
 // withDefaults fills unset caps.
@@ -50,6 +52,9 @@ func (l Limits) withDefaults() Limits {
 	if l.PIDs == 0 {
 		l.PIDs = DefaultMaxPIDs
 	}
+	if l.Disk == "" {
+		l.Disk = DefaultMaxDisk
+	}
 	return l
 }
 
@@ -60,7 +65,7 @@ func (l Limits) Validate(flagPrefix string) error {
 	for _, q := range []struct {
 		name string
 		v    v1alpha1.Quantity
-	}{{"memory", l.Memory}, {"cpus", l.CPUs}} {
+	}{{"memory", l.Memory}, {"cpus", l.CPUs}, {"disk", l.Disk}} {
 		if err := q.v.Validate(); err != nil {
 			return fmt.Errorf("--%s%s: %w", flagPrefix, q.name, err)
 		}
@@ -79,7 +84,7 @@ func (l Limits) Validate(flagPrefix string) error {
 // be msbd's default, which may be none at all for CPUs).
 func (l Limits) resources(in *ResourcesInput) (v1alpha1.ResourceRequirements, error) {
 	l = l.withDefaults()
-	r := v1alpha1.ResourceRequirements{CPUs: l.CPUs, Memory: l.Memory, PIDs: l.PIDs}
+	r := v1alpha1.ResourceRequirements{CPUs: l.CPUs, Memory: l.Memory, PIDs: l.PIDs, Disk: l.Disk}
 	if in == nil {
 		return r, nil
 	}
@@ -88,7 +93,7 @@ func (l Limits) resources(in *ResourcesInput) (v1alpha1.ResourceRequirements, er
 		in         string
 		cap        v1alpha1.Quantity
 		out        *v1alpha1.Quantity
-	}{{"memory", "memory", in.Memory, l.Memory, &r.Memory}, {"cpus", "cpus", in.CPUs, l.CPUs, &r.CPUs}} {
+	}{{"memory", "memory", in.Memory, l.Memory, &r.Memory}, {"cpus", "cpus", in.CPUs, l.CPUs, &r.CPUs}, {"disk", "disk", in.Disk, l.Disk, &r.Disk}} {
 		if q.in == "" {
 			continue
 		}

@@ -196,7 +196,7 @@ func TestCreateRefusesHostPathImages(t *testing.T) {
 // resources above the caps are refused and absent ones get the caps.
 func TestCreateLabelsAndCaps(t *testing.T) {
 	api, c := newFakeAPI(t, nil)
-	cs := connect(t, Options{Client: c, Limits: Limits{Memory: "1Gi", CPUs: "1", PIDs: 100}})
+	cs := connect(t, Options{Client: c, Limits: Limits{Memory: "1Gi", CPUs: "1", PIDs: 100, Disk: "1Gi"}})
 	callTool(t, cs, "sandbox_create", map[string]any{"name": "a", "image": "alpine", "labels": map[string]string{"tier": "trusted"}})
 	sb := api.created
 	if sb == nil {
@@ -206,7 +206,7 @@ func TestCreateLabelsAndCaps(t *testing.T) {
 	if len(sb.Metadata.Labels) != 2 || sb.Metadata.Labels["mcp.msb.dev/tier"] != "trusted" || sb.Metadata.Labels[LabelCreatedBy] != "true" {
 		t.Errorf("labels %v, want %v", sb.Metadata.Labels, want)
 	}
-	if r := sb.Spec.Resources; r.Memory != "1Gi" || r.CPUs != "1" || r.PIDs != 100 {
+	if r := sb.Spec.Resources; r.Memory != "1Gi" || r.CPUs != "1" || r.PIDs != 100 || r.Disk != "1Gi" {
 		t.Errorf("resources without a request: %+v, want the caps", r)
 	}
 	for _, lbl := range []string{"msb.dev/mcp", "example.com/app"} {
@@ -215,7 +215,7 @@ func TestCreateLabelsAndCaps(t *testing.T) {
 		}
 	}
 	api.created = nil
-	for _, r := range []map[string]any{{"memory": "1000Gi"}, {"memory": "1025Mi"}, {"cpus": "1.5"}, {"pids": 101}, {"memory": "0"}, {"pids": -1}, {"cpus": "lots"}} {
+	for _, r := range []map[string]any{{"memory": "1000Gi"}, {"memory": "1025Mi"}, {"cpus": "1.5"}, {"pids": 101}, {"memory": "0"}, {"disk": "0"}, {"disk": "2Gi"}, {"pids": -1}, {"cpus": "lots"}} {
 		if txt, isErr := callTool(t, cs, "sandbox_create", map[string]any{"image": "alpine", "resources": r}); !isErr || !strings.Contains(txt, "resources.") {
 			t.Errorf("resources %v: error %v, %q", r, isErr, txt)
 		}
@@ -223,8 +223,8 @@ func TestCreateLabelsAndCaps(t *testing.T) {
 	if api.created != nil {
 		t.Errorf("a create over the caps reached msbd: %+v", api.created.Spec.Resources)
 	}
-	callTool(t, cs, "sandbox_create", map[string]any{"image": "alpine", "resources": map[string]any{"memory": "512Mi", "pids": 50}})
-	if r := api.created.Spec.Resources; r.Memory != "512Mi" || r.CPUs != "1" || r.PIDs != 50 {
+	callTool(t, cs, "sandbox_create", map[string]any{"image": "alpine", "resources": map[string]any{"memory": "512Mi", "pids": 50, "disk": "100Mi"}})
+	if r := api.created.Spec.Resources; r.Memory != "512Mi" || r.CPUs != "1" || r.PIDs != 50 || r.Disk != "100Mi" {
 		t.Errorf("resources within the caps: %+v", r)
 	}
 	if err := (Limits{Memory: "lots"}).Validate("mcp-max-"); err == nil || !strings.Contains(err.Error(), "--mcp-max-memory") {

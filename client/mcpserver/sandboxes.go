@@ -21,6 +21,7 @@ type ResourcesInput struct {
 	CPUs   string `json:"cpus,omitempty" jsonschema:"CPU limit, e.g. 1 or 0.5"`
 	Memory string `json:"memory,omitempty" jsonschema:"memory limit, e.g. 512Mi or 2Gi"`
 	PIDs   int64  `json:"pids,omitempty" jsonschema:"most processes at once"`
+	Disk   string `json:"disk,omitempty" jsonschema:"disk limit of the sandbox's writable files, e.g. 1Gi"`
 }
 
 // CreateInput is sandbox_create's input.

@@ -82,7 +82,7 @@ func New(o Options) *mcp.Server {
 			"Returns its name, used by every other tool. The sandbox keeps running its command (default: sleep forever) " +
 			"until deleted or its ttl passes. Its network access is set by the operator's policies. " +
 			"Labels are plain names stored under " + ClientLabelPrefix + " (project=x becomes " + ClientLabelPrefix + "project=x), so they never choose a policy. " +
-			fmt.Sprintf("Resources are capped at memory %s, cpus %s, pids %d (the caps when not given).", o.Limits.Memory, o.Limits.CPUs, o.Limits.PIDs),
+			fmt.Sprintf("Resources are capped at memory %s, cpus %s, pids %d, disk %s (the caps when not given).", o.Limits.Memory, o.Limits.CPUs, o.Limits.PIDs, o.Limits.Disk),
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 	}, safe("sandbox_create", s.create))
 	mcp.AddTool(srv, &mcp.Tool{

@@ -23,6 +23,7 @@ type mcpOptions struct {
 	allSandboxes bool
 	maxMemory    string
 	maxCPUs      string
+	maxDisk      string
 	maxPIDs      int64
 }
 
@@ -33,6 +34,7 @@ func (o *mcpOptions) flags() *flagSet {
 	fs.boolVar(&o.allSandboxes, "all-sandboxes", "", false, "let the tools exec in, read, write and delete every sandbox in the namespace, not only the ones MCP sessions created")
 	fs.stringVar(&o.maxMemory, "max-memory", "", mcpserver.DefaultMaxMemory, "most memory a created sandbox may ask for (and what it gets when it asks for none)")
 	fs.stringVar(&o.maxCPUs, "max-cpus", "", mcpserver.DefaultMaxCPUs, "most CPUs a created sandbox may ask for (and what it gets when it asks for none)")
+	fs.stringVar(&o.maxDisk, "max-disk", "", mcpserver.DefaultMaxDisk, "most disk (writable files) a created sandbox may ask for (and what it gets when it asks for none)")
 	fs.flags().Int64Var(&o.maxPIDs, "max-pids", mcpserver.DefaultMaxPIDs, "most processes a created sandbox may ask for (and what it gets when it asks for none)")
 	return fs
 }
@@ -41,7 +43,7 @@ func newMCPCommand(e *env) *cobra.Command {
 	o := &mcpOptions{}
 	fs := o.flags()
 	cmd := fs.cmd
-	cmd.Use = "mcp [--ttl DURATION] [--all-sandboxes] [--max-memory Q] [--max-cpus Q] [--max-pids N]"
+	cmd.Use = "mcp [--ttl DURATION] [--all-sandboxes] [--max-memory Q] [--max-cpus Q] [--max-pids N] [--max-disk Q]"
 	cmd.Short = "Serve the Model Context Protocol on stdio, for AI agents"
 	cmd.Long = `Serve MCP (the Model Context Protocol) on standard input and output: what
 desktop agents and IDEs launch to use tools. The tools talk to msbd:
@@ -59,7 +61,7 @@ The tools exec in, read, write, show logs of and delete only sandboxes MCP
 sessions created (msb.dev/mcp=true), and sandbox_list lists only those:
 --all-sandboxes extends them to every sandbox in the namespace, including
 ones with host volumes or Secrets. Created sandboxes get at most --max-memory,
---max-cpus and --max-pids (and those when they ask for none). Diagnostics go
+--max-cpus, --max-pids and --max-disk (and those when they ask for none). Diagnostics go
 to standard error.`
 	cmd.Example = `  # What an agent's configuration runs
   msbctl mcp --ttl 2h
@@ -80,7 +82,7 @@ func runMCP(ctx context.Context, c *client.Client, o *mcpOptions, args []string,
 	if o.ttl < 0 {
 		return usageFail(stderr, "mcp", "--ttl %s: must not be negative", o.ttl)
 	}
-	lim := mcpserver.Limits{Memory: v1alpha1.Quantity(o.maxMemory), CPUs: v1alpha1.Quantity(o.maxCPUs), PIDs: o.maxPIDs}
+	lim := mcpserver.Limits{Memory: v1alpha1.Quantity(o.maxMemory), CPUs: v1alpha1.Quantity(o.maxCPUs), PIDs: o.maxPIDs, Disk: v1alpha1.Quantity(o.maxDisk)}
 	if err := lim.Validate("max-"); err != nil {
 		return usageFail(stderr, "mcp", "%v", err)
 	}

@@ -32,7 +32,7 @@ type options struct {
 	mcpAllowRemote                                                bool
 	mcpTTL                                                        time.Duration
 	mcpAllSandboxes                                               bool
-	mcpMaxMemory, mcpMaxCPUs                                      string
+	mcpMaxMemory, mcpMaxCPUs, mcpMaxDisk                          string
 	mcpMaxPIDs                                                    int64
 	defaultVCPUs                                                  int
 	manifestsDirs                                                 stringList

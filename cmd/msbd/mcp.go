@@ -37,6 +37,7 @@ func (o *options) mcpFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.mcpAllSandboxes, "mcp-all-sandboxes", false, "let MCP tools exec in, read, write and delete every sandbox, not only the ones MCP sessions created")
 	fs.StringVar(&o.mcpMaxMemory, "mcp-max-memory", mcpserver.DefaultMaxMemory, "most memory a sandbox created over MCP may ask for (and what it gets when it asks for none)")
 	fs.StringVar(&o.mcpMaxCPUs, "mcp-max-cpus", mcpserver.DefaultMaxCPUs, "most CPUs a sandbox created over MCP may ask for (and what it gets when it asks for none)")
+	fs.StringVar(&o.mcpMaxDisk, "mcp-max-disk", mcpserver.DefaultMaxDisk, "most disk a sandbox created over MCP may ask for (and what it gets when it asks for none)")
 	fs.Int64Var(&o.mcpMaxPIDs, "mcp-max-pids", mcpserver.DefaultMaxPIDs, "most processes a sandbox created over MCP may ask for (and what it gets when it asks for none)")
 }
 
@@ -60,7 +61,7 @@ func (o *options) checkMCP() (*mcpConfig, error) {
 	if o.mcpTokenFile == "" {
 		return nil, errors.New("--mcp-listen needs --mcp-token-file FILE: the bearer token clients must send (e.g. head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)")
 	}
-	lim := mcpserver.Limits{Memory: v1alpha1.Quantity(o.mcpMaxMemory), CPUs: v1alpha1.Quantity(o.mcpMaxCPUs), PIDs: o.mcpMaxPIDs}
+	lim := mcpserver.Limits{Memory: v1alpha1.Quantity(o.mcpMaxMemory), CPUs: v1alpha1.Quantity(o.mcpMaxCPUs), PIDs: o.mcpMaxPIDs, Disk: v1alpha1.Quantity(o.mcpMaxDisk)}
 	if err := lim.Validate("mcp-max-"); err != nil {
 		return nil, err
 	}

@@ -123,8 +123,8 @@ func TestMCPStdio(t *testing.T) {
 	if ttl := field(sb, "spec.lifecycle.ttl"); ttl != "1h0m0s" {
 		t.Errorf("ttl %v, want the session's 1h", ttl)
 	}
-	if mem := field(sb, "spec.resources.memory"); mem != "256Mi" {
-		t.Errorf("memory %v, want the session's cap 256Mi", mem)
+	if mem, disk := field(sb, "spec.resources.memory"), field(sb, "spec.resources.disk"); mem != "256Mi" || disk != "10Gi" {
+		t.Errorf("memory %v, disk %v: want the session's caps 256Mi and 10Gi", mem, disk)
 	}
 	// An agent's label is its own, under mcp.msb.dev/: a NetworkPolicy the
 	// operator writes later on "tier" does not select the sandbox.
@@ -240,6 +240,7 @@ spec:
 		{map[string]any{"image": "docker-archive:/etc/shadow"}, "path on the msbd host"},
 		{map[string]any{"image": image, "resources": map[string]any{"memory": "1000Gi"}}, "more than the operator allows"},
 		{map[string]any{"image": image, "resources": map[string]any{"pids": 100000}}, "more than the operator allows"},
+		{map[string]any{"image": image, "resources": map[string]any{"disk": "1Ti"}}, "more than the operator allows"},
 	} {
 		if txt, isErr := call(t, cs, "sandbox_create", c.args, nil); !isErr || !strings.Contains(txt, c.want) {
 			t.Errorf("create %v: error %v, %q; want %q", c.args, isErr, txt, c.want)
