@@ -159,43 +159,43 @@ func TestForwardSignal(t *testing.T) {
 
 func TestLeftoversTerminated(t *testing.T) {
 	// The main command exits leaving a child that ignores SIGTERM: the agent must
-	// still exit with the main command's code, within the grace period plus a bit.
+	// still exit with the main command's code once the grace period is over,
+	// not wait for the leftover's 100 s sleep (the bound below is a hang guard
+	// far under that, not a speed check).
 	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "sh -c 'trap \"\" TERM; sleep 100' & sleep 100 & sleep 0.1; exit 5"}})
-	start := time.Now()
-	if code := a.wait(t, 5*time.Second); code != 5 {
+	if code := a.wait(t, 60*time.Second); code != 5 {
 		t.Errorf("exit code %d, want 5", code)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("agent took %v to exit", d)
 	}
 }
 
 func TestOrphansReaped(t *testing.T) {
 	// The subshell exits at once, so its sleeps are reparented to the agent.
-	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "(sleep 0.2 & sleep 0.3 &); exec sleep 1000"}})
+	// The sleeps are long enough to be seen on a loaded machine; the loops
+	// wait for states, with bounds only as hang guards.
+	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "(sleep 2 & sleep 3 &); exec sleep 1000"}})
 	c := a.dial(t)
-	code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"sh", "-c", "(sleep 0.2 &)"}})
+	code, err := c.Exec(context.Background(), ExecRequest{Argv: []string{"sh", "-c", "(sleep 2 &)"}})
 	if err != nil || code != 0 {
 		t.Fatalf("exec: %d, %v", code, err)
 	}
 	pid := a.cmd.Process.Pid
 	sawOrphan := false
-	for i := 0; i < 10; i++ {
-		if n := len(childrenOf(t, pid, "")); n > 1 {
-			sawOrphan = true
-		}
-		time.Sleep(20 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); !sawOrphan && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		sawOrphan = len(childrenOf(t, pid, "")) > 1
 	}
 	if !sawOrphan {
-		t.Error("orphans were never reparented to the agent; the test proves nothing")
+		t.Fatal("orphans were never reparented to the agent; the test proves nothing")
 	}
-	time.Sleep(500 * time.Millisecond)
-	if z := childrenOf(t, pid, "Z"); len(z) > 0 {
-		t.Errorf("zombie children of the agent: %v", z)
+	// Once the sleeps end the agent must reap them: no zombie may stay, and
+	// only the main command remains.
+	var z []string
+	n := 0
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if z, n = childrenOf(t, pid, "Z"), len(childrenOf(t, pid, "")); len(z) == 0 && n == 1 {
+			return
+		}
 	}
-	if n := len(childrenOf(t, pid, "")); n != 1 {
-		t.Errorf("agent has %d children, want only the main command", n)
-	}
+	t.Errorf("agent still has %d children (zombies: %v), want only the main command", n, z)
 }
 
 // childrenOf lists the children of pid (in the given state, if not "").
