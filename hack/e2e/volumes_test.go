@@ -145,7 +145,7 @@ func TestRestoredStateDirKeepsNewerSandboxes(t *testing.T) {
 	snap := filepath.Join(t.TempDir(), "snap.tar")
 	// What is mounted below the state dir (sandboxes' root filesystems,
 	// sysfs, namespace files) is not the state dir's own.
-	mustRun(t, "tar", "--one-file-system", "--exclude=./netns", "--exclude=./sandboxes/*/sys", "--exclude=./sandboxes/*/userns", "--exclude=./sandboxes/*/disk.img", "-C", d.stateDir, "-cf", snap, ".")
+	mustRun(t, "tar", "--one-file-system", "--exclude=./netns", "--exclude=./sandboxes/*/sys", "--exclude=./sandboxes/*/userns", "--exclude=./sandboxes/*/disk.img", "--exclude=./disk-templates", "-C", d.stateDir, "-cf", snap, ".")
 	// Should the test fail half-way, the store is accepted so that the
 	// daemon's cleanup (which runs after this) removes every sandbox.
 	t.Cleanup(func() {

@@ -57,6 +57,12 @@ type Driver struct {
 	// canSetRlimits).
 	setsRlimits bool
 
+	// diskMu serialises making disk templates (disk.go); idmapNS caches
+	// the idmapping user namespace of each slot (idmapped.go).
+	diskMu  sync.Mutex
+	idmapMu sync.Mutex
+	idmapNS map[uint32]int
+
 	mu    sync.Mutex
 	locks map[string]*idLock
 }
@@ -213,18 +219,24 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
-	ids, err := d.prepareHost(spec)
-	if err != nil {
-		return err
-	}
+	// The user namespace (a helper process, tens of ms) is made while the
+	// disk and the overlay are.
+	usernsErr := make(chan error, 1)
 	if !isUserNS(d.userNSFile(spec.ID)) {
-		if err := unmountAll(d.userNSFile(spec.ID)); err != nil {
+		ids, err := d.sandboxIDs(spec)
+		if err != nil {
 			return err
 		}
-		if err := makeUserNS(d.userNSFile(spec.ID), ids.Owner, ids.OwnerGID,
-			idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits()); err != nil {
-			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
-		}
+		go func() { usernsErr <- d.makeSandboxUserNS(spec.ID, ids) }()
+	} else {
+		usernsErr <- nil
+	}
+	ids, err := d.prepareHost(spec)
+	if uerr := <-usernsErr; err == nil && uerr != nil {
+		err = fmt.Errorf("sandbox %s: %w", spec.ID, uerr)
+	}
+	if err != nil {
+		return err
 	}
 	if spec.NetNSPath != "" {
 		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
@@ -252,10 +264,7 @@ func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 		return sandboxIDs{}, err
 	}
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), d.rootfsDir(spec.ID)
-	// A writable layer without a record was made by an msbd that gave
-	// every sandbox the shared range: it keeps that range.
-	_, err := os.Stat(upper)
-	ids, err := d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
+	ids, err := d.sandboxIDs(spec)
 	if err == nil && d.wantsDisk(spec) {
 		upper, work, err = d.mountDisk(spec)
 	}
@@ -300,6 +309,27 @@ func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	return ids, nil
+}
+
+// sandboxIDs returns spec's recorded host id range, allocating one for a
+// new sandbox. A writable layer without a record was made by an msbd that
+// gave every sandbox the shared range: it keeps that range.
+func (d *Driver) sandboxIDs(spec vmdriver.Spec) (sandboxIDs, error) {
+	dir := d.SandboxDir(spec.ID)
+	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
+		return sandboxIDs{}, err
+	}
+	_, err := os.Stat(filepath.Join(dir, "upper"))
+	return d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
+}
+
+// makeSandboxUserNS makes sandbox id's user namespace (see userns.go).
+func (d *Driver) makeSandboxUserNS(id string, ids sandboxIDs) error {
+	if err := unmountAll(d.userNSFile(id)); err != nil {
+		return err
+	}
+	return makeUserNS(d.userNSFile(id), ids.Owner, ids.OwnerGID,
+		idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits())
 }
 
 // prepared reports whether Create's work for spec is still in place: the

@@ -27,6 +27,32 @@ func idmappedLayers(layers []string, uids, gids idMap) ([]int, error) {
 		return nil, err
 	}
 	defer unix.Close(nsfd)
+	return idmappedClones(layers, nsfd)
+}
+
+// idmapFor returns the idmapping user namespace (shared range to ids'
+// range) of ids' slot, made once per slot and kept: a slot's mapping never
+// changes, and slots are handed out again after a delete.
+func (d *Driver) idmapFor(ids sandboxIDs) (int, error) {
+	d.idmapMu.Lock()
+	defer d.idmapMu.Unlock()
+	if fd, ok := d.idmapNS[ids.Slot]; ok {
+		return fd, nil
+	}
+	fd, err := idmapUserNS(idMap{d.opts.HostUID, ids.UID, ids.Size}, idMap{d.opts.HostGID, ids.GID, ids.Size})
+	if err != nil {
+		return -1, err
+	}
+	if d.idmapNS == nil {
+		d.idmapNS = map[uint32]int{}
+	}
+	d.idmapNS[ids.Slot] = fd
+	return fd, nil
+}
+
+// idmappedClones opens an idmapped clone of every layer with the
+// idmapping of the user namespace nsfd.
+func idmappedClones(layers []string, nsfd int) ([]int, error) {
 	var fds []int
 	for _, l := range layers {
 		fd, err := idmappedClone(l, nsfd)

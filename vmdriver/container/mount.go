@@ -55,8 +55,11 @@ func (d *Driver) mountRootfs(layers []string, ids sandboxIDs, upper, work, targe
 	if ids.Shared {
 		return mountOverlay(layers, upper, work, target)
 	}
-	fds, err := idmappedLayers(layers,
-		idMap{d.opts.HostUID, ids.UID, ids.Size}, idMap{d.opts.HostGID, ids.GID, ids.Size})
+	nsfd, err := d.idmapFor(ids)
+	if err != nil {
+		return err
+	}
+	fds, err := idmappedClones(layers, nsfd)
 	if err != nil {
 		return err
 	}
