@@ -2,6 +2,8 @@
 # Benchmarks, each beside its baseline measured in the same run:
 #   - end to end: apply→Ready (with and without sandbox networking), apply→first
 #     exec output and the exec round trip, beside bare `runc run` of the same rootfs;
+#   - apply→Ready with a host id range and disk quota per sandbox, beside an msbd
+#     whose sandboxes share one range without disk limit, and bare `runc run`;
 #   - MCP: sandbox_exec of `true` through `msbctl mcp`, beside `msbctl exec`;
 #   - msbctl cp of 200 MiB in and out, beside tar through `msbctl exec -i`;
 #   - the egress proxy: added latency of an HTTP request and 100 MB download
