@@ -117,9 +117,13 @@ func printMainHelp(w io.Writer, root *cobra.Command) {
 	fmt.Fprintf(w, "%s.\n\nUsage:\n  msbctl [global flags] COMMAND [args] [flags]\n\nCommands:\n", root.Short)
 	cmds := append([]*cobra.Command(nil), root.Commands()...)
 	sort.SliceStable(cmds, func(i, j int) bool { return cmds[i].Name() < cmds[j].Name() })
+	width := 0
+	for _, c := range cmds {
+		width = max(width, len(c.Name()))
+	}
 	for _, c := range cmds {
 		if c.IsAvailableCommand() || c.Name() == "help" {
-			fmt.Fprintf(w, "  %-11s %s\n", c.Name(), c.Short)
+			fmt.Fprintf(w, "  %-*s  %s\n", width, c.Name(), c.Short)
 		}
 	}
 	_, global := splitFlags(root.Flags())
