@@ -59,8 +59,8 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	lineMode := timestamps || !since.IsZero() || previous
-	if lineMode && follow {
-		return badRequest("timestamps, sinceSeconds and previous are not supported with follow yet")
+	if previous && follow {
+		return badRequest("previous cannot be followed: that run has ended")
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -104,7 +104,9 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err := fw.rc.Flush(); err != nil {
 		return nil
 	}
-	if follow {
+	if follow && lineMode {
+		err = agent.FollowLogLines(ctx, dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since})
+	} else if follow {
 		err = agent.FollowLogTail(ctx, dir, fw, tail)
 	} else if lineMode {
 		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since, Previous: previous})

@@ -94,8 +94,8 @@ func runLogs(ctx context.Context, c *client.Client, o *logsOptions, args []strin
 	if o.network && (o.tail != -1 || o.timestamps || o.since != 0) {
 		return usageFail(stderr, "logs", "--tail, --timestamps and --since are for the sandbox's output, not --network")
 	}
-	if o.follow && (o.timestamps || o.since != 0 || o.previous) {
-		return usageFail(stderr, "logs", "--timestamps, --since and --previous cannot be used with -f yet")
+	if o.follow && o.previous {
+		return usageFail(stderr, "logs", "--previous cannot be followed: that run has ended")
 	}
 	if o.network && o.previous {
 		return usageFail(stderr, "logs", "--previous is for the sandbox's output, not --network")

@@ -564,7 +564,7 @@ func TestPortForward(t *testing.T) {
 func TestLogsTimestamps(t *testing.T) {
 	d := startDaemon(t)
 	before := time.Now().UTC()
-	d.apply(sandboxYAML("ts", "", "sh", "-c", "echo one; sleep 1; echo two; exec sleep 1000"))
+	d.apply(sandboxYAML("ts", "", "sh", "-c", "echo one; sleep 1; echo two; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo three; exec sleep 1000"))
 	waitFor(t, 60*time.Second, "both lines", func() bool {
 		out, _, _ := d.ctl("logs", "ts")
 		return out == "one\ntwo\n"
@@ -592,7 +592,24 @@ func TestLogsTimestamps(t *testing.T) {
 	if got := d.must("logs", "ts", "--since", "1h", "--tail", "1", "--timestamps"); !strings.HasSuffix(got, " two\n") || strings.Count(got, "\n") != 1 {
 		t.Errorf("logs --since 1h --tail 1 --timestamps = %q", got)
 	}
-	if _, stderr, code := d.ctl("logs", "ts", "-f", "--timestamps"); code != 2 || !strings.Contains(stderr, "with -f") {
-		t.Errorf("logs -f --timestamps: exit %d, %q", code, stderr)
+	// Followed: the same times for what is there, then new lines stamped too.
+	follow := exec.Command(filepath.Join(binDir, "msbctl"), "logs", "ts", "-f", "--timestamps", "--tail", "1")
+	follow.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	var fout syncBuffer
+	follow.Stdout = &fout
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { follow.Process.Kill(); follow.Wait() })
+	d.must("exec", "ts", "--", "touch", "/tmp/go") // the main command then writes three
+	waitFor(t, 30*time.Second, "the followed new line", func() bool { return strings.Count(fout.String(), "\n") >= 2 })
+	got := strings.Split(strings.TrimSuffix(fout.String(), "\n"), "\n")
+	if len(got) != 2 || got[0] != lines[1] || !strings.HasSuffix(got[1], " three") {
+		t.Errorf("logs -f --timestamps --tail 1 = %q; want %q then a stamped three", fout.String(), lines[1])
+	} else if ts, err := time.Parse(time.RFC3339Nano, strings.TrimSuffix(got[1], " three")); err != nil || !ts.After(times[1]) {
+		t.Errorf("the followed line's time %q is not after the last one's", got[1])
+	}
+	if _, stderr, code := d.ctl("logs", "ts", "-f", "--previous"); code != 2 || !strings.Contains(stderr, "cannot be followed") {
+		t.Errorf("logs -f --previous: exit %d, %q", code, stderr)
 	}
 }

@@ -627,3 +627,60 @@ func BenchmarkStartReady(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestFollowLogLinesAcrossRotations: followed with times, every line comes
+// once, in order, each with a time, while the log rotates every 512 bytes.
+func TestFollowLogLinesAcrossRotations(t *testing.T) {
+	a := startAgent(t, "", Config{Args: []string{"sh", "-c", "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo line$i; sleep 0.005; done"}, LogMaxBytes: 1024})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncWriter
+	errc := make(chan error, 1)
+	go func() { errc <- FollowLogLines(ctx, a.dir, &out, LogReadOptions{Tail: -1, Timestamps: true}) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.HasSuffix(out.String(), " line200\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("follow stalled:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if strings.HasPrefix(lines[0], "[msb: ") {
+		lines = lines[1:]
+	}
+	first := -1
+	for i, l := range lines {
+		stamp, text, _ := strings.Cut(l, " ")
+		if _, err := time.Parse(time.RFC3339Nano, stamp); err != nil {
+			t.Fatalf("line %d %q has no time", i, l)
+		}
+		n, _ := strconv.Atoi(strings.TrimPrefix(text, "line"))
+		if first < 0 {
+			first = n
+		}
+		if n != first+i {
+			t.Fatalf("line %d = %q, want line%d (lines lost or repeated)", i, l, first+i)
+		}
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

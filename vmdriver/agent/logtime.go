@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"errors"
 	"fmt"
@@ -246,4 +247,185 @@ func ReadLogLines(dir string, w io.Writer, opts LogReadOptions) error {
 		}
 	}
 	return nil
+}
+
+// idxTail reads a log file's index as it grows: entries appended since the
+// last read are added; a partial last line waits for its end.
+type idxTail struct {
+	f       *os.File
+	partial []byte
+	entries []indexEntry
+}
+
+func (x *idxTail) refresh() {
+	if x == nil || x.f == nil {
+		return
+	}
+	b, _ := io.ReadAll(io.LimitReader(x.f, maxLogRead))
+	b = append(x.partial, b...)
+	end := bytes.LastIndexByte(b, '\n')
+	x.partial = append([]byte(nil), b[end+1:]...)
+	for _, l := range strings.Split(string(b[:end+1]), "\n") {
+		o, t, ok := strings.Cut(l, " ")
+		off, err1 := strconv.ParseInt(o, 10, 64)
+		ns, err2 := strconv.ParseInt(t, 10, 64)
+		if ok && err1 == nil && err2 == nil && off >= 0 && (len(x.entries) == 0 || off >= x.entries[len(x.entries)-1].off) {
+			x.entries = append(x.entries, indexEntry{off, time.Unix(0, ns).UTC()})
+		}
+	}
+}
+
+// at returns the time of the line starting at off: that of the last entry
+// at or before it (zero when none).
+func (x *idxTail) at(off int64) time.Time {
+	if x == nil {
+		return time.Time{}
+	}
+	if len(x.entries) == 0 || x.entries[len(x.entries)-1].off < off {
+		x.refresh()
+	}
+	i := sort.Search(len(x.entries), func(i int) bool { return x.entries[i].off > off })
+	if i == 0 {
+		return time.Time{}
+	}
+	return x.entries[i-1].t
+}
+
+func (x *idxTail) close() {
+	if x != nil && x.f != nil {
+		x.f.Close()
+	}
+}
+
+// stamper passes one log file's bytes on line by line, from file offset
+// off: with times prefixed, and lines older than since left out.
+type stamper struct {
+	w         io.Writer
+	opts      LogReadOptions
+	idx       *idxTail
+	off       int64
+	lineStart bool
+	dropping  bool
+}
+
+func (s *stamper) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if s.lineStart {
+			t := s.idx.at(s.off)
+			s.dropping = !s.opts.Since.IsZero() && t.Before(s.opts.Since)
+			if s.opts.Timestamps && !s.dropping {
+				stamp := "-"
+				if !t.IsZero() {
+					stamp = t.Format(time.RFC3339Nano)
+				}
+				if _, err := io.WriteString(s.w, stamp+" "); err != nil {
+					return 0, err
+				}
+			}
+		}
+		seg := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			seg = p[:i+1]
+		}
+		if !s.dropping {
+			if _, err := s.w.Write(seg); err != nil {
+				return 0, err
+			}
+		}
+		s.off += int64(len(seg))
+		s.lineStart = seg[len(seg)-1] == '\n'
+		p = p[len(seg):]
+	}
+	return n, nil
+}
+
+// FollowLogLines is FollowLogTail with times (opts.Timestamps) and a
+// starting time (opts.Since), from the index beside the log.
+func FollowLogLines(ctx context.Context, dir string, out io.Writer, opts LogReadOptions) error {
+	var w io.Writer = out
+	var tail *tailLines
+	if opts.Tail >= 0 {
+		tail = &tailLines{w: out, n: opts.Tail}
+		w = tail
+	}
+	// The writer may be opening the index of a fresh file: open the log
+	// first, as openLogs does, and each file's index right after it.
+	openIdx := func(name string) *idxTail {
+		f, err := openSandboxFile(filepath.Join(dir, name))
+		if err != nil {
+			return &idxTail{}
+		}
+		return &idxTail{f: f}
+	}
+	cur, old, err := openLogs(dir)
+	if err != nil {
+		return err
+	}
+	curIdx := openIdx(LogIndexFile)
+	defer func() { curIdx.close() }()
+	if d := ReadLogDropped(dir); d > 0 && opts.Since.IsZero() {
+		if _, err := io.WriteString(w, droppedMarker(d)); err != nil {
+			return err
+		}
+	}
+	if old != nil {
+		oldIdx := openIdx(LogOldIndexFile)
+		_, err = copyTail(&stamper{w: w, opts: opts, idx: oldIdx, lineStart: true}, old)
+		oldIdx.close()
+		old.Close()
+		if err != nil {
+			if cur != nil {
+				cur.Close()
+			}
+			return err
+		}
+	}
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
+	st := &stamper{w: w, opts: opts, idx: curIdx, lineStart: true}
+	t := time.NewTicker(followPoll)
+	defer t.Stop()
+	for {
+		if cur == nil {
+			cur, err = openSandboxFile(filepath.Join(dir, LogFile))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			if cur != nil {
+				curIdx.close()
+				curIdx = openIdx(LogIndexFile)
+				st = &stamper{w: w, opts: opts, idx: curIdx, lineStart: true}
+			}
+		}
+		if cur != nil {
+			if _, err := copyTail(st, cur); err != nil {
+				return err
+			}
+			if !sameFile(cur, filepath.Join(dir, LogFile)) {
+				// Rotated: finish the old file (its index is open still).
+				if _, err := copyTail(st, cur); err != nil {
+					return err
+				}
+				cur.Close()
+				cur = nil
+				continue
+			}
+		}
+		if tail != nil {
+			if err := tail.flush(); err != nil {
+				return err
+			}
+			tail = nil
+			st.w, w = out, out
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
