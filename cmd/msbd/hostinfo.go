@@ -23,6 +23,8 @@ type hostFacts struct {
 	// sharedIDs is why container sandboxes share one host id range ("":
 	// each has its own).
 	sharedIDs string
+	// defaultDisk is msbd's --default-disk.
+	defaultDisk string
 }
 
 // info builds the answer of GET /info for drivers (the set msbd runs) and
@@ -89,6 +91,7 @@ func (f *hostFacts) info(drivers *vmdriver.Set) v1alpha1.HostInfo {
 	h.Add("host", cgroupVersion())
 	h.Add("host", userNamespaces())
 	h.Add("host", idRangesItem(f.sharedIDs))
+	h.Add("host", diskQuotaItem(f.defaultDisk))
 	h.Add("host", nftablesUsable())
 	return h
 }

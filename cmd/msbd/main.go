@@ -125,6 +125,7 @@ func run(o options) error {
 	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
 	facts.krun.RequireAccess(uid, uid)
 	log.Info("host probe", "microvm", facts.krun.String())
+	facts.defaultDisk = o.defaultDisk
 	if facts.sharedIDs = ctr.SharedIDReason(); facts.sharedIDs != "" {
 		log.Warn("sandboxes share one host id range", "reason", facts.sharedIDs)
 	}

@@ -226,8 +226,8 @@ func dirBytes(t *testing.T, dir string) int64 {
 func TestDiskQuota(t *testing.T) {
 	d := startDaemon(t)
 	hog := buildHog(t)
-	if before := loopDevices(); len(before) > 0 {
-		t.Logf("loop devices before: %v", before)
+	if info := d.must("info"); !strings.Contains(info, "an ext4 on a loop device per sandbox (default 10Gi)") {
+		t.Errorf("msbctl info does not say how disks are bounded:\n%s", info)
 	}
 	vol := "  volumes: [{hostPath: " + hog + ", mountPath: /hog, readOnly: true}]\n"
 	const limit = 64 << 20
