@@ -424,6 +424,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		return errors.New(msg)
 	}
 	now := time.Now().UTC()
+	r.observeDisk(d, sb, st) // in the status write of the start, not one more
 	st.StartedAt = &now
 	st.ImageDigest = digest
 	st.FinishedAt = nil

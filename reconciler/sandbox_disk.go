@@ -17,7 +17,8 @@ func (r *SandboxReconciler) diskBytes(sb *v1alpha1.Sandbox) int64 {
 }
 
 // observeDisk records the use of the sandbox's bounded disk, rounded up to
-// MiB so that small writes do not rewrite the status at every reconcile.
+// a step of 1/256 of the limit (at least 1 MiB: 40 MiB of a 10Gi disk), so
+// that writes do not rewrite the status at every reconcile.
 func (r *SandboxReconciler) observeDisk(d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus) {
 	dr, ok := d.(vmdriver.DiskReporter)
 	if !ok {
@@ -30,6 +31,6 @@ func (r *SandboxReconciler) observeDisk(d vmdriver.Driver, sb *v1alpha1.Sandbox,
 		}
 		return
 	}
-	const mib = 1 << 20
-	st.Disk = &v1alpha1.DiskStatus{UsedBytes: (used + mib - 1) / mib * mib, LimitBytes: limit}
+	step := max(int64(1<<20), limit/256)
+	st.Disk = &v1alpha1.DiskStatus{UsedBytes: (used + step - 1) / step * step, LimitBytes: limit}
 }

@@ -231,8 +231,8 @@ type SandboxStatus struct {
 	Disk *DiskStatus `json:"disk,omitempty" yaml:"disk,omitempty"`
 }
 
-// DiskStatus is a bounded disk's use, in bytes (used rounded up to MiB,
-// so small writes do not rewrite the status).
+// DiskStatus is a bounded disk's use, in bytes (used rounded up to 1/256
+// of the limit, at least 1 MiB, so small writes do not rewrite the status).
 type DiskStatus struct {
 	UsedBytes  int64 `json:"usedBytes" yaml:"usedBytes"`
 	LimitBytes int64 `json:"limitBytes" yaml:"limitBytes"`
