@@ -66,7 +66,7 @@ under imagePullPolicy: Never); a sandbox that runs to completion (Succeeded)
 is a success when its restartPolicy is Never or OnFailure.
 
 --prune keeps a directory of manifests and msbd in step, as kubectl's ApplySet
-does: every applied object is labelled `+LabelApplySet+`=SET (SET is --applyset,
+does: every applied object is labelled ` + LabelApplySet + `=SET (SET is --applyset,
 by default the directory's name), and objects with that label that the
 manifests no longer hold are deleted. Objects without the label are never
 touched. With --dry-run it only says what it would prune; "msbctl diff
