@@ -218,7 +218,9 @@ func openVolumeTree(g *volumeGuard, m vmdriver.Mount) (tree int, isDir bool, err
 	if m.ReadOnly {
 		attr |= unix.MOUNT_ATTR_RDONLY
 	}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attr}); err != nil {
+	// Private: a mount the host makes below the volume's path after the
+	// check must not propagate into the sandbox's view of it.
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attr, Propagation: unix.MS_PRIVATE}); err != nil {
 		unix.Close(tree)
 		return -1, false, fmt.Errorf("%s: mount_setattr: %w", m.HostPath, err)
 	}

@@ -279,3 +279,35 @@ func TestHostVolumeTree(t *testing.T) {
 		}
 	}
 }
+
+// A mount the host makes below a volume's path after the volume was staged
+// does not show up in the staged tree, even when the volume's own mount is
+// shared (as systemd makes /): the staged clone is private.
+func TestStagedVolumeIsPrivate(t *testing.T) {
+	requireRunc(t)
+	base := tempDir(t)
+	state := filepath.Join(base, "state")
+	must(t, os.Mkdir(state, 0o711))
+	h, err := NewHost(Options{StateDir: filepath.Join(state, "krun")}, state)
+	must(t, err)
+	vol := filepath.Join(base, "vol")
+	must(t, os.MkdirAll(filepath.Join(vol, "sub"), 0o755))
+	bindMount(t, vol, vol)
+	if err := unix.Mount("", vol, "", unix.MS_SHARED, ""); err != nil {
+		t.Skipf("cannot make %s a shared mount: %v", vol, err)
+	}
+	fd, err := h.VolumeTree(BindMount{Source: vol, Target: "/v", Volume: true})
+	must(t, err)
+	defer unix.Close(fd)
+	staged := filepath.Join(base, "staged")
+	must(t, os.Mkdir(staged, 0o700))
+	must(t, unix.MoveMount(fd, "", unix.AT_FDCWD, staged, unix.MOVE_MOUNT_F_EMPTY_PATH))
+	t.Cleanup(func() { unix.Unmount(staged, unix.MNT_DETACH) })
+
+	must(t, unix.Mount("tmpfs", filepath.Join(vol, "sub"), "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { unix.Unmount(filepath.Join(vol, "sub"), unix.MNT_DETACH) })
+	must(t, os.WriteFile(filepath.Join(vol, "sub", "later"), []byte("x"), 0o644))
+	if _, err := os.Stat(filepath.Join(staged, "sub", "later")); err == nil {
+		t.Error("a host mount made below the volume after staging propagated into the staged tree")
+	}
+}
