@@ -160,7 +160,27 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
+// isMountPoint reports whether path is where something is mounted. It asks
+// statx whether path is the root of its mount (STATX_ATTR_MOUNT_ROOT, Linux
+// 5.8+): constant cost, where reading /proc/self/mountinfo grows with every
+// sandbox's mounts. Measured with 100 sandboxes starting at once, reading
+// mountinfo here took 13% of the host's CPU (40% of msbd's), several reads
+// per start: quadratic in the number of sandboxes. A kernel without the
+// attribute gets the mountinfo answer.
 func isMountPoint(path string) (bool, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, 0, &stx)
+	switch {
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		return false, nil
+	case err == nil && stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0:
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
+	return isMountPointSlow(path)
+}
+
+// isMountPointSlow is isMountPoint by the mount table.
+func isMountPointSlow(path string) (bool, error) {
 	mps, err := mountPoints(path)
 	if err != nil {
 		return false, err
