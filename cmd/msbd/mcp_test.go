@@ -50,7 +50,7 @@ func TestMCPHostOrigin(t *testing.T) {
 		{true, "localhost:8765", "", http.StatusTeapot},
 		{true, "[::1]:8765", "", http.StatusTeapot},
 		{true, "evil.example:8765", "", http.StatusForbidden},
-		{true, "rebind.127.0.0.1.nip.io:8765", "", http.StatusForbidden},
+		{true, "rebind.127.0.0.1.attacker.test:8765", "", http.StatusForbidden},
 		{true, "127.0.0.1:8765", "http://localhost:3000", http.StatusTeapot},
 		{true, "127.0.0.1:8765", "https://evil.example", http.StatusForbidden},
 		{true, "127.0.0.1:8765", "null", http.StatusForbidden},

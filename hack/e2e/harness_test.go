@@ -45,6 +45,7 @@ func setup(m *testing.M) int {
 		fmt.Println("e2e: skipping:", skipWhy)
 		return m.Run()
 	}
+	sweepDeadNetns("msbe2e-", "msbinet-")
 	tmp, err := os.MkdirTemp("", "msbe2e-bin")
 	if err != nil {
 		panic(err)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -27,11 +30,36 @@ func newNetns(t testing.TB, prefix string) string {
 	t.Helper()
 	var b [4]byte
 	rand.Read(b[:])
-	name := prefix + hex.EncodeToString(b[:])
+	// The test process's pid is part of the name, so a later run can remove
+	// what a run killed before its cleanups left (sweepDeadNetns).
+	name := fmt.Sprintf("%s%d-%s", prefix, os.Getpid(), hex.EncodeToString(b[:]))
 	mustRun(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
 	mustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return name
+}
+
+// sweepDeadNetns deletes network namespaces named by newNetns for a test
+// process that no longer runs (a run killed by -timeout or a signal never
+// reaches its t.Cleanup). Namespaces of live runs are left alone.
+func sweepDeadNetns(prefixes ...string) {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		for _, p := range prefixes {
+			rest, ok := strings.CutPrefix(e.Name(), p)
+			if !ok {
+				continue
+			}
+			pidText, _, ok := strings.Cut(rest, "-")
+			pid, err := strconv.Atoi(pidText)
+			if !ok || err != nil || pid <= 0 {
+				continue
+			}
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+				exec.Command("ip", "netns", "delete", e.Name()).Run()
+			}
+		}
+	}
 }
 
 func mustRun(t testing.TB, name string, args ...string) string {
