@@ -149,32 +149,7 @@ func (d *Driver) waitRun(ctx context.Context, id string, pid int) error {
 		unix.Close(fd)
 		return nil
 	}
-	return waitPidfd(ctx, fd)
-}
-
-// waitPidfd waits until the pidfd fd (which it closes) is readable, through
-// Go's poller so that waiting costs no thread.
-func waitPidfd(ctx context.Context, fd int) error {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return err
-	}
-	f := os.NewFile(uintptr(fd), "pidfd")
-	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	err = rc.Read(func(fd uintptr) bool {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		return err == nil && n > 0
-	})
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
+	return vmdriver.WaitPidfd(ctx, fd)
 }
 
 // killRunner kills id's runner and everything in its cgroup (with the
