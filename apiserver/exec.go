@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -239,43 +240,19 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 // it over the exec stream protocol.
 func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRequest, wantStdin bool) error {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
-	var sb v1alpha1.Sandbox
-	if err := s.store.Get(v1alpha1.KindSandbox, ns, name, &sb); err != nil {
-		return storeError(err, "sandboxes", ns, name)
-	}
-	if s.rt == nil {
-		return &apiError{code: http.StatusNotImplemented, reason: "NotImplemented", msg: "this server has no sandbox runtime"}
-	}
-	path, err := s.rt.AgentSocket(&sb)
-	if err != nil {
-		return badRequest("cannot exec in sandbox %q in namespace %q: %v", name, ns, err)
-	}
 	// Connect before answering 101 so a failure is still an HTTP error.
-	ac, fresh, err := s.agents.get(r.Context(), path)
+	sb, path, ac, fresh, err := s.sandboxAgent(r.Context(), ns, name, "exec in")
 	if err != nil {
-		reason := "ServiceUnavailable"
-		if errors.Is(err, agent.ErrUnresponsive) {
-			reason = agent.ReasonUnresponsive
-			s.agentUnresponsive(&sb)
-		}
-		return &apiError{code: http.StatusServiceUnavailable, reason: reason,
-			msg: fmt.Sprintf("cannot reach the agent of sandbox %q in namespace %q: %v", name, ns, err)}
+		return err
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
+	conn, brw, err := upgrade(w, v1alpha1.ExecProtocol)
 	if err != nil {
-		return fmt.Errorf("exec: hijack: %w", err)
+		return err
+	}
+	if conn == nil {
+		return nil
 	}
 	defer conn.Close()
-	if rec, ok := w.(*recorder); ok {
-		rec.status = http.StatusSwitchingProtocols
-	}
-	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + v1alpha1.ExecProtocol + "\r\n\r\n"); err != nil {
-		return nil
-	}
-	if err := brw.Flush(); err != nil {
-		return nil
-	}
 
 	// The client going away ends the command: ctx closes its session.
 	ctx, cancelExec := context.WithCancel(context.Background())
@@ -345,7 +322,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRe
 	} else {
 		s.log.Debug("exec", "key", v1alpha1.Key(v1alpha1.KindSandbox, ns, name), "argv0", req.Argv[0])
 	}
-	oomBefore, oomKnown := s.oomKills(&sb)
+	oomBefore, oomKnown := s.oomKills(sb)
 	st, err := ac.Run(ctx, req)
 	if errors.Is(err, agent.ErrNoSession) && !fresh {
 		// The kept connection went stale (the agent restarted): nothing
@@ -363,9 +340,9 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, req agent.ExecRe
 		if errors.Is(err, agent.ErrUnresponsive) {
 			res.Reason = agent.ReasonUnresponsive
 			res.Error = fmt.Sprintf("sandbox %q in namespace %q: %v", name, ns, err)
-			s.agentUnresponsive(&sb)
+			s.agentUnresponsive(sb)
 		}
-	} else if oomKnown && s.execOOMKilled(&sb, req.Argv, st, oomBefore) {
+	} else if oomKnown && s.execOOMKilled(sb, req.Argv, st, oomBefore) {
 		res.Reason = v1alpha1.ExecReasonOOMKilled
 	}
 	b, _ := json.Marshal(res)
@@ -383,4 +360,53 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
+}
+
+// sandboxAgent reads sandbox ns/name and connects to its agent. Failures are
+// API errors naming the sandbox and what was tried (verb: "exec in",
+// "forward to"); an agent that does not answer in time also marks the
+// sandbox AgentUnresponsive.
+func (s *server) sandboxAgent(ctx context.Context, ns, name, verb string) (sb *v1alpha1.Sandbox, path string, ac *agent.Client, fresh bool, err error) {
+	sb = new(v1alpha1.Sandbox)
+	if err := s.store.Get(v1alpha1.KindSandbox, ns, name, sb); err != nil {
+		return nil, "", nil, false, storeError(err, "sandboxes", ns, name)
+	}
+	if s.rt == nil {
+		return nil, "", nil, false, &apiError{code: http.StatusNotImplemented, reason: "NotImplemented", msg: "this server has no sandbox runtime"}
+	}
+	if path, err = s.rt.AgentSocket(sb); err != nil {
+		return nil, "", nil, false, badRequest("cannot %s sandbox %q in namespace %q: %v", verb, name, ns, err)
+	}
+	if ac, fresh, err = s.agents.get(ctx, path); err != nil {
+		reason := "ServiceUnavailable"
+		if errors.Is(err, agent.ErrUnresponsive) {
+			reason = agent.ReasonUnresponsive
+			s.agentUnresponsive(sb)
+		}
+		return nil, "", nil, false, &apiError{code: http.StatusServiceUnavailable, reason: reason,
+			msg: fmt.Sprintf("cannot reach the agent of sandbox %q in namespace %q: %v", name, ns, err)}
+	}
+	return sb, path, ac, fresh, nil
+}
+
+// upgrade takes the connection over from net/http and answers 101 for
+// protocol. A nil conn with a nil error means the client went away while
+// being answered: there is nothing left to do.
+func upgrade(w http.ResponseWriter, protocol string) (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: hijack: %w", protocol, err)
+	}
+	if rec, ok := w.(*recorder); ok {
+		rec.status = http.StatusSwitchingProtocols
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + protocol + "\r\n\r\n"); err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil
+	}
+	return conn, brw, nil
 }

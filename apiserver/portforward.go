@@ -26,21 +26,9 @@ func (s *server) portForward(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || port <= 0 || port > 65535 {
 		return badRequest("port=%q: want a port from 1 to 65535", r.URL.Query().Get("port"))
 	}
-	var sb v1alpha1.Sandbox
-	if err := s.store.Get(v1alpha1.KindSandbox, ns, name, &sb); err != nil {
-		return storeError(err, "sandboxes", ns, name)
-	}
-	if s.rt == nil {
-		return &apiError{code: http.StatusNotImplemented, reason: "NotImplemented", msg: "this server has no sandbox runtime"}
-	}
-	path, err := s.rt.AgentSocket(&sb)
+	_, _, ac, _, err := s.sandboxAgent(r.Context(), ns, name, "forward to")
 	if err != nil {
-		return badRequest("cannot forward to sandbox %q in namespace %q: %v", name, ns, err)
-	}
-	ac, _, err := s.agents.get(r.Context(), path)
-	if err != nil {
-		return &apiError{code: http.StatusServiceUnavailable, reason: "ServiceUnavailable",
-			msg: fmt.Sprintf("cannot reach the agent of sandbox %q in namespace %q: %v", name, ns, err)}
+		return err
 	}
 	dctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	upstream, err := ac.DialPort(dctx, port)
@@ -50,21 +38,14 @@ func (s *server) portForward(w http.ResponseWriter, r *http.Request) error {
 			msg: fmt.Sprintf("sandbox %q in namespace %q: nothing accepts connections on 127.0.0.1:%d: %v", name, ns, port, err)}
 	}
 	defer upstream.Close()
-	conn, brw, err := http.NewResponseController(w).Hijack()
+	conn, brw, err := upgrade(w, v1alpha1.PortForwardProtocol)
 	if err != nil {
-		return fmt.Errorf("portforward: hijack: %w", err)
+		return err
+	}
+	if conn == nil {
+		return nil
 	}
 	defer conn.Close()
-	if rec, ok := w.(*recorder); ok {
-		rec.status = http.StatusSwitchingProtocols
-	}
-	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + v1alpha1.PortForwardProtocol + "\r\n\r\n"); err != nil {
-		return nil
-	}
-	if err := brw.Flush(); err != nil {
-		return nil
-	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
