@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"msb.dev/msb/client"
 )
 
 // BenchmarkApplyToReadyIsolation: apply→Ready of a sandbox with its own
@@ -25,25 +20,12 @@ func BenchmarkApplyToReadyIsolation(b *testing.B) {
 		d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
 	}
 	baseRun := runcBaseline(b, layerDir(b, own))
-	readyOf := func(d *daemon, name string) time.Duration {
-		f := filepath.Join(b.TempDir(), "m.yaml")
-		os.WriteFile(f, []byte(sandboxYAML(name, "", "sleep", "1000")), 0o644)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		events, err := client.New(d.socket).Watch(ctx, "sandbox", "default", "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		t0 := time.Now()
-		d.must("apply", "-f", f)
-		return readyAt(b, events, name).Sub(t0)
-	}
 	var base, withIso, without, del, delShared []time.Duration
 	for i := 0; i < b.N; i++ {
 		base = append(base, baseRun(i))
 		name := fmt.Sprintf("i%d", i)
-		withIso = append(withIso, readyOf(own, name))
-		without = append(without, readyOf(shared, name))
+		withIso = append(withIso, applyToReady(b, own, name))
+		without = append(without, applyToReady(b, shared, name))
 		t0 := time.Now()
 		own.must("delete", "sandbox", name, "--wait", "--timeout=60s")
 		del = append(del, time.Since(t0))

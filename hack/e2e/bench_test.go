@@ -294,25 +294,12 @@ func BenchmarkApplyToReadyNetwork(b *testing.B) {
 		d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
 	}
 	baseRun := runcBaseline(b, layerDir(b, withNet))
-	readyOf := func(d *daemon, name string) time.Duration {
-		f := filepath.Join(b.TempDir(), "m.yaml")
-		os.WriteFile(f, []byte(sandboxYAML(name, "", "sleep", "1000")), 0o644)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		events, err := client.New(d.socket).Watch(ctx, "sandbox", "default", "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		t0 := time.Now()
-		d.must("apply", "-f", f)
-		return readyAt(b, events, name).Sub(t0)
-	}
 	var base, net, nonet []time.Duration
 	for i := 0; i < b.N; i++ {
 		base = append(base, baseRun(i))
 		name := fmt.Sprintf("n%d", i)
-		net = append(net, readyOf(withNet, name))
-		nonet = append(nonet, readyOf(without, name))
+		net = append(net, applyToReady(b, withNet, name))
+		nonet = append(nonet, applyToReady(b, without, name))
 		withNet.must("delete", "sandbox", name, "--wait", "--timeout=60s")
 		without.must("delete", "sandbox", name, "--wait", "--timeout=60s")
 	}
@@ -321,4 +308,20 @@ func BenchmarkApplyToReadyNetwork(b *testing.B) {
 	b.ReportMetric(ms(median(nonet)), "ready-no-network-ms")
 	b.ReportMetric(float64(median(net))/float64(median(nonet)), "network/no-network")
 	b.ReportMetric(float64(median(net))/float64(median(base)), "network/runc")
+}
+
+// applyToReady applies a `sleep` sandbox named name to d and returns the
+// time from the apply until d's watch reports it Ready.
+func applyToReady(b *testing.B, d *daemon, name string) time.Duration {
+	f := filepath.Join(b.TempDir(), "m.yaml")
+	os.WriteFile(f, []byte(sandboxYAML(name, "", "sleep", "1000")), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	events, err := client.New(d.socket).Watch(ctx, "sandbox", "default", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	d.must("apply", "-f", f)
+	return readyAt(b, events, name).Sub(t0)
 }
