@@ -123,14 +123,14 @@ func run(o options) error {
 		return err
 	}
 	facts := &hostFacts{host: vmdriver.Probe(), krun: krun.Probe(o.krunLib, o.kvmDevice)}
-	facts.krun.RequireAccess(uid, uid)
+	facts.krun.RequireAccessSpan(uid, uid, size)
 	log.Info("host probe", "microvm", facts.krun.String())
 	facts.defaultDisk = o.defaultDisk
 	if facts.sharedIDs = ctr.SharedIDReason(); facts.sharedIDs != "" {
 		log.Warn("sandboxes share one host id range", "reason", facts.sharedIDs)
 	}
 	all := []vmdriver.Driver{ctr}
-	vm, microVMWhy := microVMDriver(o, stateDir, uid, size, facts.krun, log)
+	vm, microVMWhy := microVMDriver(o, stateDir, uid, size, ctr.IDRanges(), facts.krun, log)
 	if vm != nil {
 		all = append(all, vm)
 	}

@@ -42,10 +42,13 @@ func NewHost(opts Options, protected string) (*Host, error) {
 	if opts.HostGID == 0 {
 		opts.HostGID = DefaultHostID
 	}
-	// The microVM runner maps one range for every sandbox: the shared
-	// one (per-sandbox ranges are the container driver's, see idalloc.go).
-	if opts.IDMapSize == 0 || opts.IDMapSize > SlotSize {
-		opts.IDMapSize = SlotSize
+	// Each sandbox gets a slot of the span, as containers do (idalloc.go);
+	// a span of one slot is the range all share.
+	if opts.IDMapSize == 0 {
+		opts.IDMapSize = DefaultIDMapSize
+	}
+	if uint64(opts.HostUID)+uint64(opts.IDMapSize) > 1<<32-1 || uint64(opts.HostGID)+uint64(opts.IDMapSize) > 1<<32-1 {
+		return nil, fmt.Errorf("sandbox host: id map %d/%d+%d overflows 32 bits", opts.HostUID, opts.HostGID, opts.IDMapSize)
 	}
 	// Cgroups are named for msbd's state dir, as the container driver's
 	// are: one leak check, and Stats, find both drivers' sandboxes.
@@ -54,8 +57,57 @@ func NewHost(opts Options, protected string) (*Host, error) {
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("sandbox host: %w", err)
 	}
+	switch {
+	case !d.ids.perSandbox():
+		d.sharedReason = fmt.Sprintf("the host id span (--uid-size %d) holds a single range of %d ids: every sandbox shares it; give msbd a --uid-size of at least %d for a range per sandbox", opts.IDMapSize, SlotSize, 2*SlotSize)
+	default:
+		if err := ProbeIDMappedMounts(abs); err != nil {
+			d.sharedReason = fmt.Sprintf("idmapped mounts do not work for %s (%v): every sandbox shares one host id range", abs, err)
+		}
+	}
 	return &Host{d: d, protected: &Driver{opts: Options{StateDir: protected}}}, nil
 }
+
+// ShareIDRanges makes h take its sandboxes' host id ranges from r (the
+// container driver's allocator on the same span, which then counts h's
+// records too), so no two sandboxes of either driver share a slot. Call
+// it before h prepares any sandbox.
+func (h *Host) ShareIDRanges(r *IDRanges) error {
+	o, ro := h.d.opts, r.d.opts
+	if o.HostUID != ro.HostUID || o.HostGID != ro.HostGID || o.IDMapSize != ro.IDMapSize {
+		return fmt.Errorf("sandbox host: id span %d/%d+%d differs from the container driver's %d/%d+%d",
+			o.HostUID, o.HostGID, o.IDMapSize, ro.HostUID, ro.HostGID, ro.IDMapSize)
+	}
+	if err := r.d.ids.addDir(filepath.Join(o.StateDir, "sandboxes")); err != nil {
+		return err
+	}
+	h.d.ids = r.d.ids
+	if r.d.sharedReason != "" {
+		h.d.sharedReason = r.d.sharedReason
+	}
+	return nil
+}
+
+// SharedIDReason says why new sandboxes share one host id range ("" when
+// each gets its own).
+func (h *Host) SharedIDReason() string { return h.d.sharedReason }
+
+// IDs returns id's recorded host ids (see Prepare, which records them);
+// ok is false before the first Prepare.
+func (h *Host) IDs(id string) (ids HostIDs, ok bool, err error) {
+	r, ok, err := readIDs(h.d.SandboxDir(id))
+	if err != nil || !ok {
+		return HostIDs{}, ok, err
+	}
+	return HostIDs{UID: r.UID, GID: r.GID, Size: r.Size, Shared: r.Shared}, true, nil
+}
+
+// ReleaseIDs frees id's slot once its sandbox directory is purged.
+func (h *Host) ReleaseIDs(id string) { h.d.ids.release(id) }
+
+// IsolationWarnings are the container driver's for a sandbox of h (one in
+// the shared range), see Driver.IsolationWarnings.
+func (h *Host) IsolationWarnings(id string) []string { return h.d.IsolationWarnings(id) }
 
 // Options are the Host's options with defaults applied.
 func (h *Host) Options() Options { return h.d.opts }

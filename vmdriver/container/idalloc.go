@@ -50,7 +50,10 @@ type sandboxIDs struct {
 type idAllocator struct {
 	uidBase, gidBase uint32
 	slots            uint32 // in the span, including the shared slot 0
-	sandboxesDir     string
+	// dirs hold the sandbox directories whose records count: the
+	// container driver's, and the microVM driver's when it shares the span
+	// (see IDRanges).
+	dirs []string
 
 	mu     sync.Mutex
 	loaded bool
@@ -60,7 +63,24 @@ type idAllocator struct {
 const idsFile = "ids.json"
 
 func newIDAllocator(sandboxesDir string, uidBase, gidBase, span uint32) *idAllocator {
-	return &idAllocator{uidBase: uidBase, gidBase: gidBase, slots: span / SlotSize, sandboxesDir: sandboxesDir, used: map[uint32]string{}}
+	return &idAllocator{uidBase: uidBase, gidBase: gidBase, slots: span / SlotSize, dirs: []string{sandboxesDir}, used: map[uint32]string{}}
+}
+
+// addDir makes the records under sandboxesDir count too (loaded now if the
+// others already are).
+func (a *idAllocator) addDir(sandboxesDir string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, d := range a.dirs {
+		if d == sandboxesDir {
+			return nil
+		}
+	}
+	a.dirs = append(a.dirs, sandboxesDir)
+	if a.loaded {
+		return a.loadDir(sandboxesDir)
+	}
+	return nil
 }
 
 // perSandbox reports whether the span has room for sandbox slots at all.
@@ -71,7 +91,17 @@ func (a *idAllocator) load() error {
 	if a.loaded {
 		return nil
 	}
-	entries, err := os.ReadDir(a.sandboxesDir)
+	for _, dir := range a.dirs {
+		if err := a.loadDir(dir); err != nil {
+			return err
+		}
+	}
+	a.loaded = true
+	return nil
+}
+
+func (a *idAllocator) loadDir(sandboxesDir string) error {
+	entries, err := os.ReadDir(sandboxesDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -79,7 +109,7 @@ func (a *idAllocator) load() error {
 		if !e.IsDir() || validID(e.Name()) != nil {
 			continue
 		}
-		ids, ok, err := readIDs(filepath.Join(a.sandboxesDir, e.Name()))
+		ids, ok, err := readIDs(filepath.Join(sandboxesDir, e.Name()))
 		if err != nil {
 			return err
 		}
@@ -87,7 +117,6 @@ func (a *idAllocator) load() error {
 			a.used[ids.Slot] = e.Name()
 		}
 	}
-	a.loaded = true
 	return nil
 }
 
@@ -191,4 +220,20 @@ func (d *Driver) IsolationWarnings(id string) []string {
 		reason = "its writable layer was made by an older msbd, owned by the shared range; recreate the sandbox for a range of its own"
 	}
 	return []string{"the sandbox runs in the host id range other sandboxes share, not in one of its own: " + reason}
+}
+
+// IDRanges is the container driver's host id allocator, for another
+// backend on the same --uid-base/--uid-size span (the microVM driver's
+// Host, see Host.ShareIDRanges): one allocator over both drivers' records,
+// so a container and a microVM never get the same slot.
+type IDRanges struct{ d *Driver }
+
+// IDRanges returns d's allocator for sharing.
+func (d *Driver) IDRanges() *IDRanges { return &IDRanges{d: d} }
+
+// HostIDs are a sandbox's recorded host ids: its ids 0..Size-1 are host
+// UID.. and GID..; Shared when that is the range every such sandbox shares.
+type HostIDs struct {
+	UID, GID, Size uint32
+	Shared         bool
 }

@@ -123,8 +123,12 @@ func TestContract(t *testing.T) {
 			// no_new_privs, in the sandbox's cgroup and network namespace,
 			// with nothing of msbd's environment.
 			start := krunstandin.Find(calls, "krun_start_enter")
-			if f := strings.Fields(start.Str("uidMap")); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(d.opts.HostUID) {
-				t.Errorf("runner uid_map %q: want 0 mapped to the sandboxes' host uid %d", start.Str("uidMap"), d.opts.HostUID)
+			ids, ok, err := d.host.IDs(spec.ID)
+			if err != nil || !ok || ids.Shared || ids.UID == d.opts.HostUID || ids.Size != container.SlotSize {
+				t.Fatalf("recorded ids %+v, %v, %v: want a slot of its own", ids, ok, err)
+			}
+			if f := strings.Fields(start.Str("uidMap")); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(ids.UID) || f[2] != fmt.Sprint(ids.Size) {
+				t.Errorf("runner uid_map %q: want 0 mapped to the sandbox's host uid %d", start.Str("uidMap"), ids.UID)
 			}
 			if start.Num("noNewPrivs") != 1 {
 				t.Error("runner without no_new_privs")
@@ -151,7 +155,7 @@ func TestContract(t *testing.T) {
 			must(t, err)
 			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.PID))
 			must(t, err)
-			for _, want := range []string{fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", d.opts.HostUID, d.opts.HostUID, d.opts.HostUID, d.opts.HostUID), "NoNewPrivs:\t1"} {
+			for _, want := range []string{fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", ids.UID, ids.UID, ids.UID, ids.UID), "NoNewPrivs:\t1"} {
 				if !strings.Contains(string(status), want+"\n") {
 					t.Errorf("runner %d: /proc status lacks %q:\n%s", st.PID, want, status)
 				}

@@ -20,11 +20,11 @@ import (
 // under StateDir/krun, and prepares each one with container.Host (the same
 // overlay rootfs, agent directory and placed files):
 //
-//	StateDir/krun/sandboxes/<id>/      root:HostGID 0710 (container.Host)
-//	├── spec.json upper/ work/ rootfs/ agent/ files/   as for containers
+//	StateDir/krun/sandboxes/<id>/      root:<its gid> 0710 (container.Host)
+//	├── spec.json ids.json upper/ work/ rootfs/ agent/ files/   as for containers
 //	├── runner.pid     "PID STARTTIME" of the runner (the VMM) while it may run
 //	├── runner.log     the runner's own output (errors before the VM boots)
-//	└── vm/            HostUID:HostGID 0700, written by the runner:
+//	└── vm/            <its uid>:<its gid> 0700, written by the runner:
 //	    ├── agent.vsock   the unix socket libkrun maps to the guest's vsock AgentPort
 //	    └── console.log   the guest console
 const (
@@ -50,9 +50,14 @@ const (
 type Options struct {
 	// StateDir is msbd's state directory; sandboxes live under StateDir/krun.
 	StateDir string
-	// The sandboxes' host ids, as for containers: the runner runs in a user
-	// namespace mapping 0..IDMapSize-1 to HostUID.. and HostGID...
+	// The span of host ids (--uid-base/--uid-size), as for containers:
+	// each sandbox gets a slot of it (container.SlotSize ids, recorded in
+	// its ids.json, freed on purge) and its runner runs in a user namespace
+	// mapping 0..SlotSize-1 to that slot, so no two VMMs share a host uid.
 	HostUID, HostGID, IDMapSize uint32
+	// IDRanges, when set, is the container driver's allocator on the same
+	// span (msbd's): slots are then unique across both drivers.
+	IDRanges *container.IDRanges
 	// Library is the libkrun the runner loads (DefaultLibrary when empty);
 	// KVMDevice the device it checks (DefaultKVMDevice when empty).
 	Library, KVMDevice string
@@ -80,8 +85,9 @@ type Driver struct {
 }
 
 var (
-	_ vmdriver.Driver      = (*Driver)(nil)
-	_ vmdriver.StatsReader = (*Driver)(nil)
+	_ vmdriver.Driver           = (*Driver)(nil)
+	_ vmdriver.StatsReader      = (*Driver)(nil)
+	_ vmdriver.IsolationAdvisor = (*Driver)(nil)
 )
 
 // New returns a driver on opts.StateDir. Runners that an earlier msbd
@@ -109,26 +115,39 @@ func New(opts Options) (*Driver, error) {
 	if opts.MaxVCPUs <= 0 {
 		opts.MaxVCPUs = runtime.NumCPU()
 	}
-	// The runner, the sandboxes' uid, searches msbd's state dir to reach
-	// the root: group HostGID with g+x, whatever else the container
-	// driver gives it (o+x for its per-sandbox ranges).
+	// The runner, its sandbox's uid, searches msbd's state dir to reach
+	// the root before it leaves the host's tree (see pivotRoot): group
+	// HostGID with g+x where all share the first range, o+x where each has
+	// its own (as the container driver does), taking nothing away.
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, err
 	}
 	if opts.HostGID == 0 {
 		opts.HostGID = container.DefaultHostID
 	}
+	if opts.IDMapSize == 0 {
+		opts.IDMapSize = container.DefaultIDMapSize
+	}
+	search := os.FileMode(0o010)
+	if opts.IDMapSize >= 2*container.SlotSize {
+		search = 0o011
+	}
 	if fi, err := os.Stat(abs); err != nil {
 		return nil, err
 	} else if err := os.Chown(abs, -1, int(opts.HostGID)); err != nil {
 		return nil, err
-	} else if err := os.Chmod(abs, fi.Mode().Perm()|0o010); err != nil { // adds g+x, takes nothing away
+	} else if err := os.Chmod(abs, fi.Mode().Perm()|search); err != nil {
 		return nil, err
 	}
 	host, err := container.NewHost(container.Options{StateDir: filepath.Join(abs, "krun"),
 		HostUID: opts.HostUID, HostGID: opts.HostGID, IDMapSize: opts.IDMapSize}, abs)
 	if err != nil {
 		return nil, fmt.Errorf("krun driver: %w", err)
+	}
+	if opts.IDRanges != nil {
+		if err := host.ShareIDRanges(opts.IDRanges); err != nil {
+			return nil, fmt.Errorf("krun driver: %w", err)
+		}
 	}
 	ho := host.Options()
 	opts.HostUID, opts.HostGID, opts.IDMapSize = ho.HostUID, ho.HostGID, ho.IDMapSize
@@ -187,6 +206,10 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	if err := d.host.Prepare(spec); err != nil {
 		return err
 	}
+	ids, err := d.ids(spec.ID)
+	if err != nil {
+		return err
+	}
 	vm := d.vmDir(spec.ID)
 	if err := os.Mkdir(vm, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
@@ -194,8 +217,28 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	if fi, err := os.Lstat(vm); err != nil || !fi.IsDir() {
 		return fmt.Errorf("sandbox %s: %s is not a directory", spec.ID, vm)
 	}
-	return os.Lchown(vm, int(d.opts.HostUID), int(d.opts.HostGID))
+	if err := os.Lchown(vm, int(ids.UID), int(ids.GID)); err != nil {
+		return err
+	}
+	return os.Chmod(vm, 0o700)
 }
+
+// ids returns id's recorded host ids (Prepare records them).
+func (d *Driver) ids(id string) (container.HostIDs, error) {
+	ids, ok, err := d.host.IDs(id)
+	if err == nil && !ok {
+		err = fmt.Errorf("sandbox %s: no host id range recorded", id)
+	}
+	return ids, err
+}
+
+// IsolationWarnings implements vmdriver.IsolationAdvisor: a sandbox whose
+// VMM runs in the host id range others share (see SharedIDReason).
+func (d *Driver) IsolationWarnings(id string) []string { return d.host.IsolationWarnings(id) }
+
+// SharedIDReason says why new microVM sandboxes share one host id range
+// ("" when each gets its own).
+func (d *Driver) SharedIDReason() string { return d.host.SharedIDReason() }
 
 // checkSocketPath refuses a state dir so deep that libkrun could not bind
 // the agent's socket (sockaddr_un holds 107 bytes).
@@ -321,7 +364,11 @@ func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
 	}
 	dir := d.sandboxDir(id)
 	if purge {
-		return os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		d.host.ReleaseIDs(id)
+		return nil
 	}
 	if err := os.Remove(filepath.Join(dir, runnerPidFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"msb.dev/msb/vmdriver/container"
 )
 
 // DefaultKVMDevice is the KVM device libkrun opens.
@@ -102,10 +104,17 @@ func openKVM(dev string) error {
 }
 
 // RequireAccess checks that the KVM device is read-write for the sandboxes'
-// host ids too, by its mode bits: the runner (the VMM) runs as them, not as
-// root, and libkrun opens the device there. A device they cannot use makes
-// microVMs unavailable, saying what to do.
-func (f *Finding) RequireAccess(uid, gid uint32) {
+// host ids uid and gid too, by its mode bits: the runner (the VMM) runs as
+// them, not as root, and libkrun opens the device there. A device they
+// cannot use makes microVMs unavailable, saying what to do.
+func (f *Finding) RequireAccess(uid, gid uint32) { f.RequireAccessSpan(uid, gid, container.SlotSize) }
+
+// RequireAccessSpan is RequireAccess for every sandbox of the host id span
+// uid/gid+size: where the span holds ranges of their own (slots of
+// container.SlotSize ids), each runner runs as its slot's first uid and
+// gid, which neither own the device nor are its group, so the device must
+// be read-write for others (mode 0666, as systemd's udev rules make it).
+func (f *Finding) RequireAccessSpan(uid, gid, size uint32) {
 	if !f.KVM {
 		return
 	}
@@ -114,17 +123,32 @@ func (f *Finding) RequireAccess(uid, gid uint32) {
 		f.KVM, f.KVMError = false, err.Error()
 		return
 	}
-	bits := st.Mode & 0o007 // others
-	switch {
-	case st.Uid == uid:
-		bits = st.Mode >> 6 & 0o7
-	case st.Gid == gid:
-		bits = st.Mode >> 3 & 0o7
+	bits := func(u, g uint32) uint32 {
+		switch {
+		case st.Uid == u:
+			return st.Mode >> 6 & 0o7
+		case st.Gid == g:
+			return st.Mode >> 3 & 0o7
+		}
+		return st.Mode & 0o007
 	}
-	if bits&0o6 != 0o6 {
+	who := fmt.Sprintf("the sandboxes' host uid %d, which runs the VMM", uid)
+	ok := bits(uid, gid)&0o6 == 0o6
+	if slots := size / container.SlotSize; slots >= 2 {
+		who = fmt.Sprintf("the sandboxes' host uids (one per sandbox, %d.., which run the VMMs)", uid+container.SlotSize)
+		// Every slot's ids: the others' bits, and the owner's or group's
+		// where a slot's first id happens to be the device's.
+		ok = st.Mode&0o006 == 0o006
+		for _, o := range []struct{ id, base, bits uint32 }{{st.Uid, uid, st.Mode >> 6 & 0o7}, {st.Gid, gid, st.Mode >> 3 & 0o7}} {
+			if o.id > o.base && o.id-o.base < slots*container.SlotSize && (o.id-o.base)%container.SlotSize == 0 {
+				ok = ok && o.bits&0o6 == 0o6
+			}
+		}
+	}
+	if !ok {
 		f.KVM = false
-		f.KVMError = fmt.Sprintf("%s (mode %04o, owner %d:%d) is not read-write for the sandboxes' host uid %d, which runs the VMM: make it mode 0666, as systemd's udev rules do (chmod 0666 %s)",
-			f.KVMDevice, st.Mode&0o7777, st.Uid, st.Gid, uid, f.KVMDevice)
+		f.KVMError = fmt.Sprintf("%s (mode %04o, owner %d:%d) is not read-write for %s: make it mode 0666, as systemd's udev rules do (chmod 0666 %s)",
+			f.KVMDevice, st.Mode&0o7777, st.Uid, st.Gid, who, f.KVMDevice)
 	}
 }
 

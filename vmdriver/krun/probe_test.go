@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"msb.dev/msb/vmdriver/container"
 	"msb.dev/msb/vmdriver/krun/krunstandin"
 )
 
@@ -118,5 +119,21 @@ func TestProbeSandboxAccess(t *testing.T) {
 		if !c.available && !strings.Contains(f.Reason(), "chmod 0666") {
 			t.Errorf("reason %q does not say what to do", f.Reason())
 		}
+		// With a range per sandbox, no runner is the span's first uid: the
+		// group of the first range does not help them, others' bits do.
+		f = Probe(lib, kvm)
+		f.RequireAccessSpan(4242, 4242, 3*container.SlotSize)
+		if want := c.mode&0o006 == 0o006; f.Available() != want {
+			t.Errorf("span, mode %o owner %d:%d: available %v, want %v (%s)", c.mode, c.uid, c.gid, f.Available(), want, f.Reason())
+		}
+	}
+	// A device whose group is one sandbox's gid: that sandbox uses the
+	// group's bits, the others the others' bits.
+	must(t, os.Chown(kvm, 0, 4242+container.SlotSize))
+	must(t, os.Chmod(kvm, 0o606))
+	f := Probe(lib, kvm)
+	f.RequireAccessSpan(4242, 4242, 3*container.SlotSize)
+	if f.Available() || !strings.Contains(f.Reason(), "one per sandbox") {
+		t.Errorf("group of a sandbox without rw: available %v (%s), want unavailable", f.Available(), f.Reason())
 	}
 }

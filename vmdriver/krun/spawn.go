@@ -96,7 +96,8 @@ func (d *Driver) runnerConfig(spec vmdriver.Spec) RunnerConfig {
 
 // spawn starts spec's runner: in the sandbox's cgroups, in
 // its network namespace (started from a thread that entered it), in a user
-// namespace where it is root but the host sees the sandboxes' uid, and in a
+// namespace where it is root but the host sees the sandbox's own uid (its
+// slot of the span: no other VMM runs as it), and in a
 // mount namespace of its own for the bind mounts it makes in the root. It
 // returns once the runner has configured libkrun.
 func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig) error {
@@ -162,7 +163,10 @@ func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig
 	if v, ok := os.LookupEnv("LD_LIBRARY_PATH"); ok {
 		env = append(env, "LD_LIBRARY_PATH="+v) // so the runner finds the libkrun the probe found
 	}
-	o := d.opts
+	ids, err := d.ids(id)
+	if err != nil {
+		return err
+	}
 	cmd := &exec.Cmd{
 		Path:       fmt.Sprintf("/proc/self/fd/%d", runnerExeFD),
 		Args:       []string{"msbd", RunnerSubcommand, id},
@@ -173,8 +177,8 @@ func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid:                     true,
 			Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(o.HostUID), Size: int(o.IDMapSize)}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(o.HostGID), Size: int(o.IDMapSize)}},
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.UID), Size: int(ids.Size)}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.GID), Size: int(ids.Size)}},
 			GidMappingsEnableSetgroups: true,
 			Credential:                 &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
 		},
