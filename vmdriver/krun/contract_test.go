@@ -73,6 +73,16 @@ func TestContract(t *testing.T) {
 			ctx := context.Background()
 			must(t, d.Create(ctx, spec))
 			t.Cleanup(func() { d.Delete(ctx, spec.ID, true) })
+			// Host paths the runner must not reach once libkrun runs (the
+			// stand-in tries each), and one in its own root that it must.
+			msbDB := filepath.Join(d.opts.StateDir, "msb.db")
+			must(t, os.WriteFile(msbDB, []byte("state"), 0o644))
+			probes := []string{msbDB, "/etc/passwd", "/etc/shadow", filepath.Join(layers[0], "etc/passwd"), d.host.Rootfs(spec.ID), inRootfs + "/etc/passwd"}
+			ids, _, err := d.host.IDs(spec.ID)
+			must(t, err)
+			probeFile := d.ConsolePath(spec.ID) + ".probe"
+			must(t, os.WriteFile(probeFile, []byte(strings.Join(probes, "\n")+"\n"), 0o644))
+			must(t, os.Chown(probeFile, int(ids.UID), int(ids.GID)))
 			must(t, d.Start(ctx, spec.ID))
 			// Once the agent answers, the stand-in has "booted".
 			out, code, err := drivertest.AgentExec(t, d, spec.ID, "sh", "-c", "echo \"[$MSB_KRUN_CANARY]\"")
@@ -86,7 +96,9 @@ func TestContract(t *testing.T) {
 			}
 			var fns []string
 			for _, call := range calls {
-				fns = append(fns, call.Fn())
+				if call.Fn() != "probe_open" { // the stand-in's own, after start_enter
+					fns = append(fns, call.Fn())
+				}
 			}
 			if fns[0] != "krun_set_log_level" || fns[1] != "krun_create_ctx" || fns[len(fns)-1] != "krun_start_enter" {
 				t.Errorf("calls %v: want log level, create_ctx first and start_enter last", fns)
@@ -102,7 +114,8 @@ func TestContract(t *testing.T) {
 				}
 			}
 			check("krun_set_vm_config", func(c2 krunstandin.Call) bool { return c2.Num("vcpus") == c.wantCPUs && c2.Num("ramMiB") == c.wantRAM })
-			check("krun_set_root", func(c2 krunstandin.Call) bool { return c2.Str("path") == d.host.Rootfs(spec.ID) })
+			// Paths as they are in the runner's own root (vmroot.go).
+			check("krun_set_root", func(c2 krunstandin.Call) bool { return c2.Str("path") == inRootfs })
 			check("krun_set_workdir", func(c2 krunstandin.Call) bool { return c2.Str("path") == "/" })
 			check("krun_set_exec", func(c2 krunstandin.Call) bool {
 				return c2.Str("path") == container.AgentBinary &&
@@ -114,18 +127,23 @@ func TestContract(t *testing.T) {
 				return p != nil && slices.Equal(p, c.wantPorts) // never NULL: NULL publishes every guest port
 			})
 			check("krun_add_vsock_port2", func(c2 krunstandin.Call) bool {
-				return c2.Num("port") == AgentPort && c2.Str("path") == ep.AgentSocket && c2["listen"] == true
+				return c2.Num("port") == AgentPort && c2.Str("path") == inVMDir+"/"+filepath.Base(ep.AgentSocket) && c2["listen"] == true
 			})
-			check("krun_set_console_output", func(c2 krunstandin.Call) bool { return c2.Str("path") == d.ConsolePath(spec.ID) })
+			check("krun_set_console_output", func(c2 krunstandin.Call) bool { return c2.Str("path") == inVMDir+"/"+consoleLogName })
+			// TSI hijacks inet sockets only, asked for before the vsock
+			// port is added to the device.
+			check("krun_add_vsock", func(c2 krunstandin.Call) bool { return c2.Num("tsiFeatures") == float64(TSIHijackInet) })
+			if i, j, k := slices.Index(fns, "krun_disable_implicit_vsock"), slices.Index(fns, "krun_add_vsock"), slices.Index(fns, "krun_add_vsock_port2"); i < 0 || !(i < j && j < k) {
+				t.Errorf("calls %v: want krun_disable_implicit_vsock, then krun_add_vsock, then krun_add_vsock_port2", fns)
+			}
 
 			// The runner as krun_start_enter found itself: root of a user
 			// namespace that is the sandboxes' uid on the host, with
 			// no_new_privs, in the sandbox's cgroup and network namespace,
 			// with nothing of msbd's environment.
 			start := krunstandin.Find(calls, "krun_start_enter")
-			ids, ok, err := d.host.IDs(spec.ID)
-			if err != nil || !ok || ids.Shared || ids.UID == d.opts.HostUID || ids.Size != container.SlotSize {
-				t.Fatalf("recorded ids %+v, %v, %v: want a slot of its own", ids, ok, err)
+			if ids.Shared || ids.UID == d.opts.HostUID || ids.Size != container.SlotSize {
+				t.Fatalf("recorded ids %+v: want a slot of its own", ids)
 			}
 			if f := strings.Fields(start.Str("uidMap")); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(ids.UID) || f[2] != fmt.Sprint(ids.Size) {
 				t.Errorf("runner uid_map %q: want 0 mapped to the sandbox's host uid %d", start.Str("uidMap"), ids.UID)
@@ -149,6 +167,25 @@ func TestContract(t *testing.T) {
 			if env := start.Strs("environ"); slices.Contains(env, canary) || len(env) != 1 || !strings.HasPrefix(env[0], "PATH=") {
 				t.Errorf("runner environment %q: want PATH only", env)
 			}
+			// Its file system: its own small root, no host path.
+			root := start.Strs("root")
+			slices.Sort(root)
+			if want := []string{"dev", "proc", "rootfs", "vm"}; !slices.Equal(root, want) {
+				t.Errorf("runner root holds %q, want %q", root, want)
+			}
+			var opened []string
+			for _, call := range calls {
+				if call.Fn() != "probe_open" {
+					continue
+				}
+				opened = append(opened, call.Str("path"))
+				if reach := call.Num("errno") == 0; reach != (call.Str("path") == inRootfs+"/etc/passwd") {
+					t.Errorf("runner opening %s: errno %v", call.Str("path"), call.Num("errno"))
+				}
+			}
+			if !slices.Equal(opened, probes) {
+				t.Errorf("the stand-in tried %q, want %q", opened, probes)
+			}
 
 			// And from the host's side.
 			st, err := d.State(ctx, spec.ID)
@@ -171,5 +208,37 @@ func TestContract(t *testing.T) {
 				t.Errorf("after Stop: %+v, %v: want stopped with 143 (the agent passed SIGTERM on)", st, err)
 			}
 		})
+	}
+}
+
+// TestTSIWithoutAddVsock checks that a libkrun without krun_add_vsock (older
+// than the TSI feature flags) still boots, keeps its implicit vsock device
+// (disabling it without adding one would leave the agent no port), and
+// that runner.log says TSI is not limited to inet.
+func TestTSIWithoutAddVsock(t *testing.T) {
+	requireRoot(t)
+	lib := krunstandin.Build(t, "krun_add_vsock")
+	kvm := krunstandin.Device(t, lib)
+	base := tempDir(t)
+	self, err := os.Executable()
+	must(t, err)
+	d, err := New(Options{StateDir: filepath.Join(base, "state"), Library: lib, KVMDevice: kvm, RunnerPath: self})
+	must(t, err)
+	spec := vmdriver.Spec{ID: randomID(), Layers: busyboxLayers(t, base), AgentPath: agenttest.Build(t),
+		Args: []string{"sh", "-c", drivertest.ScriptForever}, Env: []string{"PATH=/bin"}, MemoryBytes: 64 << 20, PIDs: 64}
+	ctx := context.Background()
+	must(t, d.Create(ctx, spec))
+	t.Cleanup(func() { d.Delete(ctx, spec.ID, true) })
+	must(t, d.Start(ctx, spec.ID))
+	if out, code, err := drivertest.AgentExec(t, d, spec.ID, "true"); err != nil || code != 0 {
+		t.Fatalf("exec: %q %d %v", out, code, err)
+	}
+	calls, err := krunstandin.Calls(d.ConsolePath(spec.ID))
+	must(t, err)
+	if c := krunstandin.Find(calls, "krun_disable_implicit_vsock"); c != nil {
+		t.Error("krun_disable_implicit_vsock called though krun_add_vsock is missing")
+	}
+	if b, _ := os.ReadFile(d.RunnerLogPath(spec.ID)); !strings.Contains(string(b), "cannot limit TSI to inet") {
+		t.Errorf("runner.log does not say TSI is not limited:\n%s", b)
 	}
 }

@@ -12,5 +12,10 @@
 //
 // krun_start_enter takes over its process and never returns, so every VM
 // has a runner process of its own: msbd re-executed as a hidden subcommand
-// (see RunnerMain), which configures the context and becomes the VMM.
+// (see RunnerMain), which configures the context and becomes the VMM. Each
+// runner runs as a host uid and gid of its own (the sandbox's slot of the
+// --uid-base/--uid-size span, shared with the container driver), in a root
+// of its own that holds only what the VMM opens (vmroot.go), and asks
+// libkrun to impersonate the guest's inet sockets only, never its unix
+// sockets.
 package krun

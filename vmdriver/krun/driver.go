@@ -24,6 +24,7 @@ import (
 //	├── spec.json ids.json upper/ work/ rootfs/ agent/ files/   as for containers
 //	├── runner.pid     "PID STARTTIME" of the runner (the VMM) while it may run
 //	├── runner.log     the runner's own output (errors before the VM boots)
+//	├── vmroot/        root 0700, empty: the runner's own root is mounted here (vmroot.go)
 //	└── vm/            <its uid>:<its gid> 0700, written by the runner:
 //	    ├── agent.vsock   the unix socket libkrun maps to the guest's vsock AgentPort
 //	    └── console.log   the guest console
@@ -220,7 +221,19 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 	if err := os.Lchown(vm, int(ids.UID), int(ids.GID)); err != nil {
 		return err
 	}
-	return os.Chmod(vm, 0o700)
+	if err := os.Chmod(vm, 0o700); err != nil {
+		return err
+	}
+	// The runner's root is mounted here, in its own namespace only: on
+	// the host it stays an empty directory of root's.
+	root := filepath.Join(d.sandboxDir(spec.ID), vmRootDirName)
+	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
+		return fmt.Errorf("sandbox %s: %s is not a directory", spec.ID, root)
+	}
+	return os.Lchown(root, 0, 0)
 }
 
 // ids returns id's recorded host ids (Prepare records them).

@@ -81,7 +81,17 @@ var Optional = []string{
 	"krun_set_rlimits",
 	"krun_setuid",
 	"krun_setgid",
+	"krun_disable_implicit_vsock",
+	"krun_add_vsock",
 }
+
+// TSI (transparent socket impersonation) features of krun_add_vsock, from
+// libkrun.h: which guest sockets the guest kernel hands to the VMM, which
+// opens them on the host in the runner's network namespace.
+const (
+	TSIHijackInet uint32 = 1 << 0 // KRUN_TSI_HIJACK_INET
+	TSIHijackUnix uint32 = 1 << 1 // KRUN_TSI_HIJACK_UNIX
+)
 
 // MissingSymbolsError says which required symbols a library lacks.
 type MissingSymbolsError struct {
@@ -321,6 +331,18 @@ func (l *Lib) callUID(name string, ctx, id uint32) error {
 	return err
 }
 
+// DisableImplicitVsock stops libkrun from making its vsock device with the
+// TSI features its heuristics choose; AddVsock then makes it with exactly
+// tsiFeatures (TSIHijackInet, TSIHijackUnix, or 0). Both optional.
+func (l *Lib) DisableImplicitVsock(ctx uint32) error {
+	return l.callU("krun_disable_implicit_vsock", ctx)
+}
+
+// AddVsock: see DisableImplicitVsock.
+func (l *Lib) AddVsock(ctx, tsiFeatures uint32) error {
+	return l.callUID("krun_add_vsock", ctx, tsiFeatures)
+}
+
 // StartEnter boots the VM. On success it does not return: the process
 // becomes the VMM and exits when the guest's workload ends.
 func (l *Lib) StartEnter(ctx uint32) error {
@@ -363,6 +385,16 @@ func (l *Lib) NestedVirt() (bool, error) {
 	}
 	n, err := result("krun_check_nested_virt", C.krun_call_v(p))
 	return n == 1, err
+}
+
+// preload loads soname for good (RTLD_GLOBAL) and reports whether the
+// loader found it: a later dlopen of the same soname (libkrun's of
+// libkrunfw at boot) then finds it loaded, without looking at the file
+// system, which the runner no longer sees by then.
+func preload(soname string) bool {
+	cname := C.CString(soname)
+	defer C.free(unsafe.Pointer(cname))
+	return C.dlopen(cname, C.RTLD_NOW|C.RTLD_GLOBAL) != nil
 }
 
 // locate dlopens soname, reports the file the loader found (through sym,

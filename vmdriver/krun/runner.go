@@ -38,6 +38,10 @@ type RunnerConfig struct {
 	VsockPort   uint32 `json:"vsockPort"`
 	VsockSocket string `json:"vsockSocket"`
 	Console     string `json:"console"`
+	// VMDir holds VsockSocket and Console; VMRoot is the empty directory
+	// the runner mounts its own root on (see enterVMRoot).
+	VMDir  string `json:"vmDir"`
+	VMRoot string `json:"vmRoot"`
 	// OwnNetNS: the runner was given a new network namespace and brings
 	// its loopback up (no NetNSPath in the spec).
 	OwnNetNS bool   `json:"ownNetNS"`
@@ -56,9 +60,10 @@ type RunnerMount struct {
 // RunnerMain is the hidden "msbd krun-runner ID" subcommand: it becomes the
 // VMM of one sandbox. msbd started it already placed in the sandbox's
 // cgroup, network, user and mount namespaces (see Driver.spawn). It sets
-// no-new-privileges, makes the bind mounts, configures libkrun and calls
-// krun_start_enter, which never returns: the process is the VM from then
-// on and exits with it.
+// no-new-privileges, makes the bind mounts, loads libkrun and libkrunfw,
+// leaves the host's file system for a root of its own (enterVMRoot),
+// configures libkrun and calls krun_start_enter, which never returns: the
+// process is the VM from then on and exits with it.
 //
 // It calls no signal.Notify: libkrun installs the signal handlers it needs
 // and Go's must not take their signals.
@@ -105,11 +110,17 @@ func RunnerMain(args []string) error {
 		}
 	}
 	if err := openKVM(cfg.KVMDevice); err != nil {
-		return fail(fmt.Errorf("the sandboxes' host user (uid %d) cannot use the KVM device: %w; make %s read-write for it (mode 0666, as systemd sets it)",
-			os.Getuid(), err, cfg.KVMDevice))
+		return fail(fmt.Errorf("the sandbox's host user cannot use the KVM device: %w; make %s read-write for others (mode 0666, as systemd sets it)",
+			err, cfg.KVMDevice))
 	}
 	lib, err := Load(cfg.Library)
 	if err != nil {
+		return fail(err)
+	}
+	if err := preloadLibkrunfw(); err != nil {
+		fmt.Fprintln(os.Stderr, "msbd:", err)
+	}
+	if cfg, err = enterVMRoot(cfg); err != nil {
 		return fail(err)
 	}
 	if err := configure(lib, cfg); err != nil {
@@ -145,6 +156,7 @@ func configure(lib *Lib, cfg RunnerConfig) error {
 	}
 	for _, step := range []func() error{
 		func() error { return lib.SetVMConfig(id, cfg.VCPUs, cfg.RAMMiB) },
+		func() error { return limitTSI(lib, id) },
 		func() error { return lib.SetRoot(id, cfg.Root) },
 		func() error { return lib.SetWorkdir(id, cfg.Workdir) },
 		func() error { return lib.SetExec(id, cfg.ExecPath, cfg.Argv, env) },
@@ -158,6 +170,22 @@ func configure(lib *Lib, cfg RunnerConfig) error {
 		}
 	}
 	return nil
+}
+
+// limitTSI asks libkrun to hijack the guest's inet sockets only: never its
+// unix sockets, which the VMM would otherwise connect to host paths for it
+// (recent libkrun's heuristics turn that on). Where libkrun lacks the
+// call, runner.log says so; the runner's own root (enterVMRoot) leaves
+// such a connection no host socket to reach either way.
+func limitTSI(lib *Lib, id uint32) error {
+	if !lib.Has("krun_disable_implicit_vsock") || !lib.Has("krun_add_vsock") {
+		fmt.Fprintln(os.Stderr, "msbd: this libkrun cannot limit TSI to inet sockets (no krun_add_vsock): it hijacks what its defaults say")
+		return nil
+	}
+	if err := lib.DisableImplicitVsock(id); err != nil {
+		return err
+	}
+	return lib.AddVsock(id, TSIHijackInet)
 }
 
 // bindMounts makes cfg.Mounts inside cfg.Root. Targets are resolved inside

@@ -57,6 +57,8 @@ func (d *Driver) runnerConfig(spec vmdriver.Spec) RunnerConfig {
 		VsockPort:   AgentPort,
 		VsockSocket: filepath.Join(d.vmDir(spec.ID), vsockSocket),
 		Console:     d.ConsolePath(spec.ID),
+		VMDir:       d.vmDir(spec.ID),
+		VMRoot:      filepath.Join(d.sandboxDir(spec.ID), vmRootDirName),
 		OwnNetNS:    spec.NetNSPath == "",
 		LogLevel:    d.opts.LogLevel,
 	}
