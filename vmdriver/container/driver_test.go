@@ -238,10 +238,23 @@ func checkCgroupLimits(t *testing.T, d *Driver, id string, pid int, mem, pids in
 			}
 		}
 	}
+	// On cgroup v2 the agent is in the sandbox cgroup's agent child, its
+	// workload sibling has the limits (see cgroupv2.go).
+	procsIn := ""
+	if unified, why := unifiedCgroups(); unified && why == "" {
+		sandboxMem, sandboxPids = mem+agentMemoryReserve, pids+agentPIDsReserve
+		procsIn = agentCgroup
+		wl := filepath.Join(cgroupV2Root, d.cgroupsPath(id), workloadCgroup)
+		for file, want := range map[string]string{"memory.max": strconv.FormatInt(mem, 10), "pids.max": strconv.FormatInt(pids, 10)} {
+			if got := read(filepath.Join(wl, file)); got != want {
+				t.Errorf("%s/%s = %q, want %q", wl, file, got, want)
+			}
+		}
+	}
 	mem, pids = sandboxMem, sandboxPids
 	var sawMem, sawPids bool
 	for _, dir := range dirs {
-		if procs := read(filepath.Join(dir, "cgroup.procs")); !slices.Contains(strings.Fields(procs), strconv.Itoa(pid)) {
+		if procs := read(filepath.Join(dir, procsIn, "cgroup.procs")); !slices.Contains(strings.Fields(procs), strconv.Itoa(pid)) {
 			t.Errorf("%s/cgroup.procs = %q, want the sandbox init %d", dir, procs, pid)
 		}
 		for file, want := range map[string]string{

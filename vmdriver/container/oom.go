@@ -51,14 +51,20 @@ func memoryCgroupRoot() (root string, v2 bool, err error) {
 	return unified, true, nil
 }
 
-// workloadMemoryCgroup is the memory cgroup directory holding id's
-// workload: the sandbox's cgroup, or its workload child where there is one.
+// workloadMemoryCgroup is the memory cgroup directory whose OOM count
+// tells of id's workload. On v1: the sandbox's cgroup, or its workload
+// child where there is one. On v2: the sandbox's cgroup, whose
+// memory.events counts the kills in its whole subtree (the workload and
+// agent children of cgroupv2.go, or runc's one cgroup).
 func (d *Driver) workloadMemoryCgroup(id string) (dir string, v2 bool, err error) {
 	root, v2, err := memoryCgroupRoot()
 	if err != nil {
 		return "", false, err
 	}
 	dir = filepath.Join(root, d.cgroupsPath(id))
+	if v2 {
+		return dir, true, nil
+	}
 	if fi, err := os.Stat(filepath.Join(dir, workloadCgroup)); err == nil && fi.IsDir() {
 		dir = filepath.Join(dir, workloadCgroup)
 	}
@@ -71,6 +77,8 @@ const workloadCgroup = "workload"
 
 // OOMKills implements vmdriver.OOMCounter: the oom_kill count of id's
 // workload memory cgroup (memory.events in v2, memory.oom_control in v1).
+// A kill in the agent's leaf counts too on v2: the sandbox then ended by
+// the memory limit all the same.
 func (d *Driver) OOMKills(id string) (uint64, error) {
 	if err := validID(id); err != nil {
 		return 0, err

@@ -23,9 +23,10 @@ import (
 // A fork bomb or a memory hog then fills the workload's limits and leaves
 // the reserve to the agent, which keeps serving exec and the host.
 //
-// This needs cgroup v1's memory and pids hierarchies: in cgroup v2 a
-// cgroup with processes (the agent, placed by runc) cannot hand controllers
-// to children, so there the sandbox keeps one cgroup as before.
+// On cgroup v1 this uses the memory and pids hierarchies. On cgroup v2 a
+// cgroup with processes cannot hand controllers to children, so there the
+// agent and the workload are siblings under the sandbox's cgroup instead
+// (see cgroupv2.go). Where neither works the sandbox keeps one cgroup.
 const (
 	agentMemoryReserve = 64 << 20
 	agentPIDsReserve   = 64
@@ -79,9 +80,17 @@ func workloadMounts() []string {
 
 // withWorkloadCgroup gives the agent the workload cgroup's descriptors
 // (numbered from first) and raises the sandbox cgroup's limits by the
-// agent's reserve; the workload cgroup gets the sandbox's own.
+// agent's reserve; the workload cgroup gets the sandbox's own. On cgroup
+// v2, runc's cgroup becomes the agent's leaf under the sandbox's.
 func withWorkloadCgroup(s *specs.Spec, first int) {
 	n := len(workloadMounts())
+	if unified, why := unifiedCgroups(); unified {
+		if why != "" {
+			return
+		}
+		n = 1
+		s.Linux.CgroupsPath += "/" + agentCgroup
+	}
 	if n == 0 {
 		return
 	}
@@ -129,6 +138,22 @@ func (d *Driver) workloadCgroupFiles(id string) ([]*os.File, error) {
 	s, err := d.readBundle(id)
 	if err != nil || !slices.Contains(s.Process.Args, "--workload-cgroup-fds") {
 		return nil, nil
+	}
+	unified, why := unifiedCgroups()
+	if v2 := s.Linux.CgroupsPath == d.cgroupsPath(id)+"/"+agentCgroup; v2 || unified {
+		switch {
+		case !v2:
+			return nil, errors.New("the bundle was written for cgroup v1 workload cgroups, but this host runs cgroup v2: delete and apply the sandbox again")
+		case !unified:
+			return nil, errors.New("the bundle was written for a cgroup v2 workload cgroup, but this host runs cgroup v1: delete and apply the sandbox again")
+		case why != "":
+			return nil, fmt.Errorf("the bundle wants a cgroup v2 workload cgroup, but %s", why)
+		}
+		f, err := makeV2Cgroups(cgroupV2Root, d.cgroupsPath(id), v2LimitsOf(s.Linux.Resources))
+		if err != nil {
+			return nil, err
+		}
+		return []*os.File{f}, nil
 	}
 	mounts := workloadMounts()
 	if len(mounts) == 0 {
