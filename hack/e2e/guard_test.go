@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // buildHostile builds testdata/hostile, static, into a directory a sandbox
@@ -333,9 +336,31 @@ func TestForkBombKeepsAgent(t *testing.T) {
 }
 
 // requireWorkloadCgroup skips where the container driver makes no workload
-// cgroup: it needs cgroup v1's memory and pids hierarchies.
+// cgroup: it needs cgroup v1's memory and pids hierarchies, or a cgroup v2
+// host (/sys/fs/cgroup the unified hierarchy) with the memory and pids
+// controllers on Linux 5.16 or later (see vmdriver/container/cgroupv2.go).
 func requireWorkloadCgroup(t *testing.T) {
 	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl := strings.Fields(string(b))
+		if !slices.Contains(ctl, "memory") || !slices.Contains(ctl, "pids") {
+			t.Skipf("this cgroup v2 host offers controllers %v, without memory and pids the workload has no cgroup of its own", ctl)
+		}
+		var u unix.Utsname
+		unix.Uname(&u)
+		rel := unix.ByteSliceToString(u.Release[:])
+		var major, minor int
+		fmt.Sscanf(rel, "%d.%d", &major, &minor)
+		if major < 5 || (major == 5 && minor < 16) {
+			t.Skipf("Linux %s: before 5.16 the agent cannot move commands into a cgroup v2 workload cgroup outside its cgroup namespace, so the driver makes none", rel)
+		}
+		return
+	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -352,6 +377,6 @@ func requireWorkloadCgroup(t *testing.T) {
 		}
 	}
 	if !have["memory"] || !have["pids"] {
-		t.Skip("the workload's own cgroup needs cgroup v1 memory and pids hierarchies, which this host does not mount (cgroup v2): the agent has no reserve apart from the workload here")
+		t.Skip("this cgroup v1 host mounts no memory and pids hierarchies: the workload has no cgroup of its own and the agent no reserve")
 	}
 }

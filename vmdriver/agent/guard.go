@@ -179,15 +179,27 @@ func (g *workloadGate) place(pid int) error {
 	return nil
 }
 
+// trampolineStartHook, nil but in test builds (guard_teststop.go), runs
+// first in the trampoline: a test stops it there, where a sandbox process
+// would find it before its own PR_SET_DUMPABLE.
+var trampolineStartHook func(args []string)
+
 // RunEnter is the trampoline (see forkTrampoline): args are the path to
 // exec and its argv. It says it is ready, waits until the agent has placed
 // it, then execs; an exec that fails is reported the way the agent
 // reports one.
 func RunEnter(args []string) int {
+	if trampolineStartHook != nil {
+		trampolineStartHook(args)
+	}
 	// Not traceable by the workload while it waits outside the workload
-	// cgroup (it runs with the workload's credentials); the exec below makes
-	// the command dumpable again as usual. The Go runtime's start, before
-	// this line, is still a short window: see the README.
+	// cgroup (it runs with the workload's credentials; a tracer could make
+	// it fork there, beyond the workload's limits). The host makes the
+	// agent binary executable but not readable by any sandbox id (see
+	// vmdriver/container/agentbin.go), so the kernel already made this
+	// process non-dumpable at execve, before its first instruction; this
+	// call covers an agent binary that is readable (an older bundle). The
+	// exec below makes the command dumpable again as usual.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	// Once placed, the workload's pids limit may be full: nothing here may
 	// need a new thread, so raw calls that never hand the P over.

@@ -123,6 +123,9 @@ func (d *Driver) ociSpec(spec vmdriver.Spec, rootfs string, ids sandboxIDs) (*sp
 			ReadonlyPaths:     readonlyPaths,
 		},
 	}
+	if err := d.execOnlyAgentMount(s); err != nil {
+		return nil, err
+	}
 	if spec.NetNSPath == "" {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
