@@ -56,7 +56,7 @@ func (d *Driver) HostLimits() []vmdriver.HostLimit {
 		if s := strings.TrimSpace(string(b)); s != "max" {
 			limit, _ = strconv.ParseInt(s, 10, 64)
 		}
-		add("cgroup.max.descendants", limit, -1, 2, "cgroups below the root (v2)")
+		add("cgroup.max.descendants", limit, -1, 3, "cgroups below the root (v2): a sandbox's, its agent's and its workload's")
 	}
 	add("kernel.keys.maxkeys", sysctl("kernel/keys/maxkeys"), -1, 0, "keys per host uid: none per sandbox (runc --no-new-keyring)")
 	add("fs.inotify.max_user_instances", sysctl("fs/inotify/max_user_instances"), -1, 0,
