@@ -119,7 +119,7 @@ func TestContract(t *testing.T) {
 			check("krun_set_workdir", func(c2 krunstandin.Call) bool { return c2.Str("path") == "/" })
 			check("krun_set_exec", func(c2 krunstandin.Call) bool {
 				return c2.Str("path") == container.AgentBinary &&
-					slices.Equal(c2.Strs("argv"), []string{"init", "--dir", "/.msb", "--vsock-port", "1024"}) &&
+					slices.Equal(c2.Strs("argv"), []string{"init", "--dir", "/.msb", "--vsock-port", "52000"}) &&
 					slices.Equal(c2.Strs("envp"), agentEnv)
 			})
 			check("krun_set_port_map", func(c2 krunstandin.Call) bool {
@@ -172,6 +172,9 @@ func TestContract(t *testing.T) {
 			slices.Sort(root)
 			if want := []string{"dev", "proc", "rootfs", "vm"}; !slices.Equal(root, want) {
 				t.Errorf("runner root holds %q, want %q", root, want)
+			}
+			if n := start.Num("procs"); n != 1 {
+				t.Errorf("the runner's /proc shows %v processes, want 1 (itself, PID 1 of its own PID namespace)", n)
 			}
 			var opened []string
 			for _, call := range calls {

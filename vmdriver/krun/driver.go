@@ -31,8 +31,19 @@ import (
 const (
 	// RunnerSubcommand is the hidden msbd subcommand that runs one VM.
 	RunnerSubcommand = "krun-runner"
-	// AgentPort is the guest vsock port msb-agent listens on.
-	AgentPort = 1024
+	// AgentPort is the guest vsock port msb-agent listens on, and libkrun
+	// connects msbd's connections on agent.vsock to. It stays clear of the
+	// ports libkrun gives a meaning of its own: TSI's proxy port (620) and
+	// its control requests (1024–1031, proxy create … proxy release), which
+	// its vsock muxer dispatches by port number; on 1024 the agent's
+	// connections and TSI's requests could be taken for one another.
+	//
+	// The port is reachable from inside the guest too: the agent accepts
+	// every peer on it, so a guest process that can make vsock connections
+	// to its own CID (a guest kernel with vsock loopback) reaches the agent
+	// as msbd does. The agent should accept the host's CID only (checking
+	// the peer address accept returns, in vmdriver/agent's listenVsock).
+	AgentPort = 52000
 
 	vmDirName      = "vm"
 	vsockSocket    = "agent.vsock"

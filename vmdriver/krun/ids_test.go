@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +20,9 @@ import (
 
 // TestRunnersApart checks that every microVM's VMM runs as a host uid of
 // its own (its slot of the span, recorded, kept across a reopened driver,
-// freed on purge), seen from the host, and that a process with one
-// runner's host ids can neither signal another runner nor read its files.
+// freed on purge) in a root and PID namespace of its own, seen from the
+// host, and that a process with one runner's host ids can neither signal
+// another runner nor read its files.
 func TestRunnersApart(t *testing.T) {
 	requireRoot(t)
 	si := newStandIn(t)
@@ -35,6 +37,8 @@ func TestRunnersApart(t *testing.T) {
 	layers := busyboxLayers(t, base)
 	agentPath := agenttest.Build(t)
 	ctx := context.Background()
+	hostPidNS, err := os.Readlink("/proc/self/ns/pid")
+	must(t, err)
 	start := func(d *Driver, run bool) (string, container.HostIDs, int) {
 		t.Helper()
 		spec := vmdriver.Spec{ID: randomID(), Hostname: "apart", Layers: layers, AgentPath: agentPath,
@@ -67,6 +71,19 @@ func TestRunnersApart(t *testing.T) {
 		must(t, err)
 		if f := strings.Fields(string(m)); len(f) != 3 || f[0] != "0" || f[1] != strconv.Itoa(int(ids.UID)) || f[2] != strconv.Itoa(container.SlotSize) {
 			t.Errorf("runner %d of %s: uid_map %q, want 0 %d %d", st.PID, spec.ID, m, ids.UID, container.SlotSize)
+		}
+		// Its root and PID namespace, seen from the host (vmroot.go).
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/root", st.PID))
+		must(t, err)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if want := []string{"dev", "proc", "rootfs", "vm"}; !slices.Equal(names, want) {
+			t.Errorf("runner %d of %s: its root holds %q, want %q", st.PID, spec.ID, names, want)
+		}
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", st.PID)); ns == "" || ns == hostPidNS {
+			t.Errorf("runner %d of %s: PID namespace %q, want one of its own (msbd's is %s)", st.PID, spec.ID, ns, hostPidNS)
 		}
 		return spec.ID, ids, st.PID
 	}

@@ -99,7 +99,8 @@ func (d *Driver) runnerConfig(spec vmdriver.Spec) RunnerConfig {
 // spawn starts spec's runner: in the sandbox's cgroups, in
 // its network namespace (started from a thread that entered it), in a user
 // namespace where it is root but the host sees the sandbox's own uid (its
-// slot of the span: no other VMM runs as it), and in a
+// slot of the span: no other VMM runs as it), as PID 1 of a PID namespace
+// of its own (its /proc shows no host process, see vmroot.go), and in a
 // mount namespace of its own for the bind mounts it makes in the root. It
 // returns once the runner has configured libkrun.
 func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig) error {
@@ -178,7 +179,7 @@ func (d *Driver) spawn(ctx context.Context, spec vmdriver.Spec, cfg RunnerConfig
 		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid:                     true,
-			Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+			Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.UID), Size: int(ids.Size)}},
 			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.GID), Size: int(ids.Size)}},
 			GidMappingsEnableSetgroups: true,

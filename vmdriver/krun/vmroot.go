@@ -15,14 +15,15 @@ import (
 // what the VMM opens by path, pivots into it and lets the old root go. A
 // VMM taken over from the guest (through a virtio device bug, say) then
 // finds no host path to open or bind a socket at, whatever the modes of
-// the host's files; with its host uid of its own (ids), /proc gives it no
-// other process's root either. The tree, read-only but for what is bound:
+// the host's files. The runner is also PID 1 of a PID namespace of its own
+// (see spawn), so its /proc, mounted fresh, shows no host process (their
+// command lines, their roots). The tree, read-only but for what is bound:
 //
 //	/rootfs     the guest's root (the overlay with its bind mounts), shared over virtio-fs
 //	/vm         the sandbox's vm/ (the agent's vsock socket, the console)
 //	/dev/kvm    the KVM device (libkrun opens this path); /dev/null, /dev/urandom
-//	/proc       the host's /proc, bound: libkrun's virtio-fs server reopens
-//	            its files through /proc/self/fd
+//	/proc       its PID namespace's: libkrun's virtio-fs server reopens its
+//	            files through /proc/self/fd
 const (
 	vmRootDirName = "vmroot" // in the sandbox directory: the mount point, empty on the host
 	inRootfs      = "/rootfs"
@@ -68,7 +69,6 @@ func enterVMRoot(cfg RunnerConfig) (RunnerConfig, error) {
 		{cfg.Root, inRootfs, true, true},
 		{cfg.VMDir, inVMDir, true, false},
 		{cfg.KVMDevice, DefaultKVMDevice, false, false},
-		{"/proc", "/proc", true, true},
 	}
 	for _, dev := range vmRootDevices {
 		binds = append(binds, struct {
@@ -80,6 +80,15 @@ func enterVMRoot(cfg RunnerConfig) (RunnerConfig, error) {
 		if err := bind(b.src, b.target, b.dir, b.rec); err != nil {
 			return cfg, err
 		}
+	}
+	// A new proc is allowed only while a full one is visible: the host's,
+	// until the pivot.
+	proc := filepath.Join(mnt, "proc")
+	if err := os.Mkdir(proc, 0o555); err != nil {
+		return cfg, err
+	}
+	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return cfg, fmt.Errorf("runner root: mount proc: %w", err)
 	}
 	// pivot_root(".", "."): the old root ends up on top of the new one,
 	// and is then detached with everything under it.
