@@ -12,12 +12,12 @@ import (
 )
 
 // requiresMicroVM skips t, saying why, unless this host can boot a real
-// microVM for the sandboxes' uid: a KVM character device it may open
+// microVM for the sandboxes' uids (one per sandbox): a KVM character device it may open
 // read-write, libkrun with the symbols msb needs, and libkrunfw.
 func requiresMicroVM(t testing.TB) Finding {
 	t.Helper()
 	f := Probe(os.Getenv("MSB_KRUN_LIB"), "")
-	f.RequireAccess(container.DefaultHostID, container.DefaultHostID)
+	f.RequireAccessSpan(container.DefaultHostID, container.DefaultHostID, container.DefaultIDMapSize)
 	switch {
 	case !f.Available():
 		t.Skip("no real microVMs here: " + f.Reason())
