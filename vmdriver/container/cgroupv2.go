@@ -51,7 +51,7 @@ import (
 const agentCgroup = "agent"
 
 // cgroupV2Root is where a unified-mode host mounts the v2 hierarchy.
-const cgroupV2Root = "/sys/fs/cgroup"
+var cgroupV2Root = "/sys/fs/cgroup" // a variable for tests on a hybrid host's unified mount
 
 var (
 	cgroupModeOnce sync.Once
@@ -174,7 +174,8 @@ func makeV2Cgroups(root, rel string, l v2Limits) (f *os.File, err error) {
 		}
 	}()
 	// Every cgroup from the root down to the sandbox's passes the
-	// controllers on, as runc's CreateCgroupPath does for its own path.
+	// controllers on, as runc's CreateCgroupPath does for its own path
+	// (runc would enable all; the limits need these).
 	dir := root
 	for _, e := range strings.Split(strings.Trim(rel, "/"), "/") {
 		enableControllers(dir)
@@ -197,16 +198,22 @@ func makeV2Cgroups(root, rel string, l v2Limits) (f *os.File, err error) {
 	return os.OpenFile(filepath.Join(wl, "cgroup.procs"), os.O_WRONLY, 0)
 }
 
-// enableControllers enables in dir's children every controller dir has,
-// one by one so that one the kernel refuses does not keep the others out
-// (runc does the same and checks the limits it needs afterwards).
+// v2Controllers are the controllers the sandbox's limits need below the
+// root; runc enables the rest itself when it makes the agent's leaf.
+var v2Controllers = []string{"cpu", "memory", "pids"}
+
+// enableControllers enables in dir's children those of v2Controllers that
+// dir has, one by one so that one the kernel refuses does not keep the
+// others out; writeCgroupFiles then reports a limit that has no file.
 func enableControllers(dir string) {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return
 	}
 	for _, c := range strings.Fields(string(b)) {
-		writeCgroupFile(dir, "cgroup.subtree_control", "+"+c)
+		if slices.Contains(v2Controllers, c) {
+			writeCgroupFile(dir, "cgroup.subtree_control", "+"+c)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package container
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,13 +11,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/agent"
+	"msb.dev/msb/vmdriver/agent/agenttest"
 )
 
 // The helper process of TestCgroupV2AgentMovesThroughHostFD: the test
@@ -279,5 +286,119 @@ func TestKernelAtLeast(t *testing.T) {
 		if got := kernelAtLeast(release, 5, 16); got != want {
 			t.Errorf("kernelAtLeast(%q, 5, 16) = %v, want %v", release, got, want)
 		}
+	}
+}
+
+// asCgroupV2 makes the driver take this host for a cgroup v2 one whose
+// hierarchy is mounted at mp, until the test ends.
+func asCgroupV2(t *testing.T, mp string, unified bool) {
+	t.Helper()
+	u, why := unifiedCgroups() // computed once; then overridden
+	root := cgroupV2Root
+	cgroupUnified, cgroupV2Why, cgroupV2Root = unified, "", mp
+	t.Cleanup(func() { cgroupUnified, cgroupV2Why, cgroupV2Root = u, why, root })
+}
+
+// TestCgroupV2Bundle: on a cgroup v2 host a sandbox's bundle puts runc in
+// the agent leaf and gives the agent one descriptor; at start the driver
+// makes the layout from the bundle and opens the workload's cgroup.procs;
+// Delete removes it all. A bundle written for the other cgroup version is
+// refused with a clear message. (No limits: this host's cgroup2 mount has
+// no controllers.)
+func TestCgroupV2Bundle(t *testing.T) {
+	mp, _ := cgroup2Mount(t)
+	f := newFixture(t)
+	ctx := context.Background()
+	asCgroupV2(t, mp, true)
+	spec := f.spec("exec sleep 1000")
+	spec.MemoryBytes, spec.PIDs, spec.MilliCPUs = 0, 0, 0
+	must(t, f.d.Create(ctx, spec))
+	s, err := f.d.readBundle(spec.ID)
+	must(t, err)
+	if want := f.d.cgroupsPath(spec.ID) + "/" + agentCgroup; s.Linux.CgroupsPath != want {
+		t.Errorf("bundle cgroupsPath = %q, want %q", s.Linux.CgroupsPath, want)
+	}
+	i := slices.Index(s.Process.Args, "--workload-cgroup-fds")
+	if i < 0 || i+1 >= len(s.Process.Args) || strings.Contains(s.Process.Args[i+1], ",") {
+		t.Fatalf("agent args %q: want --workload-cgroup-fds with one descriptor", s.Process.Args)
+	}
+	files, err := f.d.workloadCgroupFiles(spec.ID)
+	must(t, err)
+	for _, f := range files {
+		f.Close()
+	}
+	sb := filepath.Join(mp, f.d.cgroupsPath(spec.ID))
+	if len(files) != 1 || !fileExists(filepath.Join(sb, workloadCgroup, "cgroup.procs")) {
+		t.Errorf("workloadCgroupFiles: %d files, %s/%s exists: %v", len(files), sb, workloadCgroup, fileExists(filepath.Join(sb, workloadCgroup)))
+	}
+
+	asCgroupV2(t, mp, false)
+	if _, err := f.d.workloadCgroupFiles(spec.ID); err == nil || !strings.Contains(err.Error(), "this host runs cgroup v1") {
+		t.Errorf("a v2 bundle on a v1 host: %v, want refused", err)
+	}
+	must(t, f.d.Delete(ctx, spec.ID, true))
+	if fileExists(sb) {
+		t.Errorf("%s left after Delete", sb)
+	}
+}
+
+// TestCgroupV2AgentFlow runs a real sandbox with the v2 layout on this
+// host's cgroup2 mount: runc puts the agent in <sandbox>/agent and roots
+// its cgroup namespace there, and the real agent's trampoline moves the
+// main command and an exec into the workload sibling through msbd's
+// descriptor. The limits are not part of it (no controllers here).
+func TestCgroupV2AgentFlow(t *testing.T) {
+	mp, superOpts := cgroup2Mount(t)
+	var u unix.Utsname
+	must(t, unix.Uname(&u))
+	if release := unix.ByteSliceToString(u.Release[:]); !kernelAtLeast(release, 5, 16) {
+		t.Skipf("Linux %s: the v2 workload cgroup needs 5.16", release)
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	withNSDelegate(t, mp, superOpts)
+	asCgroupV2(t, mp, true)
+	spec := f.spec("exec sleep 1000")
+	spec.MemoryBytes, spec.PIDs, spec.MilliCPUs = 0, 0, 0
+	spec.AgentPath = agenttest.Build(t)
+	must(t, f.d.Create(ctx, spec))
+	must(t, f.d.Start(ctx, spec.ID))
+	st := waitStatus(t, f.d, spec.ID, vmdriver.StatusRunning, 15*time.Second)
+	agentDir := f.d.agentDir(spec.ID)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := agent.WaitReady(wctx, agentDir); err != nil {
+		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
+		t.Fatalf("agent not ready: %v; log %q", err, logs)
+	}
+	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
+	must(t, err)
+	defer c.Close()
+	var out, errb bytes.Buffer
+	code, err := c.Exec(wctx, agent.ExecRequest{Argv: []string{"cat", "/proc/self/cgroup"}, Stdout: &out, Stderr: &errb})
+	if err != nil || code != 0 {
+		t.Fatalf("exec: %d, %v, %s", code, err, errb.String())
+	}
+	if !strings.Contains(out.String(), "\n0::/../"+workloadCgroup+"\n") && !strings.HasPrefix(out.String(), "0::/../"+workloadCgroup+"\n") {
+		t.Errorf("an exec's /proc/self/cgroup in the sandbox:\n%s\nwant 0::/../%s (the workload, beside the agent's namespace root)", out.String(), workloadCgroup)
+	}
+	sb := filepath.Join(mp, f.d.cgroupsPath(spec.ID))
+	read := func(p string) []string {
+		b, err := os.ReadFile(p)
+		must(t, err)
+		return strings.Fields(string(b))
+	}
+	if procs := read(filepath.Join(sb, agentCgroup, "cgroup.procs")); !slices.Contains(procs, strconv.Itoa(st.PID)) {
+		t.Errorf("%s/%s/cgroup.procs = %v, want the agent %d", sb, agentCgroup, procs, st.PID)
+	}
+	if procs := read(filepath.Join(sb, workloadCgroup, "cgroup.procs")); len(procs) != 1 {
+		t.Errorf("%s/%s/cgroup.procs = %v, want the main command alone", sb, workloadCgroup, procs)
+	}
+	if procs := read(filepath.Join(sb, "cgroup.procs")); len(procs) != 0 {
+		t.Errorf("%s/cgroup.procs = %v, want none (no internal processes)", sb, procs)
+	}
+	must(t, f.d.Delete(ctx, spec.ID, true))
+	if fileExists(sb) {
+		t.Errorf("%s left after Delete", sb)
 	}
 }
