@@ -1,8 +1,11 @@
 package vmdriver
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // HostLimitError is a sandbox start that failed on a host-wide or per-uid
@@ -26,46 +29,138 @@ func (e *HostLimitError) Error() string {
 
 func (e *HostLimitError) Unwrap() error { return e.Err }
 
-// hostLimitPatterns map what runtimes (runc, the kernel through them) say
-// when a host budget is spent to the limit. Order matters: the first whose
-// words all appear wins.
+// hostLimitPatterns map an error number that runtimes (runc, the kernel
+// through them) end with when a host budget is spent, and words of the
+// runtime's own message around it, to the limit. Order matters: the first
+// that fits wins.
 var hostLimitPatterns = []struct {
+	errno syscall.Errno
+	// words: one must appear in the runtime's own words (none: the errno
+	// alone says it); op: in the failing operation's, the part just
+	// before the errno ("mount proc:/proc: no space left on device" is a
+	// mount; "error mounting ...: mkdir PATH: no space left on device" a
+	// full disk).
 	words        []string
+	op           bool
 	limit, raise string
 }{
-	{[]string{"session key", "quota exceeded"}, "keys of the sandboxes' host uid", "kernel.keys.maxkeys and kernel.keys.maxbytes"},
-	{[]string{"keyring", "quota exceeded"}, "keys of the sandboxes' host uid", "kernel.keys.maxkeys and kernel.keys.maxbytes"},
-	{[]string{"too many open files in system"}, "open files of the whole host", "fs.file-max"},
-	{[]string{"too many open files"}, "open files of msbd (RLIMIT_NOFILE, inherited by runc)", "msbd's open-file limit (LimitNOFILE= in its unit, ulimit -n) and fs.nr_open"},
-	{[]string{"no space left on device", "namespace"}, "namespaces the host allows", "user.max_user_namespaces, user.max_mnt_namespaces, user.max_pid_namespaces, user.max_net_namespaces (and the other user.max_*_namespaces)"},
-	{[]string{"no space left on device", "unshare"}, "namespaces the host allows", "user.max_user_namespaces, user.max_mnt_namespaces, user.max_pid_namespaces, user.max_net_namespaces (and the other user.max_*_namespaces)"},
-	{[]string{"no space left on device", "cgroup"}, "cgroups the host allows", "cgroup.max.descendants of the cgroup root (cgroup v2)"},
-	{[]string{"no space left on device", "mount"}, "mounts in msbd's mount namespace", "fs.mount-max"},
-	{[]string{"resource temporarily unavailable", "fork"}, "processes and threads of the host", "kernel.pid_max and kernel.threads-max (and pids.max of msbd's cgroup)"},
-	{[]string{"resource temporarily unavailable", "clone"}, "processes and threads of the host", "kernel.pid_max and kernel.threads-max (and pids.max of msbd's cgroup)"},
-	{[]string{"resource temporarily unavailable", "thread"}, "processes and threads of the host", "kernel.pid_max and kernel.threads-max (and pids.max of msbd's cgroup)"},
+	{syscall.EDQUOT, []string{"session key", "keyring"}, true, "keys of the sandboxes' host uid", "kernel.keys.maxkeys and kernel.keys.maxbytes"},
+	{syscall.ENFILE, nil, false, "open files of the whole host", "fs.file-max"},
+	{syscall.EMFILE, nil, false, "open files of msbd (RLIMIT_NOFILE, inherited by runc)", "msbd's open-file limit (LimitNOFILE= in its unit, ulimit -n) and fs.nr_open"},
+	{syscall.ENOSPC, []string{"namespace", "unshare"}, true, "namespaces the host allows", "user.max_user_namespaces, user.max_mnt_namespaces, user.max_pid_namespaces, user.max_net_namespaces (and the other user.max_*_namespaces)"},
+	{syscall.ENOSPC, []string{"cgroup"}, false, "cgroups the host allows", "cgroup.max.descendants of the cgroup root (cgroup v2)"},
+	{syscall.ENOSPC, []string{"mount"}, true, "mounts in msbd's mount namespace", "fs.mount-max"},
+	{syscall.EAGAIN, []string{"fork", "clone", "thread"}, true, "processes and threads of the host", "kernel.pid_max and kernel.threads-max (and pids.max of msbd's cgroup)"},
 }
 
-// AsHostLimit returns err as a *HostLimitError when its message says a host
-// budget ran out, else err unchanged.
+// hostLimitErrnos are the error numbers of hostLimitPatterns.
+var hostLimitErrnos = []syscall.Errno{syscall.EDQUOT, syscall.ENFILE, syscall.EMFILE, syscall.ENOSPC, syscall.EAGAIN}
+
+// AsHostLimit returns err as a *HostLimitError when it says a host budget
+// ran out, else err unchanged.
+//
+// The error number decides: the one err carries, or, as runc reports only
+// text, the one whose text ends the message (its root cause: "...: disk
+// quota exceeded"). The words that tell which budget it was are looked for
+// in the runtime's own words only: quoted strings and paths (a command,
+// a mount source, anything a spec names) are left out, so a command named
+// "/opt/session key quota exceeded" that does not exist is a missing
+// command, not a host limit retried forever.
 func AsHostLimit(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := strings.ToLower(err.Error())
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		errno = trailingErrno(err.Error())
+	}
+	if errno == 0 {
+		return err
+	}
+	msg := err.Error()
+	own := ownWords(msg)
+	op := ownWords(failingOp(msg))
 	for _, p := range hostLimitPatterns {
-		all := true
-		for _, w := range p.words {
-			if !strings.Contains(msg, w) {
-				all = false
-				break
-			}
+		if p.errno != errno {
+			continue
 		}
-		if all {
+		in := own
+		if p.op {
+			in = op
+		}
+		if len(p.words) == 0 || slices.ContainsFunc(p.words, func(w string) bool { return strings.Contains(in, w) }) {
 			return &HostLimitError{Limit: p.limit, Raise: p.raise, Err: err}
 		}
 	}
 	return err
+}
+
+// trailingErrno is the host-limit error number whose text ends msg (after
+// ": "; a trailing parenthesis such as " (log PATH)" aside), or 0.
+func trailingErrno(msg string) syscall.Errno {
+	msg = strings.ToLower(stripQuoted(msg))
+	last := msg
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		last = msg[i+2:]
+	}
+	last = strings.TrimSpace(last)
+	if i := strings.Index(last, " ("); i >= 0 && strings.HasSuffix(last, ")") {
+		last = last[:i]
+	}
+	for _, e := range hostLimitErrnos {
+		if last == e.Error() {
+			return e
+		}
+	}
+	return 0
+}
+
+// failingOp is the part of msg (quoted strings left out) between the last
+// two ": ", the operation the error number ended: "unable to create
+// session key" in "...: unable to create session key: disk quota exceeded".
+func failingOp(msg string) string {
+	msg = stripQuoted(msg)
+	i := strings.LastIndex(msg, ": ")
+	if i < 0 {
+		return ""
+	}
+	msg = msg[:i]
+	if j := strings.LastIndex(msg, ": "); j >= 0 {
+		msg = msg[j+2:]
+	}
+	return msg
+}
+
+// ownWords is msg lowercased without quoted strings and paths (words with
+// a slash): what the runtime itself said, not what a spec named.
+func ownWords(msg string) string {
+	msg = strings.ToLower(stripQuoted(msg))
+	msg = strings.ReplaceAll(msg, "fork/exec", "forkexec") // Go's word, not a path
+	fields := strings.Fields(msg)
+	fields = slices.DeleteFunc(fields, func(f string) bool { return strings.Contains(f, "/") })
+	return strings.Join(fields, " ")
+}
+
+// stripQuoted removes "double-quoted" strings (Go's %q, with \" escapes)
+// from msg.
+func stripQuoted(msg string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		switch {
+		case in && c == '\\' && i+1 < len(msg):
+			i++
+		case c == '"':
+			in = !in
+			if !in {
+				b.WriteString(`""`)
+			}
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // HostLimit is one host budget that sandbox starts draw on, as a driver
