@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,11 +17,33 @@ import (
 
 // cgroupMounts returns the mount points of every cgroup hierarchy (v1
 // controllers, the v1 hybrid unified mount, or the v2 root).
+//
+// They are read once and kept (hierarchies are mounted at boot): reading
+// the mount table, which grows with every sandbox, at every delete made
+// deleting N sandboxes read N tables of N sandboxes' mounts.
 func cgroupMounts() ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	cgroupMountsMu.Lock()
+	defer cgroupMountsMu.Unlock()
+	if cgroupMountsKept != nil {
+		return cgroupMountsKept, nil
+	}
+	b, err := mountinfo.read()
 	if err != nil {
 		return nil, err
 	}
+	mps := parseCgroupMounts(b)
+	if len(mps) > 0 {
+		cgroupMountsKept = mps
+	}
+	return mps, nil
+}
+
+var (
+	cgroupMountsMu   sync.Mutex
+	cgroupMountsKept []string
+)
+
+func parseCgroupMounts(b []byte) []string {
 	var out []string
 	for line := range strings.SplitSeq(string(b), "\n") {
 		// ... mountpoint ... - fstype source options
@@ -36,7 +59,7 @@ func cgroupMounts() ([]string, error) {
 			out = append(out, unescapeMountinfo(fields[4]))
 		}
 	}
-	return out, nil
+	return out
 }
 
 // cgroupDirs are the directories of id's cgroup in every hierarchy that has one.

@@ -1,10 +1,9 @@
 package container
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -111,17 +110,26 @@ func mountOverlayFsconfig(lower []string, upper, work, target string) error {
 // mountPoints returns the mount points at or below dir in this mount
 // namespace, deepest first.
 func mountPoints(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	data, err := mountinfo.read()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	dir = filepath.Clean(dir)
+	// The table has a few lines per sandbox: look at the fields only of
+	// lines that name dir (escaped as the kernel writes it) at all.
+	needle := []byte(escapeMountinfo(dir))
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if !bytes.Contains(line, needle) {
+			continue
+		}
+		fields := strings.Fields(string(line))
 		if len(fields) < 5 {
 			continue
 		}
@@ -129,9 +137,6 @@ func mountPoints(dir string) ([]string, error) {
 		if mp == dir || strings.HasPrefix(mp, dir+"/") {
 			out = append(out, mp)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
 	}
 	// Deepest first, and at the same depth the last mounted first (an
 	// overlay before the disk its upper dir is on); a path mounted twice
@@ -229,9 +234,13 @@ func unmountAllBut(dir string, keep ...string) error {
 				return fmt.Errorf("unmount %s: %w", mp, err)
 			}
 		}
-		if busy != nil {
-			time.Sleep(20 * time.Millisecond)
+		if busy == nil {
+			// Every one found is unmounted: no need to read the table
+			// again (it grows with every sandbox, and a delete read it
+			// twice).
+			return nil
 		}
+		time.Sleep(20 * time.Millisecond)
 		if attempt > 60 {
 			return fmt.Errorf("unmount under %s: still mounted", dir)
 		}
