@@ -19,9 +19,13 @@ const maxDenyKeys = 256
 // decisionLog is one sandbox's bounded log: a ring of the last decisions,
 // the followers receiving new ones, and the OnDeny limiter's state.
 type decisionLog struct {
-	mu        sync.Mutex
+	mu sync.Mutex
+	// ring grows up to size as decisions come, then wraps: most sandboxes
+	// of a dense host are idle, and a ring allocated whole up front (150
+	// KiB at the default size) was most of msbd's memory per sandbox.
 	ring      []Decision
-	next      int  // where the next decision goes
+	size      int
+	next      int  // where the next decision goes, once full
 	full      bool // ring has wrapped
 	followers map[chan Decision]struct{}
 	closed    bool
@@ -38,7 +42,7 @@ type denyState struct {
 
 func newDecisionLog(size int) *decisionLog {
 	return &decisionLog{
-		ring:      make([]Decision, size),
+		size:      size,
 		followers: make(map[chan Decision]struct{}),
 		done:      make(chan struct{}),
 		denies:    make(map[denyKey]*denyState),
@@ -115,10 +119,12 @@ func (l *decisionLog) add(d Decision, limitDenies bool, interval time.Duration) 
 	if l.closed {
 		return false, 0
 	}
-	l.ring[l.next] = d
-	l.next++
-	if l.next == len(l.ring) {
-		l.next, l.full = 0, true
+	if !l.full {
+		l.ring = append(l.ring, d)
+		l.full = len(l.ring) == l.size
+	} else {
+		l.ring[l.next] = d
+		l.next = (l.next + 1) % l.size
 	}
 	for ch := range l.followers {
 		select {
@@ -158,7 +164,7 @@ func (l *decisionLog) snapshot() []Decision {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.full {
-		return append([]Decision(nil), l.ring[:l.next]...)
+		return append([]Decision(nil), l.ring...)
 	}
 	out := make([]Decision, 0, len(l.ring))
 	out = append(out, l.ring[l.next:]...)
