@@ -36,6 +36,7 @@ type options struct {
 	mcpMaxPIDs                                                    int64
 	defaultVCPUs                                                  int
 	manifestsDirs                                                 stringList
+	pprofSocket                                                   string
 }
 
 // stringList is a repeatable string flag.
@@ -76,6 +77,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.mcpAllowRemote, "mcp-allow-remote", false, "let --mcp-listen use a non-loopback address")
 	fs.DurationVar(&o.mcpTTL, "mcp-ttl", 0, "lifetime of sandboxes created over MCP that ask for none (0: until deleted)")
 	o.mcpFlags(fs)
+	o.debugFlags(fs)
 	fs.IntVar(&o.defaultVCPUs, "default-vcpus", 1, "vCPUs of microVMs whose spec sets no cpus")
 	fs.Var(&o.manifestsDirs, "manifests-dir", "directory of manifests msbd keeps applied, pruning what is removed from it (repeatable; see README)")
 }
