@@ -19,6 +19,9 @@ type Runtime struct {
 	Engine *netpolicy.Engine
 	// Requeue, if set, has a sandbox reconciled again (see AgentUnresponsive).
 	Requeue func(key string)
+	// SuspectAgent, if set, has a sandbox's agent probed at once
+	// (SandboxReconciler.SuspectAgent); else AgentUnresponsive requeues.
+	SuspectAgent func(sb *v1alpha1.Sandbox)
 }
 
 // driverOf returns the endpoint of sb in the driver its status names, else
@@ -120,9 +123,14 @@ func (rt Runtime) OOMKills(sb *v1alpha1.Sandbox) (uint64, error) {
 }
 
 // AgentUnresponsive is told by the API when a call to sb's agent timed
-// out: the sandbox is reconciled at once, which probes the agent and sets
-// Ready=False AgentUnresponsive, rather than at the next resync.
+// out: its agent is probed at once, and a sandbox found unresponsive is
+// reconciled to Ready=False AgentUnresponsive, rather than after the next
+// periodic probe.
 func (rt Runtime) AgentUnresponsive(sb *v1alpha1.Sandbox) {
+	if rt.SuspectAgent != nil {
+		rt.SuspectAgent(sb)
+		return
+	}
 	if rt.Requeue != nil {
 		rt.Requeue(v1alpha1.KeyOf(sb))
 	}

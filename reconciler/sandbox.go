@@ -99,11 +99,16 @@ type SandboxReconciler struct {
 	StopGrace time.Duration
 	// Requeue is called to look at a key again (when a sandbox's run ends).
 	Requeue func(key string)
-	// ProbeAgent, if set, is asked at every reconcile of a running sandbox
-	// whether its agent (at the host socket) answers: an error means it
-	// accepted the connection but did not answer in time, and the sandbox
-	// turns Ready=False AgentUnresponsive until it answers again.
+	// ProbeAgent, if set, is asked whether a running sandbox's agent (at
+	// the host socket) answers: an error means it accepted the connection
+	// but did not answer in time, and the sandbox turns Ready=False
+	// AgentUnresponsive until it answers again. It is called off the
+	// reconcile path, every AgentProbeInterval per sandbox (spread) and at
+	// once when an exec timed out (SuspectAgent).
 	ProbeAgent func(ctx context.Context, socket string) error
+	// AgentProbeInterval is how often each running sandbox's agent is
+	// probed (0: agentProbeInterval).
+	AgentProbeInterval time.Duration
 	// BeforeCreate, if set, runs before a sandbox is created in the
 	// runtime; an error fails the start. msbd records there how far the
 	// store had got, and the sandbox's marker, so that a store later
@@ -117,6 +122,7 @@ type SandboxReconciler struct {
 	started   map[string]bool
 	ops       map[string]*bgOp       // background work by slot (see background)
 	pulled    map[string]pulledImage // sandbox uid → image resolved for its next start
+	agents    *agentProber           // nil without ProbeAgent
 	ownEvents bool
 
 	once    sync.Once
@@ -132,6 +138,15 @@ func (r *SandboxReconciler) init() {
 		r.ops = map[string]*bgOp{}
 		r.pulled = map[string]pulledImage{}
 		r.ctx, r.cancel = context.WithCancel(context.Background())
+		if r.ProbeAgent != nil {
+			interval := r.AgentProbeInterval
+			if interval <= 0 {
+				interval = agentProbeInterval
+			}
+			r.agents = newAgentProber(r.ProbeAgent, r.Requeue, interval, agentRecheck)
+			r.closing.Add(1)
+			go func() { defer r.closing.Done(); r.agents.run(r.ctx) }()
+		}
 		if r.Events == nil {
 			r.Events, r.ownEvents = NewRecorder(r.Store, r.Log), true
 		}
@@ -243,9 +258,7 @@ func (r *SandboxReconciler) sync(ctx context.Context, sb *v1alpha1.Sandbox, st *
 	restartAsked := restartRequested(sb, st)
 	if running && (st.SpecHash == hash || st.SpecHash == "") && !restartAsked {
 		r.observeRunning(d, sb, st, state, hash)
-		if r.agentUnresponsive(ctx, d, sb, st, state) && (res.RequeueAfter == 0 || res.RequeueAfter > agentRecheck) {
-			res.RequeueAfter = agentRecheck
-		}
+		r.agentUnresponsive(d, sb, st, state)
 		return res, nil
 	}
 	// A changed spec is not Ready until the sandbox runs it: what it ran
@@ -458,6 +471,7 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 // finished handles a sandbox whose main command ended: restart it per
 // restartPolicy with backoff, or record the final phase.
 func (r *SandboxReconciler) finished(ctx context.Context, d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec vmdriver.Spec, hash, digest string, state vmdriver.State, res Result) (Result, error) {
+	r.forgetAgent(sb.Metadata.UID)
 	r.observeLog(d, sb, st)
 	r.observeDisk(d, sb, st)
 	code := exitCode(state)

@@ -1,7 +1,6 @@
 package reconciler
 
 import (
-	"context"
 	"time"
 
 	"msb.dev/msb/apis/v1alpha1"
@@ -20,30 +19,64 @@ const ReasonAgentResponsive = "AgentResponsive"
 // comes back soon after it does.
 const agentRecheck = 2 * time.Second
 
-// agentUnresponsive probes the agent of a running sandbox (observeRunning
-// has set Ready=True) and, when it does not answer, sets Ready=False
-// AgentUnresponsive instead. A paused sandbox is not probed: its agent is
-// frozen on purpose.
-func (r *SandboxReconciler) agentUnresponsive(ctx context.Context, d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, state vmdriver.State) bool {
-	if r.ProbeAgent == nil || state.Status != vmdriver.StatusRunning {
-		return false
+// agentUnresponsive has the agent of a running sandbox (observeRunning has
+// set Ready=True) probed by the agent prober from now on and, when its
+// last probe found it not answering, sets Ready=False AgentUnresponsive
+// instead. It does no I/O: the prober probes off the reconcile path and
+// requeues the sandbox when its verdict changes. A paused sandbox is not
+// probed: its agent is frozen on purpose.
+func (r *SandboxReconciler) agentUnresponsive(d vmdriver.Driver, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, state vmdriver.State) {
+	if r.agents == nil {
+		return
 	}
-	ep, err := d.Endpoint(sb.Metadata.UID)
+	id := sb.Metadata.UID
+	if state.Status != vmdriver.StatusRunning {
+		r.agents.forget(id)
+		return
+	}
+	ep, err := d.Endpoint(id)
 	if err != nil {
-		return false
+		return
 	}
+	r.agents.track(id, v1alpha1.KeyOf(sb), ep.AgentSocket)
 	was := cond(&sb.Status, v1alpha1.ConditionReady) == ReasonAgentUnresponsive
-	err = r.ProbeAgent(ctx, ep.AgentSocket)
+	err = r.agents.verdict(id)
 	if err == nil {
 		if was {
 			r.event(sb, v1alpha1.EventNormal, ReasonAgentResponsive, "The sandbox's agent answers again")
 		}
-		return false
+		return
 	}
 	msg := "the sandbox's agent does not answer, so exec and copy fail: " + err.Error()
 	r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonAgentUnresponsive, msg)
 	if !was {
 		r.event(sb, v1alpha1.EventWarning, ReasonAgentUnresponsive, msg)
 	}
-	return true
+}
+
+// SuspectAgent is told (through Runtime) when a call to sb's agent timed
+// out: its agent is probed at once, off the reconcile path, and the
+// sandbox is requeued if the probe finds it unresponsive. Without a
+// prober (no ProbeAgent) the sandbox is just reconciled again.
+func (r *SandboxReconciler) SuspectAgent(sb *v1alpha1.Sandbox) {
+	r.init()
+	key := v1alpha1.KeyOf(sb)
+	d, ok := r.Drivers.Get(sb.Status.Driver)
+	if r.agents == nil || !ok {
+		r.Requeue(key)
+		return
+	}
+	ep, err := d.Endpoint(sb.Metadata.UID)
+	if err != nil {
+		r.Requeue(key)
+		return
+	}
+	r.agents.suspect(sb.Metadata.UID, key, ep.AgentSocket)
+}
+
+// forgetAgent stops probing the agent of a sandbox that no longer runs.
+func (r *SandboxReconciler) forgetAgent(id string) {
+	if r.agents != nil {
+		r.agents.forget(id)
+	}
 }

@@ -32,6 +32,7 @@ func (r *SandboxReconciler) suspend(ctx context.Context, d vmdriver.Driver, sb *
 			return err
 		}
 	}
+	r.forgetAgent(id)
 	if st.Phase != v1alpha1.PhaseSuspended {
 		r.event(sb, v1alpha1.EventNormal, ReasonSuspended, "Sandbox suspended; its writable layer is kept")
 		r.unpublish(sb, st)
@@ -113,6 +114,7 @@ func (r *SandboxReconciler) teardown(ctx context.Context, sb *v1alpha1.Sandbox, 
 	r.mu.Lock()
 	delete(r.started, sb.Metadata.UID)
 	r.mu.Unlock()
+	r.forgetAgent(sb.Metadata.UID)
 	return nil
 }
 

@@ -187,7 +187,7 @@ func run(o options) error {
 	}
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context { return ctx }, Handler: apiserver.New(apiserver.Config{
 		Store:   st,
-		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog(), Requeue: queue.Add},
+		Runtime: reconciler.Runtime{Drivers: drivers, Engine: network.DecisionLog(), Requeue: queue.Add, SuspectAgent: sbr.SuspectAgent},
 		Images:  imgs,
 		Version: v1alpha1.VersionInfo{Version: version, GoVersion: runtime.Version(), Driver: auto.Name(), Isolation: auto.Isolation()},
 		Logger:  log,
@@ -207,6 +207,7 @@ func run(o options) error {
 		}
 		defer stopMCP()
 	}
+	servePprof(ctx, o.pprofSocket, log)
 	// Before serving: once msbd answers, orphans are gone (or held).
 	if err := orphans.CollectOnce(ctx); err != nil {
 		log.Warn("collecting orphaned sandboxes", "err", err)
