@@ -6,12 +6,22 @@ import (
 	"sync"
 
 	"msb.dev/msb/apis/v1alpha1"
+	"msb.dev/msb/store"
 )
 
 // EventSink stores events (implemented by *store.Store).
 type EventSink interface {
 	RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, message string) error
 }
+
+// BatchEventSink stores several events in one durable write (implemented
+// by *store.Store).
+type BatchEventSink interface {
+	RecordEvents(evs []store.EventRecord) error
+}
+
+// maxEventBatch bounds the events written in one store transaction.
+const maxEventBatch = 256
 
 // Recorder writes events for every controller. Each is a durable store
 // write and a sandbox start records several, so they are written by one
@@ -38,17 +48,54 @@ func NewRecorder(sink EventSink, log *slog.Logger) *Recorder {
 	r := &Recorder{sink: sink, log: log, ch: make(chan pendingEvent, 1024), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
+		batch := make([]pendingEvent, 0, maxEventBatch)
 		for ev := range r.ch {
-			if ev.flushed != nil {
-				close(ev.flushed)
-				continue
+			// Take what else is pending, up to a flush marker, and write
+			// it together: one disk sync for many events.
+			batch = append(batch[:0], ev)
+		drain:
+			for len(batch) < maxEventBatch && ev.flushed == nil {
+				select {
+				case next, ok := <-r.ch:
+					if !ok {
+						break drain
+					}
+					batch, ev = append(batch, next), next
+				default:
+					break drain
+				}
 			}
+			r.write(batch)
+		}
+	}()
+	return r
+}
+
+// write records batch's events, in order, then closes its flush marker
+// (only ever last).
+func (r *Recorder) write(batch []pendingEvent) {
+	var flushed chan struct{}
+	if last := batch[len(batch)-1]; last.flushed != nil {
+		flushed, batch = last.flushed, batch[:len(batch)-1]
+	}
+	if bs, ok := r.sink.(BatchEventSink); ok && len(batch) > 1 {
+		recs := make([]store.EventRecord, len(batch))
+		for i, ev := range batch {
+			recs[i] = store.EventRecord{Ref: ev.ref, Type: ev.typ, Reason: ev.reason, Message: ev.message}
+		}
+		if err := bs.RecordEvents(recs); err != nil {
+			r.log.Warn("recording events", "events", len(recs), "err", err)
+		}
+	} else {
+		for _, ev := range batch {
 			if err := r.sink.RecordEvent(ev.ref, ev.typ, ev.reason, ev.message); err != nil {
 				r.log.Warn("recording event", "object", ev.ref.Name, "reason", ev.reason, "err", err)
 			}
 		}
-	}()
-	return r
+	}
+	if flushed != nil {
+		close(flushed)
+	}
 }
 
 // Event records an event about the object ref.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -191,73 +192,122 @@ func (t *txn) deleteEvent(namespace, name string) error {
 // are dropped, each a DELETED change).
 // Events are objects of kind Event: List("Event", ns), Get and Watch see them.
 func (s *Store) RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, message string) error {
-	ref.Namespace = defaultNS(ref.Namespace)
-	if ref.Kind == "" || ref.Name == "" {
-		return fmt.Errorf("record event %q: the involved object needs a kind and a name: %w", reason, ErrInvalid)
-	}
-	if err := checkName(eventInfo, ref.Namespace, ref.Name); err != nil {
+	ev := EventRecord{Ref: ref, Type: eventType, Reason: reason, Message: message}
+	if err := ev.check(); err != nil {
 		return err
 	}
-	if strings.ContainsAny(ref.Kind, "/\x00") {
-		return fmt.Errorf("record event %q: bad kind %q: %w", reason, ref.Kind, ErrInvalid)
+	return s.write(func(t *txn) error { return t.recordEvent(ev) })
+}
+
+// EventRecord is one event for RecordEvents: what RecordEvent takes.
+type EventRecord struct {
+	Ref                   v1alpha1.ObjectReference
+	Type, Reason, Message string
+}
+
+// check validates ev and fills its defaults.
+func (ev *EventRecord) check() error {
+	ev.Ref.Namespace = defaultNS(ev.Ref.Namespace)
+	if ev.Ref.Kind == "" || ev.Ref.Name == "" {
+		return fmt.Errorf("record event %q: the involved object needs a kind and a name: %w", ev.Reason, ErrInvalid)
 	}
-	if eventType == "" {
-		eventType = v1alpha1.EventNormal
+	if err := checkName(eventInfo, ev.Ref.Namespace, ev.Ref.Name); err != nil {
+		return err
 	}
-	return s.write(func(t *txn) error {
-		bkt, err := createEventsBucket(t.tx, ref.Namespace, ref.Kind, ref.Name)
-		if err != nil {
-			return err
+	if strings.ContainsAny(ev.Ref.Kind, "/\x00") {
+		return fmt.Errorf("record event %q: bad kind %q: %w", ev.Reason, ev.Ref.Kind, ErrInvalid)
+	}
+	if ev.Type == "" {
+		ev.Type = v1alpha1.EventNormal
+	}
+	return nil
+}
+
+// RecordEvents records evs as RecordEvent does, in order, in one durable
+// write: a recorder with many events pending (a thousand sandboxes
+// starting or deleted at once) pays one disk sync for all of them, not
+// one each. An invalid event is left out and reported in the returned
+// error; the others are recorded.
+func (s *Store) RecordEvents(evs []EventRecord) error {
+	var bad []error
+	ok := make([]EventRecord, 0, len(evs))
+	for _, ev := range evs {
+		if err := ev.check(); err != nil {
+			bad = append(bad, err)
+			continue
 		}
-		evs, err := eventsIn(bkt)
-		if err != nil {
-			return err
-		}
-		ts := now()
-		var match *v1alpha1.Event
-		for _, ev := range evs {
-			if ev.InvolvedObject == ref && ev.Type == eventType && ev.Reason == reason && ev.Message == message &&
-				(match == nil || ev.LastSeen.After(match.LastSeen)) {
-				match = ev
+		ok = append(ok, ev)
+	}
+	if len(ok) > 0 {
+		if err := s.write(func(t *txn) error {
+			for _, ev := range ok {
+				if err := t.recordEvent(ev); err != nil {
+					return err
+				}
 			}
-		}
-		if match != nil {
-			match.Count++
-			match.LastSeen = ts
-			return t.putEvent(bkt, match, Modified)
-		}
-		name := fmt.Sprintf("%s.%x", ref.Name, ts.UnixNano())
-		for i := 1; bkt.Get([]byte(name)) != nil; i++ {
-			name = fmt.Sprintf("%s.%x", ref.Name, ts.UnixNano()+int64(i))
-		}
-		ev := &v1alpha1.Event{
-			Metadata: v1alpha1.ObjectMeta{
-				Name: name, Namespace: ref.Namespace, UID: newUID(),
-				Generation: 1, CreationTimestamp: &ts,
-			},
-			InvolvedObject: ref,
-			Type:           eventType,
-			Reason:         reason,
-			Message:        message,
-			Count:          1,
-			FirstSeen:      ts,
-			LastSeen:       ts,
-		}
-		if err := t.putEvent(bkt, ev, Added); err != nil {
-			return err
-		}
-		evs = append(evs, ev)
-		if len(evs) <= maxEventsPerObject {
 			return nil
+		}); err != nil {
+			return err
 		}
-		slices.SortStableFunc(evs, func(a, b *v1alpha1.Event) int { return a.LastSeen.Compare(b.LastSeen) })
-		for _, old := range evs[:len(evs)-maxEventsPerObject] {
-			if err := t.dropEvent(bkt, old); err != nil {
-				return err
-			}
+	}
+	return errors.Join(bad...)
+}
+
+// recordEvent records one checked event in t (see RecordEvent).
+func (t *txn) recordEvent(e EventRecord) error {
+	ref, eventType, reason, message := e.Ref, e.Type, e.Reason, e.Message
+	bkt, err := createEventsBucket(t.tx, ref.Namespace, ref.Kind, ref.Name)
+	if err != nil {
+		return err
+	}
+	evs, err := eventsIn(bkt)
+	if err != nil {
+		return err
+	}
+	ts := now()
+	var match *v1alpha1.Event
+	for _, ev := range evs {
+		if ev.InvolvedObject == ref && ev.Type == eventType && ev.Reason == reason && ev.Message == message &&
+			(match == nil || ev.LastSeen.After(match.LastSeen)) {
+			match = ev
 		}
+	}
+	if match != nil {
+		match.Count++
+		match.LastSeen = ts
+		return t.putEvent(bkt, match, Modified)
+	}
+	name := fmt.Sprintf("%s.%x", ref.Name, ts.UnixNano())
+	for i := 1; bkt.Get([]byte(name)) != nil; i++ {
+		name = fmt.Sprintf("%s.%x", ref.Name, ts.UnixNano()+int64(i))
+	}
+	ev := &v1alpha1.Event{
+		Metadata: v1alpha1.ObjectMeta{
+			Name: name, Namespace: ref.Namespace, UID: newUID(),
+			Generation: 1, CreationTimestamp: &ts,
+		},
+		InvolvedObject: ref,
+		Type:           eventType,
+		Reason:         reason,
+		Message:        message,
+		Count:          1,
+		FirstSeen:      ts,
+		LastSeen:       ts,
+	}
+	if err := t.putEvent(bkt, ev, Added); err != nil {
+		return err
+	}
+	evs = append(evs, ev)
+	if len(evs) <= maxEventsPerObject {
 		return nil
-	})
+	}
+	slices.SortStableFunc(evs, func(a, b *v1alpha1.Event) int { return a.LastSeen.Compare(b.LastSeen) })
+	for _, old := range evs[:len(evs)-maxEventsPerObject] {
+		if err := t.dropEvent(bkt, old); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Events returns events oldest first (by FirstSeen): those about ref when it

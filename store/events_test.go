@@ -112,3 +112,36 @@ func TestEventsBounded(t *testing.T) {
 		t.Fatalf("after delete: %d events, %v", len(evs), err)
 	}
 }
+
+// RecordEvents records a batch in order in one write, as RecordEvent would
+// one by one (repeats count up), and leaves out an invalid event alone.
+func TestRecordEventsBatch(t *testing.T) {
+	s, _ := newStore(t)
+	a := v1alpha1.ObjectReference{Kind: "Sandbox", Name: "a"}
+	b := v1alpha1.ObjectReference{Kind: "Sandbox", Name: "b"}
+	rev := s.Revision()
+	err := s.RecordEvents([]EventRecord{
+		{Ref: a, Reason: "Created", Message: "created"},
+		{Ref: a, Reason: "Started", Message: "started"},
+		{Ref: v1alpha1.ObjectReference{Kind: "Sandbox"}, Reason: "Bad"}, // no name
+		{Ref: a, Reason: "Started", Message: "started"},
+		{Ref: b, Type: "Warning", Reason: "Killing", Message: "stopping"},
+	})
+	if err == nil {
+		t.Error("an event without an object's name was not reported")
+	}
+	evs, err := s.Events("", &a)
+	must(t, err)
+	if len(evs) != 2 || evs[0].Reason != "Created" || evs[1].Reason != "Started" || evs[1].Count != 2 || evs[0].Type != v1alpha1.EventNormal {
+		t.Errorf("events about a: %+v; want Created, then Started counted twice", evs)
+	}
+	evs, err = s.Events("", &b)
+	must(t, err)
+	if len(evs) != 1 || evs[0].Type != "Warning" {
+		t.Errorf("events about b: %+v", evs)
+	}
+	// Four changes (three adds, one count), at one revision step each.
+	if got := s.Revision() - rev; got != 4 {
+		t.Errorf("revision moved by %d, want 4", got)
+	}
+}
