@@ -170,6 +170,16 @@ func out(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	return c, nil
 }
 
+// outOwned is out for an object the caller owns (fresh from the store's
+// List or Events, shared with no one): it is redacted and typed without
+// the copy, which was two thirds of a list's cost at a thousand objects.
+func outOwned(obj v1alpha1.Object, ki v1alpha1.KindInfo) v1alpha1.Object {
+	c := v1alpha1.Redact(obj)
+	tm := c.GetTypeMeta()
+	tm.APIVersion, tm.Kind = v1alpha1.APIVersion, ki.Kind
+	return c
+}
+
 // copyField sets the exported field name of *dst to that of *src, if both
 // have it. It lets PUT keep status (and PUT /status keep spec) for any kind.
 func copyField(dst, src v1alpha1.Object, name string) {
@@ -381,11 +391,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) error {
 		if !ok {
 			continue
 		}
-		c, err := out(o)
-		if err != nil {
-			return err
-		}
-		items = append(items, c)
+		items = append(items, outOwned(o, ki))
 	}
 	writeJSON(w, http.StatusOK, v1alpha1.List[v1alpha1.Object]{
 		TypeMeta: v1alpha1.TypeMeta{APIVersion: v1alpha1.APIVersion, Kind: ki.Kind + "List"},
