@@ -153,16 +153,83 @@ func runDelete(ctx context.Context, c *client.Client, o *deleteOptions, args []s
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	gone := func(obj v1alpha1.Object) bool { return obj == nil }
+	// One list and watch per kind and namespace for all of them: a wait
+	// per object (a list each) made deleting N objects cost N lists of N.
+	type group struct{ kind, ns string }
+	pending := map[group]map[string]bool{}
+	var order []group
 	for _, t := range deleted {
-		err := waitFor(wctx, c, t.kind.Kind, t.namespace, t.name, gone)
+		g := group{t.kind.Kind, t.namespace}
+		if pending[g] == nil {
+			pending[g] = map[string]bool{}
+			order = append(order, g)
+		}
+		pending[g][t.name] = true
+	}
+	for _, g := range order {
+		err := waitGone(wctx, c, g.kind, g.ns, pending[g])
 		if errors.Is(err, errTimeout) {
-			timeoutError(stderr, t.kind, t.name)
-			return exitFail
+			for _, t := range deleted {
+				if t.kind.Kind == g.kind && t.namespace == g.ns && pending[g][t.name] {
+					timeoutError(stderr, t.kind, t.name)
+					return exitFail
+				}
+			}
 		}
 		if err != nil {
 			return fail(stderr, err)
 		}
 	}
 	return code
+}
+
+// waitGone waits until none of names (of kind in ns) exists, removing each
+// from names as it goes: it lists once, then follows one watch from the
+// list's revision, listing again only when the stream ends.
+func waitGone(ctx context.Context, c *client.Client, kind, ns string, names map[string]bool) error {
+	for {
+		objs, rv, err := c.List(ctx, kind, ns, "")
+		if err != nil {
+			if ctx.Err() != nil {
+				return errTimeout
+			}
+			return err
+		}
+		present := make(map[string]bool, len(objs))
+		for _, o := range objs {
+			present[o.GetMetadata().Name] = true
+		}
+		for n := range names {
+			if !present[n] {
+				delete(names, n)
+			}
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		ch, err := c.Watch(ctx, kind, ns, rv)
+		if err != nil {
+			if ctx.Err() != nil {
+				return errTimeout
+			}
+			return err
+		}
+		for ev := range ch {
+			if ev.Type == "ERROR" || ev.Object == nil {
+				break
+			}
+			if ev.Type == "DELETED" {
+				delete(names, ev.Object.GetMetadata().Name)
+				if len(names) == 0 {
+					return nil
+				}
+			}
+		}
+		// The stream ended: on timeout stop, else list again.
+		select {
+		case <-ctx.Done():
+			return errTimeout
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
