@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,8 +34,17 @@ import (
 //   - msbd-rss-KiB/sb: msbd's RSS growth per sandbox;
 //   - msbd-idle-cpu-%: msbd's CPU over MSB_BENCH_IDLE (30s) with all of
 //     them running, in % of one core;
-//   - get-A-ms: `msbctl get sb -A`, median of 5;
+//   - msbd-goroutines/sb: msbd's goroutines per sandbox (from its
+//     --pprof-socket);
+//   - get-A-ms, describe-ms: `msbctl get sb -A` and `msbctl describe sb
+//     NAME`, median of 5;
 //   - delete-s: `msbctl delete sb --all --wait`.
+//
+// At the end it logs the figures of every size side by side, with the
+// ratio of each to the smallest size's per unit of size (1.0: linear).
+// MSB_BENCH_PPROF=DIR also saves msbd's heap profile after the idle
+// period and CPU profiles of the idle period and of the delete to DIR
+// (`go tool pprof bin/msbd DIR/heap-1000.pb.gz`).
 //
 // Run: MSB_BENCH_DENSITY=100,1000 go test -run '^$' -bench Density
 // -benchtime 1x ./hack/e2e/ (or hack/bench/density.sh). Nothing here
@@ -51,6 +63,7 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		idle = d
 	}
+	var runs []densityFigures
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -58,14 +71,48 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			for range b.N {
-				densityOnce(b, n, idle)
+				runs = append(runs, densityOnce(b, n, idle))
 			}
 		})
 	}
+	logDensity(b, runs)
 }
 
-func densityOnce(b *testing.B, n int, idle time.Duration) {
-	d := startDaemon(b, "--log-level", "warn")
+// densityFigures are one size's figures that should scale linearly (or
+// not at all), kept to set the sizes side by side.
+type densityFigures struct {
+	n                                     int
+	getA, describe, deleteAll, idleCPU    time.Duration
+	rssPerSb, goroutinesPerSb, idleCPUPct float64
+}
+
+// logDensity logs every size's figures beside the smallest size's: per
+// object for get -A and delete (1.0× means linear in objects), as is for
+// the per-sandbox ones.
+func logDensity(b *testing.B, runs []densityFigures) {
+	if len(runs) < 2 {
+		return
+	}
+	base := runs[0]
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-6s %10s %12s %10s %14s %10s %12s %8s\n", "n", "get-A-ms", "describe-ms", "delete-s", "delete-ms/sb", "rss-KiB/sb", "goroutines/sb", "idle-%")
+	for _, r := range runs {
+		fmt.Fprintf(&sb, "%-6d %10.1f %12.1f %10.1f %14.1f %10.0f %12.2f %8.2f\n", r.n, ms(r.getA), ms(r.describe), r.deleteAll.Seconds(),
+			ms(r.deleteAll)/float64(r.n), r.rssPerSb, r.goroutinesPerSb, r.idleCPUPct)
+	}
+	for _, r := range runs[1:] {
+		per := func(x, y time.Duration) float64 { return (float64(x) / float64(r.n)) / (float64(y) / float64(base.n)) }
+		fmt.Fprintf(&sb, "n=%d vs n=%d, per object (1.0 = linear): get -A %.2f×, delete --all --wait %.2f×; describe %.2f× (1.0 = flat)\n",
+			r.n, base.n, per(r.getA, base.getA), per(r.deleteAll, base.deleteAll), float64(r.describe)/float64(base.describe))
+	}
+	// Printed, not logged: a parent benchmark's log is not shown.
+	fmt.Print("density, side by side:\n" + sb.String())
+}
+
+func densityOnce(b *testing.B, n int, idle time.Duration) densityFigures {
+	pprofSock := filepath.Join(b.TempDir(), "pprof.sock")
+	d := startDaemon(b, "--log-level", "warn", "--pprof-socket", pprofSock)
+	profDir := os.Getenv("MSB_BENCH_PPROF")
 	d.apply(sandboxYAML("warm", "", "sleep", "100000"))
 	d.must("wait", "sandbox/warm", "--for=condition=Ready", "--timeout=60s")
 	d.must("delete", "sandbox", "warm", "--wait")
@@ -76,6 +123,7 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 
 	msbdPid := d.cmd.Process.Pid
 	rssBefore, availBefore := procRSS(msbdPid), memAvailableKiB()
+	grBefore := goroutines(b, pprofSock)
 	var docs []string
 	for i := range n {
 		docs = append(docs, sandboxYAML(fmt.Sprintf("d%04d", i), "", "sleep", "100000"))
@@ -104,15 +152,28 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 	time.Sleep(5 * time.Second) // let the starts' garbage go
 	pss, agentPss, procs := sandboxPSS(b, d.stateDir)
 	rssAfter, availAfter := procRSS(msbdPid), memAvailableKiB()
+	grAfter := goroutines(b, pprofSock)
 	cpu0 := procCPU(msbdPid)
-	time.Sleep(idle)
+	if profDir != "" {
+		// The CPU profile is the idle period itself.
+		saveProfile(b, pprofSock, fmt.Sprintf("profile?seconds=%d", int(idle.Seconds())), filepath.Join(profDir, fmt.Sprintf("cpu-idle-%d.pb.gz", n)))
+	} else {
+		time.Sleep(idle)
+	}
 	cpu := procCPU(msbdPid) - cpu0
+	if profDir != "" {
+		saveProfile(b, pprofSock, "heap?gc=1", filepath.Join(profDir, fmt.Sprintf("heap-%d.pb.gz", n)))
+		saveProfile(b, pprofSock, "goroutine", filepath.Join(profDir, fmt.Sprintf("goroutine-%d.pb.gz", n)))
+	}
 
-	var gets []time.Duration
+	var gets, descs []time.Duration
 	for range 5 {
 		t := time.Now()
 		d.must("get", "sb", "-A")
 		gets = append(gets, time.Since(t))
+		t = time.Now()
+		d.must("describe", "sb", fmt.Sprintf("d%04d", n/2))
+		descs = append(descs, time.Since(t))
 	}
 	b.ReportMetric(ready.Seconds(), "ready-s")
 	b.ReportMetric(seqN.Seconds(), "runc-seq-s")
@@ -125,7 +186,9 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n), "msbd-rss-KiB/sb")
 	b.ReportMetric(float64(rssAfter), "msbd-rss-KiB")
 	b.ReportMetric(100*cpu.Seconds()/idle.Seconds(), "msbd-idle-cpu-%")
+	b.ReportMetric(float64(grAfter-grBefore)/float64(n), "msbd-goroutines/sb")
 	b.ReportMetric(ms(median(gets)), "get-A-ms")
+	b.ReportMetric(ms(median(descs)), "describe-ms")
 
 	// msbctl's own timeout, not the harness's two minutes.
 	timeout := time.Duration(2*n+60) * time.Second
@@ -133,11 +196,84 @@ func densityOnce(b *testing.B, n int, idle time.Duration) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "msbctl"), "delete", "sandboxes", "--all", "--wait", "--timeout="+timeout.String())
 	cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	profiled := make(chan struct{})
+	if profDir != "" {
+		// The first minute of the delete (or all of it); awaited below,
+		// before msbd stops.
+		secs := min(60, n/20+5)
+		go func() {
+			defer close(profiled)
+			saveProfile(b, pprofSock, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(profDir, fmt.Sprintf("cpu-delete-%d.pb.gz", n)))
+		}()
+		// Where the goroutines wait, a few seconds into the delete.
+		time.AfterFunc(3*time.Second, func() {
+			if data, err := pprofGet(pprofSock, "goroutine?debug=1", 30*time.Second); err == nil {
+				os.WriteFile(filepath.Join(profDir, fmt.Sprintf("goroutines-delete-%d.txt", n)), data, 0o644)
+			}
+		})
+	} else {
+		close(profiled)
+	}
+	busy0, total0 := hostCPU()
 	t1 := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("delete --all --wait: %v\n%s", err, out)
 	}
-	b.ReportMetric(time.Since(t1).Seconds(), "delete-s")
+	del := time.Since(t1)
+	<-profiled
+	b.ReportMetric(del.Seconds(), "delete-s")
+	b.ReportMetric(ms(del)/float64(n), "delete-ms/sb")
+	// How busy the whole host was meanwhile: near 100% means the delete is
+	// bounded by the machine, not by a lock or a serial step.
+	busy1, total1 := hostCPU()
+	if total1 > total0 {
+		b.ReportMetric(100*float64(busy1-busy0)/float64(total1-total0), "delete-host-busy-%")
+	}
+	return densityFigures{n: n, getA: median(gets), describe: median(descs), deleteAll: del,
+		rssPerSb: float64(rssAfter-rssBefore) / float64(n), goroutinesPerSb: float64(grAfter-grBefore) / float64(n),
+		idleCPUPct: 100 * cpu.Seconds() / idle.Seconds()}
+}
+
+// pprofGet fetches path from msbd's --pprof-socket.
+func pprofGet(sock, path string, timeout time.Duration) ([]byte, error) {
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Get("http://msbd/debug/pprof/" + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pprof %s: %s", path, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// goroutines is msbd's goroutine count.
+func goroutines(b *testing.B, sock string) int {
+	data, err := pprofGet(sock, "goroutine?debug=1", 30*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	n, err := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
+	if err != nil {
+		b.Fatalf("goroutine profile: %q", first)
+	}
+	return n
+}
+
+// saveProfile writes msbd's profile path to file (logged, not fatal: the
+// profiles are extras).
+func saveProfile(b *testing.B, sock, path, file string) {
+	data, err := pprofGet(sock, path, 5*time.Minute)
+	if err == nil {
+		err = os.WriteFile(file, data, 0o644)
+	}
+	if err != nil {
+		b.Logf("profile %s: %v", path, err)
+	}
 }
 
 func readyCount(c *client.Client) int {
@@ -288,6 +424,25 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// hostCPU is the host's busy and total CPU time so far, in ticks, from
+// the first line of /proc/stat (busy: all but idle and iowait).
+func hostCPU() (busy, total int64) {
+	data, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i >= 7 { // steal, guest: guest is already in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
 
 func memAvailableKiB() int64 {
