@@ -263,8 +263,13 @@ func frozen(d *Driver, id string) bool {
 	if b, err := os.ReadFile("/sys/fs/cgroup/freezer" + cg + "/freezer.state"); err == nil && strings.TrimSpace(string(b)) != "THAWED" {
 		return true
 	}
-	b, err := os.ReadFile("/sys/fs/cgroup" + cg + "/cgroup.freeze")
-	return err == nil && strings.TrimSpace(string(b)) == "1"
+	// v2: runc's cgroup is the sandbox's, or its agent leaf (cgroupv2.go).
+	for _, p := range []string{cg, cg + "/" + agentCgroup} {
+		if b, err := os.ReadFile("/sys/fs/cgroup" + p + "/cgroup.freeze"); err == nil && strings.TrimSpace(string(b)) == "1" {
+			return true
+		}
+	}
+	return false
 }
 
 // filterPipe returns the read end of a pipe holding b and closed for writing:
