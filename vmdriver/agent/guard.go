@@ -22,7 +22,10 @@ import (
 //   - Freezing: ptrace(PTRACE_ATTACH, 1) from inside, then detaching with
 //     SIGSTOP, would stop it. A non-dumpable process can only be traced by a
 //     holder of CAP_SYS_PTRACE in its user namespace, which sandboxes never
-//     get, so hardenAgent clears the dumpable flag first thing. (It also
+//     get. The host gives the sandbox an agent binary it may execute but
+//     not read, so the kernel makes the agent and its trampolines
+//     non-dumpable at execve (vmdriver/container/agentbin.go), and
+//     hardenAgent clears the dumpable flag again first thing. (It also
 //     hides /proc/1/{mem,fd,environ,...} from the workload.)
 //   - Starving: the workload's pids and memory limits apply to a child
 //     cgroup of the sandbox's ("workload", made by the host), while the agent

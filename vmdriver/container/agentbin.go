@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // The agent binary a sandbox runs is executable but not readable by it.
@@ -84,6 +85,12 @@ func execOnlyAgent(stateDir, src string) (string, error) {
 func copyExecOnly(dir, src string) (string, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
+	}
+	// A bind mount keeps its source's noexec, and in the sandbox's user
+	// namespace runc cannot clear it: say so instead of a start that fails.
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err == nil && sfs.Flags&unix.ST_NOEXEC != 0 {
+		return "", fmt.Errorf("%s is on a noexec mount: the sandboxes' agent runs from there; put the state directory on a filesystem that allows exec", dir)
 	}
 	in, err := os.Open(src)
 	if err != nil {

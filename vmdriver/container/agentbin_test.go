@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestExecOnlyAgentCopy: the copy is root's, mode 0711, the same bytes,
@@ -72,4 +74,19 @@ func BenchmarkExecOnlyAgent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestExecOnlyAgentNoexecStateDir: a state directory on a noexec mount is
+// a clear error, not a sandbox that cannot start its agent.
+func TestExecOnlyAgentNoexecStateDir(t *testing.T) {
+	state := tempDir(t)
+	if err := unix.Mount("tmpfs", state, "tmpfs", unix.MS_NOEXEC, "size=16m"); err != nil {
+		t.Skipf("mount a noexec tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(state, unix.MNT_DETACH) })
+	src := filepath.Join(tempDir(t), "msb-agent")
+	must(t, os.WriteFile(src, []byte("#!agent\n"), 0o755))
+	if _, err := execOnlyAgent(state, src); err == nil || !strings.Contains(err.Error(), "noexec") {
+		t.Errorf("execOnlyAgent on a noexec state dir: %v, want an error naming noexec", err)
+	}
 }
