@@ -13,6 +13,11 @@ import (
 // exec or copy that times out has its agent probed at once (SuspectAgent).
 const agentProbeInterval = 2 * time.Minute
 
+// agentProbeTick is the prober's shortest sleep: probes that fall due
+// within it start together, so the agents' table is scanned at most this
+// often however many sandboxes run.
+const agentProbeTick = time.Second
+
 // maxAgentProbes bounds the probes in flight: a probe of a frozen agent
 // waits agent.CallTimeout, and many frozen at once must not pile up
 // goroutines and connections.
@@ -132,8 +137,7 @@ func (p *agentProber) startDue(ctx context.Context, probes *sync.WaitGroup) time
 			continue
 		}
 		if p.inflight >= maxAgentProbes {
-			sleep = min(sleep, 100*time.Millisecond)
-			continue
+			continue // a probe that ends wakes the loop
 		}
 		a.probing = true
 		p.inflight++
@@ -143,7 +147,7 @@ func (p *agentProber) startDue(ctx context.Context, probes *sync.WaitGroup) time
 			p.probeOne(ctx, uid, a)
 		}()
 	}
-	return max(sleep, 10*time.Millisecond)
+	return max(sleep, agentProbeTick)
 }
 
 // probeOne probes a's agent and requeues its sandbox when the verdict
@@ -154,6 +158,7 @@ func (p *agentProber) probeOne(ctx context.Context, uid string, a *probedAgent) 
 	p.mu.Unlock()
 	err := p.probe(ctx, socket)
 	p.mu.Lock()
+	full := p.inflight >= maxAgentProbes
 	p.inflight--
 	a.probing = false
 	changed := (err == nil) != (a.err == nil)
@@ -166,10 +171,13 @@ func (p *agentProber) probeOne(ctx context.Context, uid string, a *probedAgent) 
 	tracked := p.agents[uid] == a
 	p.mu.Unlock()
 	if ctx.Err() == nil && tracked {
-		// The loop may sleep past an unresponsive agent's recheck.
-		select {
-		case p.wake <- struct{}{}:
-		default:
+		if err != nil || full {
+			// The loop may sleep past an unresponsive agent's recheck,
+			// or past agents left waiting for a free probe.
+			select {
+			case p.wake <- struct{}{}:
+			default:
+			}
 		}
 		if changed {
 			p.requeue(key)
