@@ -74,6 +74,11 @@ func (d *Driver) runc(ctx context.Context, logPath string, args ...string) ([]by
 	if err == nil {
 		return stdout.Bytes(), nil
 	}
+	if cerr := ctx.Err(); cerr != nil {
+		// Ended (or never started) by the caller's deadline: say so in a
+		// way errors.Is can tell (Wait blocks on a paused sandbox until it).
+		return nil, fmt.Errorf("runc %s: %w", args[0], cerr)
+	}
 	msg := strings.TrimSpace(stderr.String())
 	if logPath != "" {
 		msg = lastRuncError(logPath)
