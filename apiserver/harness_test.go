@@ -110,7 +110,7 @@ type env struct {
 	logs    *syncBuffer // the server's log
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "msbapi")
 	if err != nil {
