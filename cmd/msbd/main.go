@@ -118,7 +118,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	ctr, err := container.New(container.Options{StateDir: stateDir, HostUID: uid, HostGID: uid, IDMapSize: size})
+	ctr, err := container.New(container.Options{StateDir: stateDir, HostUID: uid, HostGID: uid, IDMapSize: size, PooledDiskBytes: defDisk.Value()})
 	if err != nil {
 		return err
 	}

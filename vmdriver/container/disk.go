@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,16 +66,28 @@ func (d *Driver) mountDisk(spec vmdriver.Spec) (upper, work string, err error) {
 	}
 	if !mounted {
 		img := d.diskImage(id)
-		if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
-			if err := d.newDiskImage(img, max(spec.DiskBytes, minDiskBytes)); err != nil {
-				return "", "", err
-			}
-		}
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", "", err
 		}
-		if err := mountImage(img, dir); err != nil {
-			return "", "", err
+		placed := false
+		if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+			if disk, ok := d.diskPool.take(spec.DiskBytes); ok {
+				if err := disk.place(img, dir); err != nil {
+					slog.Warn("disk pool: placing a ready disk failed; making one", "sandbox", id, "err", err)
+				} else {
+					placed = true
+				}
+			}
+			if _, err := os.Stat(img); !placed && errors.Is(err, os.ErrNotExist) {
+				if err := d.newDiskImage(img, max(spec.DiskBytes, minDiskBytes)); err != nil {
+					return "", "", err
+				}
+			}
+		}
+		if !placed {
+			if err := mountImage(img, dir); err != nil {
+				return "", "", err
+			}
 		}
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {

@@ -35,6 +35,9 @@ type Options struct {
 	// first slot is the shared range image layers must already be owned
 	// by. No host user may hold an id of the span: see CheckIDRange.
 	HostUID, HostGID, IDMapSize uint32
+	// PooledDiskBytes, when not 0, is the disk size kept ready ahead of
+	// starts (msbd's --default-disk; see diskpool.go).
+	PooledDiskBytes int64
 }
 
 // Driver runs sandboxes as runc containers.
@@ -59,8 +62,9 @@ type Driver struct {
 
 	// diskMu serialises making disk templates (disk.go); idmapNS caches
 	// the idmapping user namespace of each slot (idmapped.go).
-	diskMu  sync.Mutex
-	idmapMu sync.Mutex
+	diskMu   sync.Mutex
+	diskPool *diskPool
+	idmapMu  sync.Mutex
 	idmapNS map[uint32]int
 
 	mu    sync.Mutex
@@ -138,6 +142,11 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("container driver: compiling the seccomp profile: %w", err)
 		}
 		d.seccompFilter = seccompbpf.Marshal(prog)
+	}
+	if opts.PooledDiskBytes > 0 {
+		if d.diskPool, err = newDiskPool(d, opts.PooledDiskBytes); err != nil {
+			return nil, fmt.Errorf("container driver: %w", err)
+		}
 	}
 	return d, nil
 }
