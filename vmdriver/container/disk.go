@@ -40,6 +40,16 @@ import (
 func (d *Driver) diskImage(id string) string { return filepath.Join(d.SandboxDir(id), "disk.img") }
 func (d *Driver) diskDir(id string) string   { return filepath.Join(d.SandboxDir(id), "disk") }
 
+// writableLayer returns sandbox id's overlay upper and work directories:
+// on its disk when it has one.
+func (d *Driver) writableLayer(id string) (upper, work string) {
+	base := d.SandboxDir(id)
+	if _, err := os.Stat(d.diskImage(id)); err == nil {
+		base = d.diskDir(id)
+	}
+	return filepath.Join(base, "upper"), filepath.Join(base, "work")
+}
+
 // minDiskBytes is the smallest disk made: ext4 needs room for its own
 // metadata.
 const minDiskBytes = 16 << 20
@@ -56,9 +66,11 @@ func (d *Driver) wantsDisk(spec vmdriver.Spec) bool {
 	return spec.DiskBytes > 0
 }
 
-// mountDisk makes (once) and mounts sandbox id's disk and the agent
-// directory on it; it returns the writable layer's upper and work dirs.
-func (d *Driver) mountDisk(spec vmdriver.Spec) (upper, work string, err error) {
+// mountDisk makes (once) and mounts sandbox id's disk, with the agent
+// directory on it (bound at agentMountPoint when hostBind: a backend that
+// shares it from the host; the container driver binds it in each start's
+// namespace); it returns the writable layer's upper and work dirs.
+func (d *Driver) mountDisk(spec vmdriver.Spec, hostBind bool) (upper, work string, err error) {
 	id, dir := spec.ID, d.diskDir(spec.ID)
 	mounted, err := isMountPoint(dir)
 	if err != nil {
@@ -94,20 +106,30 @@ func (d *Driver) mountDisk(spec vmdriver.Spec) (upper, work string, err error) {
 		return "", "", err
 	}
 	upper, work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
-	agentSrc, agentDir := filepath.Join(dir, "agent"), d.agentDir(id)
+	agentSrc, agentDir := filepath.Join(dir, "agent"), d.agentMountPoint(id)
 	for _, p := range []string{upper, work, agentSrc, agentDir} {
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", "", err
 		}
 	}
-	if ok, err := isMountPoint(agentDir); err != nil {
-		return "", "", err
-	} else if !ok {
-		if err := unix.Mount(agentSrc, agentDir, "", unix.MS_BIND, ""); err != nil {
-			return "", "", fmt.Errorf("bind mount the agent directory: %w", err)
+	if hostBind {
+		if err := bindAgentDir(agentSrc, agentDir); err != nil {
+			return "", "", err
 		}
 	}
 	return upper, work, nil
+}
+
+// bindAgentDir bind-mounts the agent directory src (on a disk) on target
+// unless something is mounted there.
+func bindAgentDir(src, target string) error {
+	if ok, err := isMountPoint(target); err != nil || ok {
+		return err
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount the agent directory: %w", err)
+	}
+	return nil
 }
 
 // newDiskImage writes a new disk of size bytes at img: a sparse copy of a

@@ -167,8 +167,19 @@ func (d *Driver) SandboxDir(id string) string {
 }
 
 // agentDir is the host directory mounted at /.msb: the agent's config,
-// socket, log and exit code (see Endpoint).
-func (d *Driver) agentDir(id string) string { return filepath.Join(d.SandboxDir(id), "agent") }
+// socket, log and exit code (see Endpoint). With a disk it is on the disk,
+// which only root may search; runc binds it from agentMountPoint, where
+// each start mounts it (startns.go).
+func (d *Driver) agentDir(id string) string {
+	if _, err := os.Stat(d.diskImage(id)); err == nil {
+		return filepath.Join(d.diskDir(id), "agent")
+	}
+	return d.agentMountPoint(id)
+}
+
+// agentMountPoint is where runc finds the agent directory: a path the
+// sandbox's root may search to.
+func (d *Driver) agentMountPoint(id string) string { return filepath.Join(d.SandboxDir(id), "agent") }
 
 func (d *Driver) rootfsDir(id string) string  { return filepath.Join(d.SandboxDir(id), "rootfs") }
 func (d *Driver) bundleDir(id string) string  { return filepath.Join(d.SandboxDir(id), "bundle") }
@@ -228,30 +239,13 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
-	// The user namespace (a helper process, tens of ms) is made while the
-	// disk and the overlay are.
-	usernsErr := make(chan error, 1)
-	if !isUserNS(d.userNSFile(spec.ID)) {
-		ids, err := d.sandboxIDs(spec)
-		if err != nil {
-			return err
-		}
-		go func() { usernsErr <- d.makeSandboxUserNS(spec.ID, ids) }()
-	} else {
-		usernsErr <- nil
-	}
-	ids, err := d.prepareHost(spec)
-	if uerr := <-usernsErr; err == nil && uerr != nil {
-		err = fmt.Errorf("sandbox %s: %w", spec.ID, uerr)
-	}
+	ids, err := d.prepareHost(spec, false)
 	if err != nil {
 		return err
 	}
-	if spec.NetNSPath != "" {
-		if err := mountSysfs(spec.NetNSPath, d.sysfsDir(spec.ID)); err != nil {
-			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
-		}
-	}
+	// The user namespace, the overlay, the agent directory's bind and the
+	// sandbox's sysfs are made at each start, in the start's own mount
+	// namespace (startns.go).
 	oci, err := d.ociSpec(spec, d.rootfsDir(spec.ID), ids)
 	if err != nil {
 		return err
@@ -264,10 +258,12 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 }
 
 // prepareHost makes what every backend needs on the host for spec (see
-// Host): the sandbox directory, the saved spec, the mounted overlay, the
-// agent directory and the placed files, and returns the sandbox's host id
-// range. It is idempotent.
-func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
+// Host): the sandbox directory, the saved spec, the writable layer's
+// directories, the agent directory and the placed files, and returns the
+// sandbox's host id range; with mountRoot it also mounts the overlay on
+// the host (for a backend that shares it from there; the container driver
+// mounts it in each start's own namespace instead). It is idempotent.
+func (d *Driver) prepareHost(spec vmdriver.Spec, mountRoot bool) (sandboxIDs, error) {
 	dir := d.SandboxDir(spec.ID)
 	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return sandboxIDs{}, err
@@ -275,7 +271,7 @@ func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), d.rootfsDir(spec.ID)
 	ids, err := d.sandboxIDs(spec)
 	if err == nil && d.wantsDisk(spec) {
-		upper, work, err = d.mountDisk(spec)
+		upper, work, err = d.mountDisk(spec, mountRoot)
 	}
 	if err != nil {
 		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
@@ -302,13 +298,9 @@ func (d *Driver) prepareHost(spec vmdriver.Spec) (sandboxIDs, error) {
 	if err := os.Chmod(upper, 0o755); err != nil {
 		return ids, err
 	}
-	mounted, err := isMountPoint(rootfs)
-	if err != nil {
-		return ids, err
-	}
-	if !mounted {
-		if err := d.mountRootfs(spec.Layers, ids, upper, work, rootfs); err != nil {
-			return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	if mountRoot {
+		if err := d.mountRootfsOnce(spec, ids); err != nil {
+			return ids, err
 		}
 	}
 	if err := d.prepareAgentDir(d.agentDir(spec.ID), spec, ids); err != nil {
@@ -332,30 +324,15 @@ func (d *Driver) sandboxIDs(spec vmdriver.Spec) (sandboxIDs, error) {
 	return d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
 }
 
-// makeSandboxUserNS makes sandbox id's user namespace (see userns.go).
-func (d *Driver) makeSandboxUserNS(id string, ids sandboxIDs) error {
-	if err := unmountAll(d.userNSFile(id)); err != nil {
-		return err
-	}
-	return makeUserNS(d.userNSFile(id), ids.Owner, ids.OwnerGID,
-		idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits())
-}
 
 // prepared reports whether Create's work for spec is still in place: the
-// bundle's config and the mounted overlay (and sysfs).
+// bundle's config and, with a disk, the mounted disk.
 func (d *Driver) prepared(spec vmdriver.Spec) bool {
 	if _, err := os.Stat(filepath.Join(d.bundleDir(spec.ID), "config.json")); err != nil {
 		return false
 	}
-	if !isUserNS(d.userNSFile(spec.ID)) {
-		return false
-	}
-	mounts := []string{d.rootfsDir(spec.ID)}
-	if spec.NetNSPath != "" {
-		mounts = append(mounts, d.sysfsDir(spec.ID))
-	}
-	for _, mp := range mounts {
-		if ok, err := isMountPoint(mp); err != nil || !ok {
+	if _, err := os.Stat(d.diskImage(spec.ID)); err == nil {
+		if ok, err := isMountPoint(d.diskDir(spec.ID)); err != nil || !ok {
 			return false
 		}
 	}
@@ -426,19 +403,28 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	}
 	// Every start opens and checks the volumes' host paths again: a link
 	// put in one since the last start is refused here.
-	release, err := d.stageVolumes(spec)
-	if err != nil {
-		return err
-	}
 	// One `runc run -d` rather than create + start: every runc exec costs
 	// tens of milliseconds. lo is set up right after; the agent waits for it
 	// before it starts the sandbox's command.
 	pidFile := d.pidFile(id)
-	err = d.launch(ctx, id, "run", spec.NetNSPath)
-	release() // the sandbox has its own mounts of the volumes now
+	launched := false
+	err = d.inStartNS(spec, func() error {
+		release, err := d.stageVolumes(spec)
+		if err != nil {
+			return err
+		}
+		defer release() // the sandbox has its own mounts of the volumes now
+		launched = true
+		if err := d.launch(ctx, id, "run", ""); err != nil {
+			return fmt.Errorf("sandbox %s: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
-		return fmt.Errorf("sandbox %s: %w", id, err)
+		if launched {
+			d.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
+		}
+		return err
 	}
 	if spec.NetNSPath != "" {
 		return nil // its creator set it up

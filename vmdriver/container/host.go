@@ -119,7 +119,7 @@ func (h *Host) SandboxDir(id string) string { return h.d.SandboxDir(id) }
 func (h *Host) Rootfs(id string) string { return h.d.rootfsDir(id) }
 
 // AgentDir is the host directory the sandbox sees at /.msb.
-func (h *Host) AgentDir(id string) string { return h.d.agentDir(id) }
+func (h *Host) AgentDir(id string) string { return h.d.agentMountPoint(id) }
 
 // AgentMountDir is where the agent directory appears in the sandbox, and
 // AgentBinary where the agent binary does.
@@ -132,7 +132,7 @@ const (
 // (keeping an existing writable layer), writes the agent's config and the
 // placed files. It is idempotent.
 func (h *Host) Prepare(spec vmdriver.Spec) error {
-	_, err := h.d.prepareHost(spec)
+	_, err := h.d.prepareHost(spec, true)
 	return err
 }
 
@@ -141,10 +141,10 @@ func (h *Host) LoadSpec(id string) (vmdriver.Spec, error) { return h.d.loadSpec(
 
 // ClearRunState removes what the agent's previous run left (ready, exit
 // code, socket) so a new run never reports the old one's end.
-func (h *Host) ClearRunState(id string) error { return clearRunState(h.d.agentDir(id)) }
+func (h *Host) ClearRunState(id string) error { return clearRunState(h.d.agentMountPoint(id)) }
 
 // ExitCode is the main command's exit code, if the agent wrote one.
-func (h *Host) ExitCode(id string) (int, bool) { return readExitCode(h.d.agentDir(id)) }
+func (h *Host) ExitCode(id string) (int, bool) { return readExitCode(h.d.agentMountPoint(id)) }
 
 // Unmount unmounts everything under the sandbox directory.
 func (h *Host) Unmount(id string) error { return unmountAll(h.d.SandboxDir(id)) }
@@ -184,7 +184,7 @@ func (h *Host) VolumeTree(m BindMount) (int, error) {
 // placeholder, the placed files and the volumes.
 func (h *Host) BindMounts(spec vmdriver.Spec) []BindMount {
 	out := []BindMount{
-		{Source: h.d.agentDir(spec.ID), Target: agentMountDir},
+		{Source: h.d.agentMountPoint(spec.ID), Target: agentMountDir},
 		{Source: spec.AgentPath, Target: agentBinary, ReadOnly: true},
 	}
 	for i, f := range spec.Files {

@@ -141,7 +141,7 @@ func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
 	// code are there.
 	var keep []string
 	if !purge {
-		keep = []string{d.diskDir(id), d.agentDir(id)}
+		keep = []string{d.diskDir(id), d.agentMountPoint(id)}
 	}
 	if err := unmountAllBut(dir, keep...); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)

@@ -110,7 +110,7 @@ func mountOverlayFsconfig(lower []string, upper, work, target string) error {
 // mountPoints returns the mount points at or below dir in this mount
 // namespace, deepest first.
 func mountPoints(dir string) ([]string, error) {
-	data, err := mountinfo.read()
+	data, err := readMountTable()
 	if err != nil {
 		return nil, err
 	}

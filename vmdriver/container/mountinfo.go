@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountinfo is this process's mount table, read for every caller at most
@@ -64,6 +66,17 @@ func (s *sharedRead) run(r *readResult) {
 	}
 	s.mu.Unlock()
 	go s.run(next)
+}
+
+// readMountTable returns the calling thread's mount table: the shared read
+// of msbd's, or, on a thread of a start's own mount namespace (startns.go),
+// that namespace's.
+func readMountTable() ([]byte, error) {
+	var self, thread unix.Stat_t
+	if unix.Stat("/proc/thread-self/ns/mnt", &thread) == nil && unix.Stat("/proc/self/ns/mnt", &self) == nil && thread.Ino != self.Ino {
+		return os.ReadFile("/proc/thread-self/mountinfo")
+	}
+	return mountinfo.read()
 }
 
 // escapeMountinfo writes path as /proc/self/mountinfo does: space, tab,

@@ -87,26 +87,18 @@ func setLinkUp(name string) error {
 
 func (d *Driver) sysfsDir(id string) string { return filepath.Join(d.SandboxDir(id), "sys") }
 
-// mountSysfs mounts, read-only, a sysfs of the network namespace at nsPath
-// on target, replacing one mounted there before (the namespace may have been
-// made again since).
-func mountSysfs(nsPath, target string) error {
+// mountSysfsHere mounts, read-only, a sysfs of the calling thread's network
+// namespace on target (in its mount namespace), replacing one mounted there
+// before (the namespace may have been made again since).
+func mountSysfsHere(target string) error {
 	if err := unmountAll(target); err != nil {
 		return err
 	}
 	if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("network namespace: %w", err)
-	}
-	defer unix.Close(ns)
-	err = inNetNS(ns, func() error {
-		return unix.Mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
-	})
-	if err != nil {
-		return fmt.Errorf("mount sysfs of %s on %s: %w", nsPath, target, err)
+	if err := unix.Mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount sysfs on %s: %w", target, err)
 	}
 	return nil
 }

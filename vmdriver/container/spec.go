@@ -238,7 +238,7 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 	m = append(m, d.fileMounts(spec)...)
 	// Last, so a volume can never cover the agent.
 	m = append(m,
-		specs.Mount{Destination: agentMountDir, Type: "bind", Source: d.agentDir(spec.ID), Options: []string{"bind", "nosuid", "nodev", "noexec"}},
+		specs.Mount{Destination: agentMountDir, Type: "bind", Source: d.agentMountPoint(spec.ID), Options: []string{"bind", "nosuid", "nodev", "noexec"}},
 		specs.Mount{Destination: agentBinary, Type: "bind", Source: spec.AgentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	)
 	return m

@@ -115,24 +115,44 @@ func (m idMap) String() string { return fmt.Sprintf("%d %d %d\n", m.inside, m.ho
 // limits ("name=value" of /proc/sys/user), and bind-mounts it on target (a
 // file created if missing).
 func makeUserNS(target string, ownerUID, ownerGID uint32, uids, gids idMap, limits []string) error {
-	holder, err := startHolder(ownerUID, ownerGID, true, limits, nil)
+	holder, err := newUserNS(ownerUID, ownerGID, uids, gids, limits)
 	if err != nil {
 		return err
 	}
 	defer holder.stop()
+	return holder.bind(target)
+}
+
+// newUserNS starts a helper in a new user namespace owned by host uid
+// ownerUID (group ownerGID), with uid and gid maps uids and gids and the
+// per-user limits limits, and returns it once the namespace is ready. The
+// namespace lives while the helper does (or a bind mount of it).
+func newUserNS(ownerUID, ownerGID uint32, uids, gids idMap, limits []string) (*holder, error) {
+	holder, err := startHolder(ownerUID, ownerGID, true, limits, nil)
+	if err != nil {
+		return nil, err
+	}
 	pid := holder.proc.Pid
 	for _, m := range []struct {
 		file string
 		m    idMap
 	}{{"uid_map", uids}, {"gid_map", gids}} {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, m.file), []byte(m.m.String()), 0); err != nil {
-			return fmt.Errorf("user namespace: writing %s: %w", m.file, err)
+			holder.stop()
+			return nil, fmt.Errorf("user namespace: writing %s: %w", m.file, err)
 		}
 	}
 	if err := holder.waitOK(); err != nil {
-		return err
+		holder.stop()
+		return nil, err
 	}
-	if err := bindNS(fmt.Sprintf("/proc/%d/ns/user", pid), target); err != nil {
+	return holder, nil
+}
+
+// bind bind-mounts the helper's user namespace on target (in the calling
+// thread's mount namespace).
+func (h *holder) bind(target string) error {
+	if err := bindNS(fmt.Sprintf("/proc/%d/ns/user", h.proc.Pid), target); err != nil {
 		return fmt.Errorf("user namespace: %w", err)
 	}
 	return nil

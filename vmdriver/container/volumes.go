@@ -389,7 +389,7 @@ func (g *volumeGuard) place(fd int) (fsPlace, error) {
 		}
 		g.mounts = mounts
 		if m, ok = mounts[stx.Mnt_id]; !ok {
-			return fsPlace{}, fmt.Errorf("mount %d is not in /proc/self/mountinfo", stx.Mnt_id)
+			return fsPlace{}, fmt.Errorf("mount %d is not in this mount namespace", stx.Mnt_id)
 		}
 	}
 	p, err := fdPath(fd)
@@ -417,7 +417,7 @@ func fdPath(fd int) (string, error) {
 
 // readMountinfo maps mount IDs to their device, root and mount point.
 func readMountinfo() (map[uint64]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}

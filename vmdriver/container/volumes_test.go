@@ -136,11 +136,14 @@ func TestVolumesCannotExposeStateDir(t *testing.T) {
 	bindMount(t, sandboxes, bindSandboxes)
 	must(t, os.WriteFile(filepath.Join(f.state, "afile"), nil, 0o600))
 
-	// A running sandbox: its rootfs overlay is mounted below the state dir.
+	// A sandbox's writable layer is below the state dir (its overlay is
+	// mounted only in its starts' own namespaces).
 	other := f.spec("sleep 100")
 	must(t, f.d.Create(ctx, other))
+	upper, _ := f.d.writableLayer(other.ID)
+	must(t, os.Mkdir(filepath.Join(upper, "etc"), 0o755))
 	bindRootfs := filepath.Join(elsewhere, "rootfs")
-	bindMount(t, f.d.rootfsDir(other.ID), bindRootfs)
+	bindMount(t, upper, bindRootfs)
 
 	for _, host := range []string{
 		f.state, sandboxes, filepath.Join(f.state, "afile"), "/", filepath.Dir(f.state),
