@@ -65,7 +65,7 @@ type Driver struct {
 	diskMu   sync.Mutex
 	diskPool *diskPool
 	idmapMu  sync.Mutex
-	idmapNS map[uint32]int
+	idmapNS  map[uint32]int
 
 	mu    sync.Mutex
 	locks map[string]*idLock
@@ -323,7 +323,6 @@ func (d *Driver) sandboxIDs(spec vmdriver.Spec) (sandboxIDs, error) {
 	_, err := os.Stat(filepath.Join(dir, "upper"))
 	return d.ids.get(spec.ID, dir, d.sharedReason != "" || err == nil)
 }
-
 
 // prepared reports whether Create's work for spec is still in place: the
 // bundle's config and, with a disk, the mounted disk.
