@@ -109,8 +109,9 @@ type SandboxReconciler struct {
 	// AgentProbeInterval is how often each running sandbox's agent is
 	// probed (0: agentProbeInterval).
 	AgentProbeInterval time.Duration
-	// BeforeCreate, if set, runs before a sandbox is created in the
-	// runtime; an error fails the start. msbd records there how far the
+	// BeforeCreate, if set, runs before a sandbox is started in the
+	// runtime (while it is prepared: its network and writable layer are
+	// made meanwhile); an error fails the start. msbd records there how far the
 	// store had got, and the sandbox's marker, so that a store later
 	// restored from an older backup is not mistaken for one whose
 	// sandboxes were deleted (OrphanCollector.BeforeCreate).
@@ -395,14 +396,20 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 	r.dropBackground("stop/" + id)
 	r.forgetPull(id)
 	t0 := time.Now()
+	// The marker (two disk syncs) is written while the network and the
+	// driver prepare the sandbox; nothing runs before it is down.
+	beforeCreate := make(chan error, 1)
 	if r.BeforeCreate != nil {
-		if err := r.BeforeCreate(sb); err != nil {
-			msg := "not starting: recording the store's progress for orphan collection failed: " + err.Error()
-			r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
-			r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
-			return errors.New(msg)
-		}
+		go func() { beforeCreate <- r.BeforeCreate(sb) }()
+	} else {
+		beforeCreate <- nil
 	}
+	marked := false
+	defer func() {
+		if !marked {
+			<-beforeCreate // a failed start leaves nothing writing behind it
+		}
+	}()
 	if err := r.attachNetwork(sb, st, &spec); err != nil {
 		msg := err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
@@ -424,6 +431,13 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		r.warnFallback(d, sb)
 		r.warnExposedVolumes(d, sb, spec)
 		r.warnIsolation(d, sb, id)
+	}
+	marked = true
+	if err := <-beforeCreate; err != nil {
+		msg := "not starting: recording the store's progress for orphan collection failed: " + err.Error()
+		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
+		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
+		return errors.New(msg)
 	}
 	r.mu.Lock()
 	r.started[id] = true
