@@ -263,6 +263,9 @@ func (d *daemon) cleanup() {
 		// msbd is down (a test crashed it): if it left sandboxes, start it
 		// again so they are deleted the way users delete them.
 		if ents, _ := os.ReadDir(filepath.Join(d.stateDir, "sandboxes")); len(ents) == 0 {
+			for _, l := range d.loopsLeft() {
+				d.t.Errorf("loop device left: %s", l)
+			}
 			return
 		}
 		d.start()
@@ -304,14 +307,39 @@ func (d *daemon) assertNothingLeft() {
 	for _, e := range ents {
 		d.t.Errorf("sandbox directory left: %s", e.Name())
 	}
-	for _, l := range loopDevices() {
-		if strings.Contains(l, d.stateDir) {
-			d.t.Errorf("loop device left: %s", l)
-		}
+	for _, l := range d.loopsLeft() {
+		d.t.Errorf("loop device left: %s", l)
 	}
 	out, _ := exec.Command("runc", "--root", filepath.Join(d.stateDir, "runc"), "list", "-q").Output()
 	if s := strings.TrimSpace(string(out)); s != "" {
 		d.t.Errorf("runc containers left: %s", s)
+	}
+}
+
+// loopsLeft returns the loop devices of files under the state dir, but for
+// the disks msbd keeps ready while it runs (STATE/disk-pool). A loop
+// device detaches (autoclear) shortly after the last mount of it goes, so
+// this waits a little for them to go.
+func (d *daemon) loopsLeft() []string {
+	pool := filepath.Join(d.stateDir, "disk-pool") + "/"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		running := d.cmd != nil
+		select {
+		case <-d.done:
+			running = false
+		default:
+		}
+		var left []string
+		for _, l := range loopDevices() {
+			if strings.Contains(l, d.stateDir) && !(running && strings.Contains(l, pool)) {
+				left = append(left, l)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -108,7 +108,11 @@ func TestSandboxesHaveTheirOwnHostUIDs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(plant) })
 	os.Chmod(plant, 0o777)
-	vol := "  volumes: [{hostPath: " + hog + ", mountPath: /hog, readOnly: true}, {hostPath: " + plant + ", mountPath: /plant}]\n"
+	// Without a disk the writable layer is a directory of the sandbox's
+	// own (owned by its root, below a directory its group may search); with
+	// one it sits where only host root may enter, which proves nothing
+	// about the uids.
+	vol := "  volumes: [{hostPath: " + hog + ", mountPath: /hog, readOnly: true}, {hostPath: " + plant + ", mountPath: /plant}]\n  resources: {disk: \"0\"}\n"
 	for _, n := range []string{"a", "b"} {
 		d.apply(sandboxYAML(n, vol, "sh", "-c",
 			"echo secret-"+n+" > /root/secret && chmod 600 /root/secret && cp /hog/hog /plant/hog-"+n+" && chmod 6755 /plant/hog-"+n+" && exec sleep 1000"))
@@ -135,9 +139,7 @@ func TestSandboxesHaveTheirOwnHostUIDs(t *testing.T) {
 	}
 	secret := func(name string) string {
 		uid, _ := field(d.sandbox(name), "metadata.uid").(string)
-		// Through its mounted root filesystem: the writable layer itself
-		// (disk/upper) sits in a directory only root may enter.
-		return filepath.Join(d.stateDir, "sandboxes", uid, "rootfs/root/secret")
+		return filepath.Join(d.stateDir, "sandboxes", uid, "upper/root/secret")
 	}
 	const nobody = 65534
 	run := func(prog, file string) (string, error) {

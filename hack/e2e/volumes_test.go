@@ -145,9 +145,9 @@ func TestRestoredStateDirKeepsNewerSandboxes(t *testing.T) {
 	snap := filepath.Join(t.TempDir(), "snap.tar")
 	// What is mounted below the state dir (sandboxes' root filesystems,
 	// sysfs, namespace files) is not the state dir's own, nor are the
-	// caches msbd remakes (disk templates, the agent's exec-only copies,
+	// caches msbd remakes (disk templates, the ready disks of its pool, the agent's exec-only copies,
 	// which running sandboxes execute: a restore over them fails busy).
-	mustRun(t, "tar", "--one-file-system", "--exclude=./netns", "--exclude=./sandboxes/*/sys", "--exclude=./sandboxes/*/userns", "--exclude=./sandboxes/*/disk.img", "--exclude=./disk-templates", "--exclude=./agent-bin", "-C", d.stateDir, "-cf", snap, ".")
+	mustRun(t, "tar", "--one-file-system", "--exclude=./netns", "--exclude=./sandboxes/*/sys", "--exclude=./sandboxes/*/userns", "--exclude=./sandboxes/*/disk.img", "--exclude=./disk-templates", "--exclude=./disk-pool", "--exclude=./agent-bin", "-C", d.stateDir, "-cf", snap, ".")
 	// Should the test fail half-way, the store is accepted so that the
 	// daemon's cleanup (which runs after this) removes every sandbox.
 	t.Cleanup(func() {

@@ -11,6 +11,21 @@ import (
 	"msb.dev/msb/vmdriver"
 )
 
+// loopsGone waits until no loop device's backing file lies under dir and
+// returns those still there after a while: a loop device detaches
+// (autoclear) shortly after the last mount of its filesystem goes, which
+// may be a stopped sandbox's mount namespace going away.
+func loopsGone(dir string) []string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l := loopBackedBy(dir)
+		if len(l) == 0 || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // loopBackedBy lists the loop devices whose backing file lies under dir.
 func loopBackedBy(dir string) []string {
 	var out []string
@@ -68,7 +83,7 @@ func TestDiskLimit(t *testing.T) {
 	}
 
 	must(t, f.d.Delete(ctx, spec.ID, true))
-	if l := loopBackedBy(f.d.SandboxDir(spec.ID)); len(l) > 0 {
+	if l := loopsGone(f.d.SandboxDir(spec.ID)); len(l) > 0 {
 		t.Errorf("loop devices left after purge: %v", l)
 	}
 	assertGone(t, f.d, spec.ID)

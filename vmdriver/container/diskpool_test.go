@@ -76,7 +76,7 @@ func TestDiskPool(t *testing.T) {
 	}
 
 	must(t, d.Delete(ctx, spec.ID, true))
-	if l := loopBackedBy(d.SandboxDir(spec.ID)); len(l) > 0 {
+	if l := loopsGone(d.SandboxDir(spec.ID)); len(l) > 0 {
 		t.Errorf("loop devices left after purge: %v", l)
 	}
 
