@@ -65,6 +65,10 @@ type Driver struct {
 	diskMu   sync.Mutex
 	diskPool *diskPool
 	idmapMu  sync.Mutex
+	// userNS: the user namespaces Create began for the next Start
+	// (startns.go).
+	userNSMu sync.Mutex
+	userNS   map[string]*pendingUserNS
 	idmapNS  map[uint32]int
 
 	mu    sync.Mutex
@@ -239,12 +243,19 @@ func (d *Driver) Create(ctx context.Context, spec vmdriver.Spec) error {
 
 // prepare makes everything runc needs for spec; it is idempotent.
 func (d *Driver) prepare(spec vmdriver.Spec) error {
-	ids, err := d.prepareHost(spec, false)
+	// The user namespace (a helper process, milliseconds) is made while
+	// the sandbox is prepared, and its network too (by the caller), for
+	// the Start that follows.
+	ids, err := d.sandboxIDs(spec)
 	if err != nil {
 		return err
 	}
-	// The user namespace, the overlay, the agent directory's bind and the
-	// sandbox's sysfs are made at each start, in the start's own mount
+	d.beginUserNS(spec.ID, ids, true)
+	if _, err := d.prepareHost(spec, false); err != nil {
+		return err
+	}
+	// The overlay, the agent directory's bind, the sysfs and the user
+	// namespace's bind are made at each start, in the start's own mount
 	// namespace (startns.go).
 	oci, err := d.ociSpec(spec, d.rootfsDir(spec.ID), ids)
 	if err != nil {

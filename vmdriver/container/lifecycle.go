@@ -123,6 +123,7 @@ func (d *Driver) Delete(ctx context.Context, id string, purge bool) error {
 		return err
 	}
 	defer d.lock(id)()
+	d.takeUserNS(id).release()
 	if _, err := d.runc(ctx, "", "delete", "--force", id); err != nil && !errors.Is(err, errNoContainer) {
 		// runc could not load its state (corrupt or half-written): if no
 		// process is left in the cgroups, remove the state by hand below.

@@ -51,23 +51,18 @@ func (d *Driver) enterStartNS(spec vmdriver.Spec, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
-	// The sandbox's user namespace (a helper process, milliseconds) is
-	// made while the overlay is mounted; runc joins it by the path it is
-	// bound on here.
-	type made struct {
-		h   *holder
-		err error
+	// The sandbox's user namespace (a helper process, milliseconds) was
+	// begun by Create, or is begun now, while the overlay is mounted; runc
+	// joins it by the path it is bound on here.
+	u := d.takeUserNS(spec.ID)
+	if u == nil {
+		u = d.beginUserNS(spec.ID, ids, false)
 	}
-	userns := make(chan made, 1)
-	go func() {
-		h, err := newUserNS(ids.Owner, ids.OwnerGID, idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits())
-		userns <- made{h, err}
-	}()
 	err = d.mountRootfsOnce(spec, ids)
 	if err == nil {
 		err = d.bindAgentDirHere(spec.ID)
 	}
-	u := <-userns
+	<-u.done
 	if u.err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, u.err)
 	}
@@ -96,6 +91,56 @@ func (d *Driver) enterStartNS(spec vmdriver.Spec, fn func() error) error {
 		}
 	}
 	return fn()
+}
+
+// pendingUserNS is a sandbox user namespace being made (done closes when
+// h or err is set).
+type pendingUserNS struct {
+	done chan struct{}
+	h    *holder
+	err  error
+}
+
+// beginUserNS starts making sandbox id's user namespace (owned by its
+// uid, see userns.go) in the background; with keep, Start takes it later
+// (takeUserNS), replacing one begun before.
+func (d *Driver) beginUserNS(id string, ids sandboxIDs, keep bool) *pendingUserNS {
+	p := &pendingUserNS{done: make(chan struct{})}
+	go func() {
+		p.h, p.err = newUserNS(ids.Owner, ids.OwnerGID, idMap{0, ids.UID, ids.Size}, idMap{0, ids.GID, ids.Size}, sandboxUserLimits())
+		close(p.done)
+	}()
+	if keep {
+		d.userNSMu.Lock()
+		old := d.userNS[id]
+		if d.userNS == nil {
+			d.userNS = map[string]*pendingUserNS{}
+		}
+		d.userNS[id] = p
+		d.userNSMu.Unlock()
+		old.release()
+	}
+	return p
+}
+
+// takeUserNS hands Start the user namespace Create began for id, if any.
+func (d *Driver) takeUserNS(id string) *pendingUserNS {
+	d.userNSMu.Lock()
+	defer d.userNSMu.Unlock()
+	p := d.userNS[id]
+	delete(d.userNS, id)
+	return p
+}
+
+// release ends the helper of a user namespace no start took.
+func (p *pendingUserNS) release() {
+	if p == nil {
+		return
+	}
+	<-p.done
+	if p.h != nil {
+		p.h.stop()
+	}
 }
 
 // bindAgentDirHere binds sandbox id's agent directory, when it is on its
