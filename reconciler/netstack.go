@@ -56,6 +56,15 @@ func (n *NetworkStack) Attach(id string) (NetAttachment, error) {
 	return NetAttachment{NetNSPath: a.NetNSPath, Gateway: a.HostIP, IP: a.IP}, nil
 }
 
+// Reserve implements Network.
+func (n *NetworkStack) Reserve(id string) (NetAttachment, error) {
+	a, err := n.Net.Reserve(id)
+	if err != nil {
+		return NetAttachment{}, err
+	}
+	return NetAttachment{NetNSPath: a.NetNSPath, Gateway: a.HostIP, IP: a.IP}, nil
+}
+
 // Lookup implements Network.
 func (n *NetworkStack) Lookup(id string) (NetAttachment, bool) {
 	a, ok := n.Net.Get(id)

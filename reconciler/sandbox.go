@@ -410,12 +410,22 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 			<-beforeCreate // a failed start leaves nothing writing behind it
 		}
 	}()
-	if err := r.attachNetwork(sb, st, &spec); err != nil {
+	netFailed := func(err error) error {
 		msg := err.Error()
 		r.condition(st, v1alpha1.ConditionReady, v1alpha1.ConditionFalse, ReasonFailed, msg)
 		r.event(sb, v1alpha1.EventWarning, ReasonFailed, msg)
 		return err
 	}
+	netReady, err := r.attachNetwork(sb, st, &spec)
+	if err != nil {
+		return netFailed(err)
+	}
+	netJoined := false
+	defer func() {
+		if !netJoined {
+			netReady() // a failed start leaves nothing making links behind it
+		}
+	}()
 	if err := r.injectSecrets(sb); err != nil {
 		return err
 	}
@@ -431,6 +441,10 @@ func (r *SandboxReconciler) start(ctx context.Context, d vmdriver.Driver, sb *v1
 		r.warnFallback(d, sb)
 		r.warnExposedVolumes(d, sb, spec)
 		r.warnIsolation(d, sb, id)
+	}
+	netJoined = true
+	if err := netReady(); err != nil {
+		return netFailed(err)
 	}
 	marked = true
 	if err := <-beforeCreate; err != nil {

@@ -16,8 +16,13 @@ import (
 // the egress proxy enforce for it, and its published ports. msbd builds it
 // from netpolicy's parts (see NetworkStack).
 type Network interface {
-	// Attach gives sandbox id its network namespace and addresses; it is
-	// idempotent (an existing attachment is returned as it is).
+	// Reserve gives sandbox id its addresses and namespace path without
+	// the kernel work (cheap), for the files of a sandbox whose Attach
+	// runs meanwhile; idempotent.
+	Reserve(id string) (NetAttachment, error)
+	// Attach gives sandbox id its network namespace and addresses (those
+	// Reserve gave it); it is idempotent (an existing attachment is
+	// returned as it is).
 	Attach(id string) (NetAttachment, error)
 	// Lookup returns sandbox id's attachment if it has one (cheap: no
 	// kernel calls, for every reconcile of a running sandbox).
@@ -45,22 +50,39 @@ type NetAttachment struct {
 }
 
 // attachNetwork gives spec the sandbox's network: the namespace to join,
-// resolv.conf and hosts. Without a Network (tests of the controller alone)
+// resolv.conf and hosts. The namespace and links are made in the
+// background, while the driver prepares the sandbox: ready (to be called
+// once) waits for them. Without a Network (tests of the controller alone)
 // the driver gives the sandbox loopback only.
-func (r *SandboxReconciler) attachNetwork(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec *vmdriver.Spec) error {
+func (r *SandboxReconciler) attachNetwork(sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, spec *vmdriver.Spec) (ready func() error, err error) {
 	if r.Network == nil {
-		return nil
+		return func() error { return nil }, nil
 	}
-	att, err := r.Network.Attach(sb.Metadata.UID)
+	att, err := r.Network.Reserve(sb.Metadata.UID)
 	if err != nil {
-		return fmt.Errorf("attaching the sandbox's network: %w", err)
+		return nil, fmt.Errorf("attaching the sandbox's network: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Network.Attach(sb.Metadata.UID)
+		done <- err
+	}()
+	ready = func() error {
+		if err := <-done; err != nil {
+			return fmt.Errorf("attaching the sandbox's network: %w", err)
+		}
+		return nil
 	}
 	spec.NetNSPath = att.NetNSPath
 	spec.Files = append(spec.Files,
 		vmdriver.File{Path: "/etc/resolv.conf", Data: []byte("nameserver " + att.Gateway.String() + "\n"), Mode: 0o644},
 		vmdriver.File{Path: "/etc/hosts", Data: []byte(hostsFile(att.IP, sb.Metadata.Name)), Mode: 0o644})
 	st.IP = att.IP.String()
-	return r.enforce(sb, st, att.IP)
+	if err := r.enforce(sb, st, att.IP); err != nil {
+		ready()
+		return nil, err
+	}
+	return ready, nil
 }
 
 func hostsFile(ip netip.Addr, hostname string) string {

@@ -20,6 +20,7 @@ type fakeNetwork struct {
 	enforced  map[string]netpolicy.Sandbox
 	published map[string][]vmdriver.Port
 	calls     []string
+	reserved  map[string]bool
 	taken     uint16 // Publish of this host port fails
 	next      int
 }
@@ -28,17 +29,32 @@ func newFakeNetwork() *fakeNetwork {
 	return &fakeNetwork{attached: map[string]NetAttachment{}, enforced: map[string]netpolicy.Sandbox{}, published: map[string][]vmdriver.Port{}}
 }
 
-func (n *fakeNetwork) Attach(id string) (NetAttachment, error) {
+// Reserve gives addresses without recording a call: Attach completes it.
+func (n *fakeNetwork) Reserve(id string) (NetAttachment, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if a, ok := n.attached[id]; ok {
 		return a, nil
 	}
-	n.calls = append(n.calls, "Attach")
 	n.next++
 	a := NetAttachment{NetNSPath: "/state/netns/" + id, Gateway: netip.MustParseAddr(fmt.Sprintf("172.29.0.%d", 4*n.next+1)), IP: netip.MustParseAddr(fmt.Sprintf("172.29.0.%d", 4*n.next+2))}
 	n.attached[id] = a
+	if n.reserved == nil {
+		n.reserved = map[string]bool{}
+	}
+	n.reserved[id] = true
 	return a, nil
+}
+
+func (n *fakeNetwork) Attach(id string) (NetAttachment, error) {
+	a, err := n.Reserve(id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.reserved[id] {
+		delete(n.reserved, id)
+		n.calls = append(n.calls, "Attach")
+	}
+	return a, err
 }
 
 func (n *fakeNetwork) Lookup(id string) (NetAttachment, bool) {
@@ -55,6 +71,7 @@ func (n *fakeNetwork) Detach(id string) error {
 		n.calls = append(n.calls, "Detach")
 	}
 	delete(n.attached, id)
+	delete(n.reserved, id)
 	return nil
 }
 

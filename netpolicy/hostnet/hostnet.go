@@ -118,8 +118,11 @@ type Net struct {
 
 	mu   sync.Mutex
 	atts map[string]Attachment
-	used map[netip.Addr]string // subnet address -> id
-	next netip.Addr            // next-fit cursor
+	// reserved: attachments Reserve made that Attach has not completed
+	// (no record, namespace or links yet).
+	reserved map[string]bool
+	used     map[netip.Addr]string // subnet address -> id
+	next     netip.Addr            // next-fit cursor
 }
 
 // subnetBits is the size of each pair's subnet: network, host end,
@@ -164,7 +167,7 @@ func New(opts Options) (*Net, error) {
 		opts.NewFlowBurst = 2 * opts.NewFlowsPerSecond // DefaultNewFlowBurst by default
 	}
 	n := &Net{opts: opts, dir: filepath.Join(opts.StateDir, "netns"),
-		atts: map[string]Attachment{}, used: map[netip.Addr]string{}, next: opts.Pool.Addr()}
+		atts: map[string]Attachment{}, reserved: map[string]bool{}, used: map[netip.Addr]string{}, next: opts.Pool.Addr()}
 	if err := checkPool(opts.Pool); err != nil {
 		return nil, err
 	}
@@ -247,49 +250,76 @@ func vethName(id string) string {
 	return vethPrefix + hex.EncodeToString(h[:4])
 }
 
-// Attach gives sandbox id its namespace, veth pair and addresses, or
-// returns the existing attachment after making sure all of it is in
-// place.
-func (n *Net) Attach(id string) (Attachment, error) {
+// Reserve gives sandbox id its addresses and namespace path without
+// making anything in the kernel (cheap: a map entry), so its files can be
+// written while Attach makes the namespace and links. An existing
+// attachment (or reservation) is returned as it is. A reservation Attach
+// never completes is freed by Detach.
+func (n *Net) Reserve(id string) (Attachment, error) {
+	a, _, err := n.reserve(id)
+	return a, err
+}
+
+// reserve is Reserve; fresh reports a reservation Attach has not completed.
+func (n *Net) reserve(id string) (a Attachment, fresh bool, err error) {
 	if !idRE.MatchString(id) {
-		return Attachment{}, fmt.Errorf("hostnet: bad sandbox id %q", id)
+		return Attachment{}, false, fmt.Errorf("hostnet: bad sandbox id %q", id)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if a, ok := n.atts[id]; ok {
-		return a, n.ensure(a)
+		return a, n.reserved[id], nil
 	}
 	veth := vethName(id)
 	for _, o := range n.atts {
 		if o.HostVeth == veth {
-			return Attachment{}, fmt.Errorf("hostnet: sandboxes %s and %s hash to the same interface %s", o.ID, id, veth)
+			return Attachment{}, false, fmt.Errorf("hostnet: sandboxes %s and %s hash to the same interface %s", o.ID, id, veth)
 		}
-	}
-	// Leftovers under this name (a Detach that failed halfway) would
-	// otherwise be adopted as they are; a new attachment starts clean.
-	if err := errors.Join(deleteLink(veth), removeNetNS(n.nsPath(id))); err != nil {
-		return Attachment{}, err
 	}
 	sub, err := n.allocate(id)
 	if err != nil {
-		return Attachment{}, err
+		return Attachment{}, false, err
 	}
-	a := Attachment{ID: id, NetNSPath: n.nsPath(id), HostVeth: veth, Prefix: sub,
+	a = Attachment{ID: id, NetNSPath: n.nsPath(id), HostVeth: veth, Prefix: sub,
 		HostIP: sub.Addr().Next(), IP: sub.Addr().Next().Next()}
 	n.atts[id] = a
+	n.reserved[id] = true
+	return a, true, nil
+}
+
+// Attach gives sandbox id its namespace, veth pair and addresses (those
+// Reserve gave it, if it did), or returns the existing attachment after
+// making sure all of it is in place. Attaches of different sandboxes run
+// at once; one sandbox's are the caller's to serialize.
+func (n *Net) Attach(id string) (Attachment, error) {
+	a, fresh, err := n.reserve(id)
+	if err != nil {
+		return Attachment{}, err
+	}
+	if !fresh {
+		return a, n.ensure(a)
+	}
+	// Leftovers under this name (a Detach that failed halfway) would
+	// otherwise be adopted as they are; a new attachment starts clean.
+	err = errors.Join(deleteLink(a.HostVeth), removeNetNS(a.NetNSPath))
 	// The record comes first so a crash halfway leaves something New
 	// adopts (and repairs) rather than an orphan namespace.
-	err = n.writeRecord(a)
+	if err == nil {
+		err = n.writeRecord(a)
+	}
 	if err == nil {
 		err = n.setSource(a, true)
 	}
 	if err == nil {
 		err = n.ensure(a)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if err != nil {
 		n.detach(id)
 		return Attachment{}, err
 	}
+	delete(n.reserved, id)
 	return a, nil
 }
 
@@ -390,7 +420,7 @@ func (n *Net) Detach(id string) error {
 func (n *Net) detach(id string) error {
 	var errs []error
 	errs = append(errs, deleteLink(vethName(id)), removeNetNS(n.nsPath(id)))
-	if a, ok := n.atts[id]; ok {
+	if a, ok := n.atts[id]; ok && !n.reserved[id] { // a reservation has no element yet
 		if err := n.setSource(a, false); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -404,6 +434,7 @@ func (n *Net) detach(id string) error {
 	if a, ok := n.atts[id]; ok {
 		delete(n.used, a.Prefix.Addr())
 		delete(n.atts, id)
+		delete(n.reserved, id)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -340,5 +341,89 @@ func addAddr(t *testing.T, nsPath string, ip netip.Addr) {
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReserveThenAttach: Reserve hands out the addresses and path and
+// makes nothing in the kernel; Attach completes that reservation with the
+// same addresses; attaches of different sandboxes run at once; Detach of a
+// reservation frees it.
+func TestReserveThenAttach(t *testing.T) {
+	hostNS := enterHostNS(t)
+	n := newNet(t, "msbtest_reserve", "")
+	r, err := n.Reserve("r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := n.Reserve("r1"); err != nil || again != r {
+		t.Fatalf("second Reserve: %+v, %v; first %+v", again, err, r)
+	}
+	if _, err := netlink.LinkByName(r.HostVeth); err == nil {
+		t.Error("Reserve made the veth")
+	}
+	if _, err := os.Stat(r.NetNSPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Reserve made the namespace file: %v", err)
+	}
+	if els := sourceElements(t, n); len(els) != 0 {
+		t.Errorf("Reserve added set elements: %d", len(els))
+	}
+	// r1 and r2 attach at once (each its own namespace and links).
+	other, err := n.Reserve("r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	got := make([]Attachment, 2)
+	for i, id := range []string{"r1", "r2"} {
+		go func() {
+			runtime.LockOSThread() // never unlocked: discarded at the end
+			if err := setns(hostNS); err != nil {
+				errs <- err
+				return
+			}
+			var err error
+			got[i], err = n.Attach(id)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got[0] != r || got[1] != other {
+		t.Fatalf("Attach gave %+v and %+v, reserved %+v and %+v", got[0], got[1], r, other)
+	}
+	for _, a := range got {
+		if _, err := netlink.LinkByName(a.HostVeth); err != nil {
+			t.Errorf("%s: veth: %v", a.ID, err)
+		}
+		if !mounted(t, a.NetNSPath) {
+			t.Errorf("%s: namespace not mounted", a.ID)
+		}
+	}
+	if els := sourceElements(t, n); len(els) != 2 {
+		t.Errorf("set elements: %d, want 2", len(els))
+	}
+	for _, id := range []string{"r1", "r2"} {
+		if err := n.Detach(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A reservation no Attach completed is freed by Detach.
+	z, err := n.Reserve("z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Detach("z"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.Get("z"); ok || len(n.List()) != 0 {
+		t.Errorf("reservation still listed after Detach: %+v", n.List())
+	}
+	if a, err := n.Attach("z"); err != nil || a.Prefix == z.Prefix {
+		t.Errorf("Attach after the reservation's Detach: %+v, %v (the freed subnet %s is not reused at once)", a, err, z.Prefix)
+	} else {
+		n.Detach("z")
 	}
 }

@@ -119,21 +119,32 @@ func TestJoinedNetNSLoopbackUntouched(t *testing.T) {
 	must(t, f.d.Stop(ctx, spec.ID, 0))
 }
 
+// TestNetNSValidation: a relative path is refused by Create; what is not a
+// network namespace by Start (the namespace's creator may make it while
+// the sandbox is prepared), and nothing runs.
 func TestNetNSValidation(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	regular := filepath.Join(f.base, "not-a-namespace")
 	must(t, os.WriteFile(regular, nil, 0o600))
+	spec := f.spec("true")
+	spec.NetNSPath = "run/netns/x"
+	if err := f.d.Create(ctx, spec); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("relative NetNSPath: Create = %v, want an error containing %q", err, "not an absolute path")
+	}
 	for _, c := range []struct{ path, want string }{
-		{"run/netns/x", "not an absolute path"},
 		{filepath.Join(f.base, "missing"), "no such file"},
 		{regular, "not a namespace file (nsfs)"},
 		{"/proc/self/ns/uts", "namespace of another type"},
 	} {
 		spec := f.spec("true")
 		spec.NetNSPath = c.path
-		if err := f.d.Create(ctx, spec); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("NetNSPath %s: Create = %v, want an error containing %q", c.path, err, c.want)
+		must(t, f.d.Create(ctx, spec))
+		if err := f.d.Start(ctx, spec.ID); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NetNSPath %s: Start = %v, want an error containing %q", c.path, err, c.want)
+		}
+		if st, err := f.d.State(ctx, spec.ID); err != nil || st.Status.Alive() {
+			t.Errorf("NetNSPath %s: State = %+v, %v", c.path, st, err)
 		}
 	}
 }

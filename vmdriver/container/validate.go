@@ -71,10 +71,10 @@ func validateSpec(spec vmdriver.Spec) error {
 	if err := validateFiles(spec); err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
-	if spec.NetNSPath != "" {
-		if err := checkNetNS(spec.NetNSPath); err != nil {
-			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
-		}
+	// The network namespace need only exist by Start (which checks it):
+	// its creator may make it while the sandbox is prepared.
+	if spec.NetNSPath != "" && !filepath.IsAbs(spec.NetNSPath) {
+		return fmt.Errorf("sandbox %s: network namespace %q is not an absolute path", spec.ID, spec.NetNSPath)
 	}
 	// spec.Ports are not checked: this driver publishes nothing (the
 	// network policy layer forwards them into the namespace).
