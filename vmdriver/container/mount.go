@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -144,6 +145,19 @@ func mountPoints(dir string) ([]string, error) {
 	slices.Reverse(out)
 	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	return out, nil
+}
+
+// unmountIfMounted unmounts what is mounted at or below path when path
+// itself is a mount point (one statx; the table is read only then). A start
+// calls it on paths an older msbd mounted in the host's table, which its
+// own namespace inherits; nothing is mounted there otherwise.
+func unmountIfMounted(path string) error {
+	if ok, err := isMountPoint(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	} else if !ok {
+		return nil
+	}
+	return unmountAll(path)
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space, …).

@@ -91,7 +91,7 @@ func (d *Driver) sysfsDir(id string) string { return filepath.Join(d.SandboxDir(
 // namespace on target (in its mount namespace), replacing one mounted there
 // before (the namespace may have been made again since).
 func mountSysfsHere(target string) error {
-	if err := unmountAll(target); err != nil {
+	if err := unmountIfMounted(target); err != nil {
 		return err
 	}
 	if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, os.ErrExist) {

@@ -70,7 +70,7 @@ func (d *Driver) enterStartNS(spec vmdriver.Spec, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	if err := unmountAll(d.userNSFile(spec.ID)); err != nil { // one an older msbd pinned
+	if err := unmountIfMounted(d.userNSFile(spec.ID)); err != nil { // one an older msbd pinned
 		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	if err := u.h.bind(d.userNSFile(spec.ID)); err != nil {
