@@ -50,6 +50,10 @@ func (d *Driver) writableLayer(id string) (upper, work string) {
 	return filepath.Join(base, "upper"), filepath.Join(base, "work")
 }
 
+// diskDirs are the directories on a sandbox's disk: the overlay's upper
+// and work directories and the agent directory.
+var diskDirs = [3]string{"upper", "work", "agent"}
+
 // minDiskBytes is the smallest disk made: ext4 needs room for its own
 // metadata.
 const minDiskBytes = 16 << 20
@@ -105,8 +109,8 @@ func (d *Driver) mountDisk(spec vmdriver.Spec, hostBind bool) (upper, work strin
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return "", "", err
 	}
-	upper, work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
-	agentSrc, agentDir := filepath.Join(dir, "agent"), d.agentMountPoint(id)
+	upper, work = filepath.Join(dir, diskDirs[0]), filepath.Join(dir, diskDirs[1])
+	agentSrc, agentDir := filepath.Join(dir, diskDirs[2]), d.agentMountPoint(id)
 	for _, p := range []string{upper, work, agentSrc, agentDir} {
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", "", err
