@@ -49,15 +49,27 @@ func (c *OrphanCollector) BeforeCreate(sb *v1alpha1.Sandbox) error {
 	if err != nil || need <= 0 {
 		need = c.st.Revision()
 	}
-	if c.held == "" {
-		if err := c.cover(need); err != nil {
-			return err
-		}
-	}
 	id := sb.Metadata.UID
 	if id == "" || filepath.Base(id) != id || id == "." || id == ".." {
 		return fmt.Errorf("sandbox %s has no usable uid %q", sb.Metadata.Name, id)
 	}
+	// The fence and the marker are independent files: their disk syncs
+	// (two each) overlap.
+	covered := make(chan error, 1)
+	if c.held == "" {
+		go func() { covered <- c.cover(need) }()
+	} else {
+		covered <- nil
+	}
+	err = c.writeMarker(sb, id)
+	if cerr := <-covered; cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// writeMarker writes sandbox id's marker unless it has one.
+func (c *OrphanCollector) writeMarker(sb *v1alpha1.Sandbox, id string) error {
 	p := filepath.Join(c.markers, id)
 	if _, err := os.Stat(p); err == nil {
 		return nil // created before: its first revision stands
