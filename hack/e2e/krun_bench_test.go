@@ -33,7 +33,7 @@ func BenchmarkMicroVM(b *testing.B) {
 		b.Log("against the libkrun stand-in: no guest kernel boots; these are not microVM figures")
 	} else {
 		f := krun.Probe(os.Getenv("MSB_KRUN_LIB"), "")
-		f.RequireAccess(container.DefaultHostID, container.DefaultHostID)
+		f.RequireAccessSpan(container.DefaultHostID, container.DefaultHostID, container.DefaultIDMapSize)
 		switch {
 		case !f.Available():
 			b.Skip("no microVMs here: " + f.Reason())
