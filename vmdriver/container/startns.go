@@ -55,7 +55,8 @@ func (d *Driver) enterStartNS(spec vmdriver.Spec, fn func() error) error {
 	// begun by Create, or is begun now, while the overlay is mounted; runc
 	// joins it by the path it is bound on here.
 	u := d.takeUserNS(spec.ID)
-	if u == nil {
+	early := u != nil
+	if !early {
 		u = d.beginUserNS(spec.ID, ids, false)
 	}
 	err = d.mountRootfsOnce(spec, ids)
@@ -63,6 +64,11 @@ func (d *Driver) enterStartNS(spec vmdriver.Spec, fn func() error) error {
 		err = d.bindAgentDirHere(spec.ID)
 	}
 	<-u.done
+	if u.err != nil && early {
+		// What failed then (at Create) gets one more try now.
+		u = d.beginUserNS(spec.ID, ids, false)
+		<-u.done
+	}
 	if u.err != nil {
 		return fmt.Errorf("sandbox %s: %w", spec.ID, u.err)
 	}
