@@ -239,73 +239,7 @@ func ReadLogTail(dir string, w io.Writer, n int) error {
 // FollowLogTail is FollowLog starting with the last n lines of what the log
 // holds (all when n < 0).
 func FollowLogTail(ctx context.Context, dir string, out io.Writer, n int) error {
-	var w io.Writer = out
-	var tail *tailLines
-	if n >= 0 {
-		tail = &tailLines{w: out, n: n}
-		w = tail
-	}
-	cur, old, err := openLogs(dir)
-	if err != nil {
-		return err
-	}
-	if d := ReadLogDropped(dir); d > 0 {
-		if _, err := io.WriteString(w, droppedMarker(d)); err != nil {
-			return err
-		}
-	}
-	if old != nil {
-		_, err = copyTail(w, old)
-		old.Close()
-		if err != nil {
-			if cur != nil {
-				cur.Close()
-			}
-			return err
-		}
-	}
-	defer func() {
-		if cur != nil {
-			cur.Close()
-		}
-	}()
-	t := time.NewTicker(followPoll)
-	defer t.Stop()
-	for {
-		if cur == nil {
-			cur, err = openSandboxFile(filepath.Join(dir, LogFile))
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-		if cur != nil {
-			if _, err := copyTail(w, cur); err != nil {
-				return err
-			}
-			if !sameFile(cur, filepath.Join(dir, LogFile)) {
-				// Rotated: finish what was written to the old file, then switch.
-				if _, err := copyTail(w, cur); err != nil {
-					return err
-				}
-				cur.Close()
-				cur = nil
-				continue
-			}
-		}
-		if tail != nil {
-			// What the log held is read: its tail goes out, the rest
-			// streams as it comes.
-			if err := tail.flush(); err != nil {
-				return err
-			}
-			tail, w = nil, out
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return FollowLogLines(ctx, dir, out, LogReadOptions{Tail: n})
 }
 
 // openLogs opens log before log.1: if a rotation happens in between, log.1 is the
