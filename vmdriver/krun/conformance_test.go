@@ -17,28 +17,25 @@ import (
 func TestConformance(t *testing.T) {
 	requireRoot(t)
 	si := newStandIn(t)
-	base := tempDir(t)
-	layers := busyboxLayers(t, base)
+	drivertest.Run(t, conformanceHarness(t, si.lib, si.kvm, "conformance", 64<<20, 64))
+}
+
+// conformanceHarness is the drivertest harness of krun drivers on library
+// lib and KVM device kvm, running busybox sandboxes with the real agent.
+func conformanceHarness(t *testing.T, lib, kvm, hostname string, memory, pids int64) drivertest.Harness {
+	layers := busyboxLayers(t, tempDir(t))
 	agentPath := agenttest.Build(t)
 	self, err := os.Executable()
 	must(t, err)
-	drivertest.Run(t, drivertest.Harness{
+	return drivertest.Harness{
 		New: func(t *testing.T) vmdriver.Driver {
-			d, err := New(Options{StateDir: filepath.Join(tempDir(t), "state"), Library: si.lib, KVMDevice: si.kvm, RunnerPath: self})
+			d, err := New(Options{StateDir: filepath.Join(tempDir(t), "state"), Library: lib, KVMDevice: kvm, RunnerPath: self})
 			must(t, err)
 			return d
 		},
 		NewSpec: func(t *testing.T, args ...string) vmdriver.Spec {
-			return vmdriver.Spec{
-				ID:          randomID(),
-				Hostname:    "conformance",
-				Layers:      layers,
-				AgentPath:   agentPath,
-				Args:        args,
-				Env:         []string{"PATH=/bin:/usr/bin", "HOME=/root"},
-				MemoryBytes: 64 << 20,
-				PIDs:        64,
-			}
+			return vmdriver.Spec{ID: randomID(), Hostname: hostname, Layers: layers, AgentPath: agentPath, Args: args,
+				Env: []string{"PATH=/bin:/usr/bin", "HOME=/root"}, MemoryBytes: memory, PIDs: pids}
 		},
 		Exec: drivertest.AgentExec,
 		Reopen: func(t *testing.T, d vmdriver.Driver) vmdriver.Driver {
@@ -46,5 +43,5 @@ func TestConformance(t *testing.T) {
 			must(t, err)
 			return d2
 		},
-	})
+	}
 }

@@ -2,11 +2,8 @@ package krun
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
-	"msb.dev/msb/vmdriver"
-	"msb.dev/msb/vmdriver/agent/agenttest"
 	"msb.dev/msb/vmdriver/container"
 	"msb.dev/msb/vmdriver/drivertest"
 )
@@ -35,26 +32,5 @@ func requiresMicroVM(t testing.TB) Finding {
 func TestRealBoot(t *testing.T) {
 	requireRoot(t)
 	f := requiresMicroVM(t)
-	base := tempDir(t)
-	layers := busyboxLayers(t, base)
-	agentPath := agenttest.Build(t)
-	self, err := os.Executable()
-	must(t, err)
-	drivertest.Run(t, drivertest.Harness{
-		New: func(t *testing.T) vmdriver.Driver {
-			d, err := New(Options{StateDir: filepath.Join(tempDir(t), "state"), Library: f.Library, KVMDevice: f.KVMDevice, RunnerPath: self})
-			must(t, err)
-			return d
-		},
-		NewSpec: func(t *testing.T, args ...string) vmdriver.Spec {
-			return vmdriver.Spec{ID: randomID(), Hostname: "realboot", Layers: layers, AgentPath: agentPath, Args: args,
-				Env: []string{"PATH=/bin:/usr/bin", "HOME=/root"}, MemoryBytes: 256 << 20, PIDs: 128}
-		},
-		Exec: drivertest.AgentExec,
-		Reopen: func(t *testing.T, d vmdriver.Driver) vmdriver.Driver {
-			d2, err := New(d.(*Driver).opts)
-			must(t, err)
-			return d2
-		},
-	})
+	drivertest.Run(t, conformanceHarness(t, f.Library, f.KVMDevice, "realboot", 256<<20, 128))
 }
