@@ -364,16 +364,7 @@ func TestCgroupV2AgentFlow(t *testing.T) {
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
 	st := waitStatus(t, f.d, spec.ID, vmdriver.StatusRunning, 15*time.Second)
-	agentDir := f.d.agentDir(spec.ID)
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := agent.WaitReady(wctx, agentDir); err != nil {
-		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
-		t.Fatalf("agent not ready: %v; log %q", err, logs)
-	}
-	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
-	must(t, err)
-	defer c.Close()
+	wctx, c := dialAgent(t, ctx, f.d, spec.ID, 30*time.Second)
 	var out, errb bytes.Buffer
 	code, err := c.Exec(wctx, agent.ExecRequest{Argv: []string{"cat", "/proc/self/cgroup"}, Stdout: &out, Stderr: &errb})
 	if err != nil || code != 0 {

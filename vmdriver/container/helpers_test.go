@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"msb.dev/msb/vmdriver"
+	"msb.dev/msb/vmdriver/agent"
 	"msb.dev/msb/vmdriver/agent/agenttest"
 )
 
@@ -250,4 +251,22 @@ func statusField(status, key string) string {
 		}
 	}
 	return ""
+}
+
+// dialAgent waits (at most timeout) until sandbox id's agent is ready and
+// connects to it; the returned context ends with that timeout. Both are
+// released at the end of the test.
+func dialAgent(t *testing.T, ctx context.Context, d *Driver, id string, timeout time.Duration) (context.Context, *agent.Client) {
+	t.Helper()
+	agentDir := d.agentDir(id)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancel)
+	if err := agent.WaitReady(wctx, agentDir); err != nil {
+		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
+		t.Fatalf("agent not ready: %v; log %q", err, logs)
+	}
+	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
+	return wctx, c
 }

@@ -57,16 +57,7 @@ func TestHostUsersLockedOut(t *testing.T) {
 	spec.AgentPath = agenttest.Build(t)
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	agentDir := f.d.agentDir(spec.ID)
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := agent.WaitReady(wctx, agentDir); err != nil {
-		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
-		t.Fatalf("agent not ready: %v; log %q", err, logs)
-	}
-	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
-	must(t, err)
-	defer c.Close()
+	wctx, c := dialAgent(t, ctx, f.d, spec.ID, 15*time.Second)
 	run := func(argv ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -108,7 +99,7 @@ func TestHostUsersLockedOut(t *testing.T) {
 	for _, p := range []string{
 		upper,
 		filepath.Join(upper, "root/written"),
-		filepath.Join(agentDir, agent.SocketFile),
+		filepath.Join(f.d.agentDir(spec.ID), agent.SocketFile),
 		filepath.Join(sbx, "rootfs/bin/busybox"),
 		filepath.Join(sbx, "rootfs/bin/suid-busybox"),
 		filepath.Join(sbx, "spec.json"),

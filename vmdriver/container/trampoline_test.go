@@ -53,16 +53,7 @@ func TestTrampolineNotTraceable(t *testing.T) {
 	spec.AgentPath = buildStatic(t, "./cmd/msb-agent", "msbtest_trampolinestop")
 	must(t, f.d.Create(ctx, spec))
 	must(t, f.d.Start(ctx, spec.ID))
-	agentDir := f.d.agentDir(spec.ID)
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := agent.WaitReady(wctx, agentDir); err != nil {
-		logs, _ := os.ReadFile(filepath.Join(agentDir, "log"))
-		t.Fatalf("agent not ready: %v; log %q", err, logs)
-	}
-	c, err := agent.Dial(wctx, filepath.Join(agentDir, agent.SocketFile))
-	must(t, err)
-	defer c.Close()
+	wctx, c := dialAgent(t, ctx, f.d, spec.ID, 30*time.Second)
 	exec := func(argv ...string) (int, string) {
 		var out, errb bytes.Buffer
 		code, err := c.Exec(wctx, agent.ExecRequest{Argv: argv, Stdout: &out, Stderr: &errb})
