@@ -187,14 +187,7 @@ func runDelete(ctx context.Context, c *client.Client, o *deleteOptions, args []s
 // from names as it goes: it lists once, then follows one watch from the
 // list's revision, listing again only when the stream ends.
 func waitGone(ctx context.Context, c *client.Client, kind, ns string, names map[string]bool) error {
-	for {
-		objs, rv, err := c.List(ctx, kind, ns, "")
-		if err != nil {
-			if ctx.Err() != nil {
-				return errTimeout
-			}
-			return err
-		}
+	return listWatch(ctx, c, kind, ns, func(objs []v1alpha1.Object) bool {
 		present := make(map[string]bool, len(objs))
 		for _, o := range objs {
 			present[o.GetMetadata().Name] = true
@@ -204,32 +197,11 @@ func waitGone(ctx context.Context, c *client.Client, kind, ns string, names map[
 				delete(names, n)
 			}
 		}
-		if len(names) == 0 {
-			return nil
+		return len(names) == 0
+	}, func(ev client.WatchEvent) bool {
+		if ev.Type == "DELETED" {
+			delete(names, ev.Object.GetMetadata().Name)
 		}
-		ch, err := c.Watch(ctx, kind, ns, rv)
-		if err != nil {
-			if ctx.Err() != nil {
-				return errTimeout
-			}
-			return err
-		}
-		for ev := range ch {
-			if ev.Type == "ERROR" || ev.Object == nil {
-				break
-			}
-			if ev.Type == "DELETED" {
-				delete(names, ev.Object.GetMetadata().Name)
-				if len(names) == 0 {
-					return nil
-				}
-			}
-		}
-		// The stream ended: on timeout stop, else list again.
-		select {
-		case <-ctx.Done():
-			return errTimeout
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return len(names) == 0
+	})
 }

@@ -187,9 +187,36 @@ var errTimeout = errors.New("timed out")
 const interruptedExitCodes = "Exit codes: 0 success, 1 failure or timeout, 2 usage error, 130 or 143 when\ninterrupted (SIGINT, SIGTERM), after printing what was still awaited."
 
 // waitFor waits until cond is met for one object, re-checking after every
-// change a watch reports. It lists first (so nothing between the check and
-// the watch is missed) and watches from the list's revision.
+// change a watch reports.
 func waitFor(ctx context.Context, c *client.Client, kind, ns, name string, cond func(v1alpha1.Object) bool) error {
+	var cur v1alpha1.Object
+	return listWatch(ctx, c, kind, ns, func(objs []v1alpha1.Object) bool {
+		cur = nil
+		for _, o := range objs {
+			if o.GetMetadata().Name == name {
+				cur = o
+			}
+		}
+		return cond(cur)
+	}, func(ev client.WatchEvent) bool {
+		if ev.Object.GetMetadata().Name != name {
+			return false
+		}
+		if ev.Type == "DELETED" {
+			cur = nil
+		} else {
+			cur = ev.Object
+		}
+		return cond(cur)
+	})
+}
+
+// listWatch is how msbctl waits on the API: it lists kind in ns (so nothing
+// between the check and the watch is missed) and asks listed whether that
+// is the end, then follows one watch from the list's revision, asking
+// changed of each event, and lists again only when the stream ends. A
+// timeout of ctx is errTimeout.
+func listWatch(ctx context.Context, c *client.Client, kind, ns string, listed func([]v1alpha1.Object) bool, changed func(client.WatchEvent) bool) error {
 	for {
 		objs, rv, err := c.List(ctx, kind, ns, "")
 		if err != nil {
@@ -198,13 +225,7 @@ func waitFor(ctx context.Context, c *client.Client, kind, ns, name string, cond 
 			}
 			return err
 		}
-		var cur v1alpha1.Object
-		for _, o := range objs {
-			if o.GetMetadata().Name == name {
-				cur = o
-			}
-		}
-		if cond(cur) {
+		if listed(objs) {
 			return nil
 		}
 		ch, err := c.Watch(ctx, kind, ns, rv)
@@ -218,15 +239,7 @@ func waitFor(ctx context.Context, c *client.Client, kind, ns, name string, cond 
 			if ev.Type == "ERROR" || ev.Object == nil {
 				break
 			}
-			if ev.Object.GetMetadata().Name != name {
-				continue
-			}
-			if ev.Type == "DELETED" {
-				cur = nil
-			} else {
-				cur = ev.Object
-			}
-			if cond(cur) {
+			if changed(ev) {
 				return nil
 			}
 		}
