@@ -251,7 +251,7 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 		return err
 	}
 	d.beginUserNS(spec.ID, ids, true)
-	if _, err := d.prepareHost(spec, false); err != nil {
+	if err := d.prepareHost(spec, ids, false); err != nil {
 		return err
 	}
 	// The overlay, the agent directory's bind, the sysfs and the user
@@ -269,58 +269,54 @@ func (d *Driver) prepare(spec vmdriver.Spec) error {
 }
 
 // prepareHost makes what every backend needs on the host for spec (see
-// Host): the sandbox directory, the saved spec, the writable layer's
-// directories, the agent directory and the placed files, and returns the
-// sandbox's host id range; with mountRoot it also mounts the overlay on
+// Host), whose host id range is ids (sandboxIDs, which also made its
+// directory): the saved spec, the writable layer's directories, the agent
+// directory and the placed files; with mountRoot it also mounts the overlay on
 // the host (for a backend that shares it from there; the container driver
 // mounts it in each start's own namespace instead). It is idempotent.
-func (d *Driver) prepareHost(spec vmdriver.Spec, mountRoot bool) (sandboxIDs, error) {
+func (d *Driver) prepareHost(spec vmdriver.Spec, ids sandboxIDs, mountRoot bool) error {
 	dir := d.SandboxDir(spec.ID)
-	if err := os.Mkdir(dir, sandboxDirMode); err != nil && !errors.Is(err, os.ErrExist) {
-		return sandboxIDs{}, err
-	}
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), d.rootfsDir(spec.ID)
-	ids, err := d.sandboxIDs(spec)
-	if err == nil && d.wantsDisk(spec) {
-		upper, work, err = d.mountDisk(spec, mountRoot)
-	}
-	if err != nil {
-		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	if d.wantsDisk(spec) {
+		var err error
+		if upper, work, err = d.mountDisk(spec, mountRoot); err != nil {
+			return fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
 	}
 	if err := sandboxDirPerms(dir, ids.GID); err != nil {
-		return ids, err
+		return err
 	}
 	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return ids, err
+		return err
 	}
 	if err := writeFileAtomic(d.specFile(spec.ID), append(b, '\n'), 0o600); err != nil {
-		return ids, err
+		return err
 	}
 	for _, p := range []string{upper, work, rootfs, d.bundleDir(spec.ID)} {
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return ids, err
+			return err
 		}
 	}
 	// The overlay's root takes upper's owner and mode: the sandbox's root.
 	if err := os.Chown(upper, int(ids.UID), int(ids.GID)); err != nil {
-		return ids, err
+		return err
 	}
 	if err := os.Chmod(upper, 0o755); err != nil {
-		return ids, err
+		return err
 	}
 	if mountRoot {
 		if err := d.mountRootfsOnce(spec, ids); err != nil {
-			return ids, err
+			return err
 		}
 	}
 	if err := d.prepareAgentDir(d.agentDir(spec.ID), spec, ids); err != nil {
-		return ids, fmt.Errorf("sandbox %s: agent dir: %w", spec.ID, err)
+		return fmt.Errorf("sandbox %s: agent dir: %w", spec.ID, err)
 	}
 	if err := d.placeFiles(spec); err != nil {
-		return ids, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		return fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
-	return ids, nil
+	return nil
 }
 
 // sandboxIDs returns spec's recorded host id range, allocating one for a

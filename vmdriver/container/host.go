@@ -132,8 +132,11 @@ const (
 // (keeping an existing writable layer), writes the agent's config and the
 // placed files. It is idempotent.
 func (h *Host) Prepare(spec vmdriver.Spec) error {
-	_, err := h.d.prepareHost(spec, true)
-	return err
+	ids, err := h.d.sandboxIDs(spec)
+	if err != nil {
+		return err
+	}
+	return h.d.prepareHost(spec, ids, true)
 }
 
 // LoadSpec returns the spec Prepare saved; ErrNotFound (wrapped) if none.
