@@ -146,9 +146,15 @@ func (d *Driver) newDiskImage(img string, size int64) error {
 	if err != nil {
 		return err
 	}
+	return writeImage(img, func(tmp string) error { return copySparse(tmpl, tmp, size) })
+}
+
+// writeImage makes a disk image at img by fill, which writes it at a
+// temporary name: a crash never leaves half a disk under img.
+func writeImage(img string, fill func(tmp string) error) error {
 	tmp := img + ".tmp"
 	os.Remove(tmp)
-	err = copySparse(tmpl, tmp, size)
+	err := fill(tmp)
 	if err == nil {
 		err = os.Rename(tmp, img)
 	}
@@ -224,29 +230,22 @@ func copySparse(src, dst string, size int64) error {
 }
 
 // makeDiskImage writes a sparse file of size bytes at img holding an empty
-// ext4, through a temporary name so a crash never leaves half a disk.
+// ext4 (see writeImage).
 func makeDiskImage(img string, size int64) error {
-	tmp := img + ".tmp"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = mkfsExt4(tmp)
-	}
-	if err == nil {
-		err = os.Rename(tmp, img)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("making the sandbox's disk: %w", err)
-	}
-	return nil
+	return writeImage(img, func(tmp string) error {
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		err = f.Truncate(size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		return mkfsExt4(tmp)
+	})
 }
 
 // mkfsExt4 makes an ext4 on file: no journal (the disk is a scratch layer

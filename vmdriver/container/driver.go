@@ -126,14 +126,7 @@ func New(opts Options) (*Driver, error) {
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
 	}
-	switch {
-	case !d.ids.perSandbox():
-		d.sharedReason = fmt.Sprintf("the host id span (--uid-size %d) holds a single range of %d ids: every sandbox shares it; give msbd a --uid-size of at least %d for a range per sandbox", opts.IDMapSize, SlotSize, 2*SlotSize)
-	default:
-		if err := ProbeIDMappedMounts(abs); err != nil {
-			d.sharedReason = fmt.Sprintf("idmapped mounts do not work for %s (%v): every sandbox shares one host id range", abs, err)
-		}
-	}
+	d.sharedReason = d.sharedIDReason(abs)
 	// Where this build or kernel cannot take the compiled filter, runc loads
 	// the profile itself (with libseccomp, at every start).
 	if seccompbpf.Supported() && seccompbpf.Usable() == nil {
@@ -153,6 +146,19 @@ func New(opts Options) (*Driver, error) {
 		}
 	}
 	return d, nil
+}
+
+// sharedIDReason says why new sandboxes of the state dir abs will share
+// one host id range ("" when each gets its own): the span holds one range,
+// or idmapped mounts do not work there.
+func (d *Driver) sharedIDReason(abs string) string {
+	if !d.ids.perSandbox() {
+		return fmt.Sprintf("the host id span (--uid-size %d) holds a single range of %d ids: every sandbox shares it; give msbd a --uid-size of at least %d for a range per sandbox", d.opts.IDMapSize, SlotSize, 2*SlotSize)
+	}
+	if err := ProbeIDMappedMounts(abs); err != nil {
+		return fmt.Sprintf("idmapped mounts do not work for %s (%v): every sandbox shares one host id range", abs, err)
+	}
+	return ""
 }
 
 // SharedIDReason says why sandboxes share one host id range instead of

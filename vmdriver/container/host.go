@@ -57,14 +57,7 @@ func NewHost(opts Options, protected string) (*Host, error) {
 	if err := d.lockDown(); err != nil {
 		return nil, fmt.Errorf("sandbox host: %w", err)
 	}
-	switch {
-	case !d.ids.perSandbox():
-		d.sharedReason = fmt.Sprintf("the host id span (--uid-size %d) holds a single range of %d ids: every sandbox shares it; give msbd a --uid-size of at least %d for a range per sandbox", opts.IDMapSize, SlotSize, 2*SlotSize)
-	default:
-		if err := ProbeIDMappedMounts(abs); err != nil {
-			d.sharedReason = fmt.Sprintf("idmapped mounts do not work for %s (%v): every sandbox shares one host id range", abs, err)
-		}
-	}
+	d.sharedReason = d.sharedIDReason(abs)
 	return &Host{d: d, protected: &Driver{opts: Options{StateDir: protected}}}, nil
 }
 
