@@ -228,14 +228,7 @@ func TestLogCapSaysWhatItDropped(t *testing.T) {
 	if got := d.must("logs", "chatty", "--tail=0"); got != "" {
 		t.Errorf("logs --tail 0 = %q", got)
 	}
-	follow := exec.Command(filepath.Join(binDir, "msbctl"), "logs", "chatty", "-f", "--tail", "1")
-	follow.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
-	var fout syncBuffer
-	follow.Stdout = &fout
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { follow.Process.Kill(); follow.Wait() })
+	fout := d.ctlRunning(t, "logs", "chatty", "-f", "--tail", "1")
 	waitFor(t, 30*time.Second, "logs -f --tail 1 to print the last line", func() bool { return fout.String() == "done\n" })
 	marker, rest, _ := strings.Cut(out, "\n")
 	if !strings.HasPrefix(marker, "[msb: ") || !strings.Contains(marker, "bytes of earlier output were dropped") {
@@ -593,14 +586,7 @@ func TestLogsTimestamps(t *testing.T) {
 		t.Errorf("logs --since 1h --tail 1 --timestamps = %q", got)
 	}
 	// Followed: the same times for what is there, then new lines stamped too.
-	follow := exec.Command(filepath.Join(binDir, "msbctl"), "logs", "ts", "-f", "--timestamps", "--tail", "1")
-	follow.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
-	var fout syncBuffer
-	follow.Stdout = &fout
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { follow.Process.Kill(); follow.Wait() })
+	fout := d.ctlRunning(t, "logs", "ts", "-f", "--timestamps", "--tail", "1")
 	d.must("exec", "ts", "--", "touch", "/tmp/go") // the main command then writes three
 	waitFor(t, 30*time.Second, "the followed new line", func() bool { return strings.Count(fout.String(), "\n") >= 2 })
 	got := strings.Split(strings.TrimSuffix(fout.String(), "\n"), "\n")
@@ -612,4 +598,19 @@ func TestLogsTimestamps(t *testing.T) {
 	if _, stderr, code := d.ctl("logs", "ts", "-f", "--previous"); code != 2 || !strings.Contains(stderr, "cannot be followed") {
 		t.Errorf("logs -f --previous: exit %d, %q", code, stderr)
 	}
+}
+
+// ctlRunning starts msbctl args against d and returns its output as it
+// comes; the process is killed at the end of the test.
+func (d *daemon) ctlRunning(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "msbctl"), args...)
+	cmd.Env = append(os.Environ(), "MSB_SOCKET="+d.socket)
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return out
 }
