@@ -322,7 +322,7 @@ func TestCgroupV2Bundle(t *testing.T) {
 	if i < 0 || i+1 >= len(s.Process.Args) || strings.Contains(s.Process.Args[i+1], ",") {
 		t.Fatalf("agent args %q: want --workload-cgroup-fds with one descriptor", s.Process.Args)
 	}
-	files, err := f.d.workloadCgroupFiles(spec.ID)
+	files, err := f.d.workloadCgroupFiles(spec.ID, mustBundle(t, f.d, spec.ID))
 	must(t, err)
 	for _, f := range files {
 		f.Close()
@@ -333,7 +333,7 @@ func TestCgroupV2Bundle(t *testing.T) {
 	}
 
 	asCgroupV2(t, mp, false)
-	if _, err := f.d.workloadCgroupFiles(spec.ID); err == nil || !strings.Contains(err.Error(), "this host runs cgroup v1") {
+	if _, err := f.d.workloadCgroupFiles(spec.ID, mustBundle(t, f.d, spec.ID)); err == nil || !strings.Contains(err.Error(), "this host runs cgroup v1") {
 		t.Errorf("a v2 bundle on a v1 host: %v, want refused", err)
 	}
 	must(t, f.d.Delete(ctx, spec.ID, true))
@@ -392,4 +392,11 @@ func TestCgroupV2AgentFlow(t *testing.T) {
 	if fileExists(sb) {
 		t.Errorf("%s left after Delete", sb)
 	}
+}
+
+func mustBundle(t *testing.T, d *Driver, id string) *specs.Spec {
+	t.Helper()
+	s, err := d.readBundle(id)
+	must(t, err)
+	return s
 }

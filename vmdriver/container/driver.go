@@ -476,8 +476,12 @@ func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 	// not start. The sandbox keeps msbd's session keyring, which its
 	// seccomp profile and user namespace keep it from reading.
 	args = append(args, "--no-new-keyring", "--bundle", d.bundleDir(id), "--pid-file", d.pidFile(id))
+	// The bundle as Create wrote it says what its agent takes: a bundle an
+	// older msbd wrote has runc load the profile instead, and must not get
+	// a descriptor its agent would never close (nor cgroup ones).
+	bundle, berr := d.readBundle(id)
 	var extra []*os.File
-	if d.seccompFilter != nil && d.bundleTakesFilter(id) {
+	if d.seccompFilter != nil && (berr != nil || slices.Contains(bundle.Process.Args, "--seccomp-fd")) {
 		f, err := filterPipe(d.seccompFilter)
 		if err != nil {
 			return err
@@ -485,9 +489,12 @@ func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 		defer f.Close()
 		extra = append(extra, f)
 	}
-	cg, err := d.workloadCgroupFiles(id)
-	if err != nil {
-		return err
+	var cg []*os.File
+	if berr == nil {
+		var err error
+		if cg, err = d.workloadCgroupFiles(id, bundle); err != nil {
+			return err
+		}
 	}
 	for _, f := range cg {
 		defer f.Close()
@@ -497,22 +504,6 @@ func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 		args = append(args, "--preserve-fds", strconv.Itoa(len(extra)))
 	}
 	return d.runcDetached(ctx, d.runcLog(id), netns, extra, append(args, id)...)
-}
-
-// bundleTakesFilter reports whether id's bundle starts the agent with
-// --seccomp-fd. A bundle an older msbd wrote has runc load the profile
-// instead, and must not get a descriptor its agent would never close.
-func (d *Driver) bundleTakesFilter(id string) bool {
-	b, err := os.ReadFile(filepath.Join(d.bundleDir(id), "config.json"))
-	if err != nil {
-		return true // runc fails on the missing bundle anyway
-	}
-	var cfg struct {
-		Process struct {
-			Args []string `json:"args"`
-		} `json:"process"`
-	}
-	return json.Unmarshal(b, &cfg) == nil && slices.Contains(cfg.Process.Args, "--seccomp-fd")
 }
 
 // finishStart brings up lo in the sandbox's network namespace when the

@@ -132,11 +132,11 @@ func (d *Driver) readBundle(id string) (*specs.Spec, error) {
 
 // workloadCgroupFiles makes id's workload cgroup afresh (so its OOM count
 // is this run's) with the sandbox's limits, and opens its cgroup.procs
-// files for the agent, in the order of the bundle's --workload-cgroup-fds.
+// files for the agent, in the order of --workload-cgroup-fds in id's
+// bundle s (readBundle).
 // A bundle without that flag (written by an older msbd) gets none.
-func (d *Driver) workloadCgroupFiles(id string) ([]*os.File, error) {
-	s, err := d.readBundle(id)
-	if err != nil || !slices.Contains(s.Process.Args, "--workload-cgroup-fds") {
+func (d *Driver) workloadCgroupFiles(id string, s *specs.Spec) ([]*os.File, error) {
+	if !slices.Contains(s.Process.Args, "--workload-cgroup-fds") {
 		return nil, nil
 	}
 	unified, why := unifiedCgroups()
