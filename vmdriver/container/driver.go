@@ -427,7 +427,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		}
 		defer release() // the sandbox has its own mounts of the volumes now
 		launched = true
-		if err := d.launch(ctx, id, "run", ""); err != nil {
+		if err := d.launch(ctx, id, "run"); err != nil {
 			return fmt.Errorf("sandbox %s: %w", id, err)
 		}
 		return nil
@@ -462,10 +462,10 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 }
 
 // launch runs `runc run --detach` (verb "run") or `runc create` of id's
-// bundle, handing the agent its compiled seccomp filter as fd 3. With
-// netns, runc runs inside that network namespace and the sandbox stays in
-// it (see ociSpec).
-func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
+// bundle, handing the agent its compiled seccomp filter as fd 3. It runs
+// on a start's thread (inStartNS), whose mount and network namespaces runc
+// and the sandbox start in (see ociSpec).
+func (d *Driver) launch(ctx context.Context, id, verb string) error {
 	args := []string{verb}
 	if verb == "run" {
 		args = append(args, "--detach")
@@ -503,7 +503,7 @@ func (d *Driver) launch(ctx context.Context, id, verb, netns string) error {
 	if len(extra) > 0 {
 		args = append(args, "--preserve-fds", strconv.Itoa(len(extra)))
 	}
-	return d.runcDetached(ctx, d.runcLog(id), netns, extra, append(args, id)...)
+	return d.runcDetached(ctx, d.runcLog(id), extra, append(args, id)...)
 }
 
 // finishStart brings up lo in the sandbox's network namespace when the

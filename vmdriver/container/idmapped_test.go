@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestProbeIDMappedMounts(t *testing.T) {
@@ -50,4 +52,32 @@ func TestUserNSOwnerAndLimits(t *testing.T) {
 	if strings.TrimSpace(string(host)) == "7" {
 		t.Errorf("the host's limit changed too")
 	}
+}
+
+// makeUserNS creates a user namespace owned by host uid ownerUID (group
+// ownerGID), with uid and gid maps uids and gids and the per-user limits
+// limits ("name=value" of /proc/sys/user), and bind-mounts it on target (a
+// file created if missing).
+func makeUserNS(target string, ownerUID, ownerGID uint32, uids, gids idMap, limits []string) error {
+	holder, err := newUserNS(ownerUID, ownerGID, uids, gids, limits)
+	if err != nil {
+		return err
+	}
+	defer holder.stop()
+	return holder.bind(target)
+}
+
+// isUserNS reports whether path is a live bind mount of a user namespace.
+func isUserNS(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var fs unix.Statfs_t
+	if unix.Fstatfs(int(f.Fd()), &fs) != nil || fs.Type != unix.NSFS_MAGIC {
+		return false
+	}
+	typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	return err == nil && typ == unix.CLONE_NEWUSER
 }

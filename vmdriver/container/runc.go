@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"msb.dev/msb/vmdriver"
 )
 
@@ -95,8 +93,9 @@ func (d *Driver) runc(ctx context.Context, logPath string, args ...string) ([]by
 // runcDetached runs a runc command whose container outlives it (run -d,
 // create): stdio is /dev/null and errors come from the JSON log. extra are
 // descriptors 3, 4, ... of runc (passed on to the container with
-// --preserve-fds).
-func (d *Driver) runcDetached(ctx context.Context, logPath, netns string, extra []*os.File, args ...string) error {
+// --preserve-fds). runc starts from the calling thread, in its namespaces:
+// a start calls it on the thread of its own mount namespace (startns.go).
+func (d *Driver) runcDetached(ctx context.Context, logPath string, extra []*os.File, args ...string) error {
 	full := []string{"--root", d.runcRoot, "--log", logPath, "--log-format", "json"}
 	full = append(full, args...)
 	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
@@ -106,7 +105,7 @@ func (d *Driver) runcDetached(ctx context.Context, logPath, netns string, extra 
 	// leaves more debris than letting it finish; runc create/run -d is short.
 	cmd := exec.Command(d.runcPath, full...)
 	cmd.ExtraFiles = extra
-	err := startIn(netns, cmd)
+	err := cmd.Start()
 	if err == nil {
 		err = cmd.Wait()
 	}
@@ -118,20 +117,6 @@ func (d *Driver) runcDetached(ctx context.Context, logPath, netns string, extra 
 		return fmt.Errorf("runc %s: %s (log %s)", args[0], msg, logPath)
 	}
 	return ctx.Err()
-}
-
-// startIn starts cmd in the network namespace at netns ("": msbd's own).
-// The child inherits the namespace of the thread that forks it.
-func startIn(netns string, cmd *exec.Cmd) error {
-	if netns == "" {
-		return cmd.Start()
-	}
-	fd, err := unix.Open(netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("network namespace: %w", err)
-	}
-	defer unix.Close(fd)
-	return inNetNS(fd, cmd.Start)
 }
 
 // lastRuncError returns the last error-level message of a runc JSON log.

@@ -221,7 +221,7 @@ func (d *Driver) mounts(spec vmdriver.Spec) []specs.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
 	if spec.NetNSPath != "" {
-		// runc cannot mount this sysfs: the driver did (see mountSysfs).
+		// runc cannot mount this sysfs: the start did (see mountSysfsHere).
 		m[len(m)-1] = specs.Mount{Destination: "/sys", Type: "bind", Source: d.sysfsDir(spec.ID), Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
 	}
 	for i, v := range spec.Mounts {

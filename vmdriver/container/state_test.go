@@ -38,7 +38,7 @@ func TestFastStateAgreesWithRunc(t *testing.T) {
 	// Start's two halves, so the created state can be looked at.
 	id := spec.ID
 	must(t, f.d.prepare(spec))
-	must(t, f.d.inStartNS(spec, func() error { return f.d.launch(ctx, id, "create", "") }))
+	must(t, f.d.inStartNS(spec, func() error { return f.d.launch(ctx, id, "create") }))
 	pidFile := f.d.pidFile(id)
 	check(vmdriver.StatusCreated)
 	b, err := os.ReadFile(pidFile)

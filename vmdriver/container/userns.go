@@ -110,19 +110,6 @@ type idMap struct{ inside, host, size uint32 }
 
 func (m idMap) String() string { return fmt.Sprintf("%d %d %d\n", m.inside, m.host, m.size) }
 
-// makeUserNS creates a user namespace owned by host uid ownerUID (group
-// ownerGID), with uid and gid maps uids and gids and the per-user limits
-// limits ("name=value" of /proc/sys/user), and bind-mounts it on target (a
-// file created if missing).
-func makeUserNS(target string, ownerUID, ownerGID uint32, uids, gids idMap, limits []string) error {
-	holder, err := newUserNS(ownerUID, ownerGID, uids, gids, limits)
-	if err != nil {
-		return err
-	}
-	defer holder.stop()
-	return holder.bind(target)
-}
-
 // newUserNS starts a helper in a new user namespace owned by host uid
 // ownerUID (group ownerGID), with uid and gid maps uids and gids and the
 // per-user limits limits, and returns it once the namespace is ready. The
@@ -293,21 +280,6 @@ func bindNS(src, target string) error {
 		return fmt.Errorf("bind mount %s on %s: %w", src, target, err)
 	}
 	return nil
-}
-
-// isUserNS reports whether path is a live bind mount of a user namespace.
-func isUserNS(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var fs unix.Statfs_t
-	if unix.Fstatfs(int(f.Fd()), &fs) != nil || fs.Type != unix.NSFS_MAGIC {
-		return false
-	}
-	typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
-	return err == nil && typ == unix.CLONE_NEWUSER
 }
 
 // userNSOwner returns the host uid owning the user namespace at path.
