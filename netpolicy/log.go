@@ -25,8 +25,7 @@ type decisionLog struct {
 	// KiB at the default size) was most of msbd's memory per sandbox.
 	ring      []Decision
 	size      int
-	next      int  // where the next decision goes, once full
-	full      bool // ring has wrapped
+	next      int  // where the next decision goes, once the ring is full (len(ring) == size)
 	followers map[chan Decision]struct{}
 	closed    bool
 	done      chan struct{} // closed with the log
@@ -119,9 +118,8 @@ func (l *decisionLog) add(d Decision, limitDenies bool, interval time.Duration) 
 	if l.closed {
 		return false, 0
 	}
-	if !l.full {
+	if len(l.ring) < l.size {
 		l.ring = append(l.ring, d)
-		l.full = len(l.ring) == l.size
 	} else {
 		l.ring[l.next] = d
 		l.next = (l.next + 1) % l.size
@@ -163,7 +161,7 @@ func (l *decisionLog) add(d Decision, limitDenies bool, interval time.Duration) 
 func (l *decisionLog) snapshot() []Decision {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.full {
+	if len(l.ring) < l.size {
 		return append([]Decision(nil), l.ring...)
 	}
 	out := make([]Decision, 0, len(l.ring))

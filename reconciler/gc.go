@@ -239,16 +239,12 @@ func (c *OrphanCollector) Advance() error {
 // revision when it is not.
 func (c *OrphanCollector) cover(need int64) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if need <= c.saved {
+	saved := c.saved
+	c.mu.Unlock()
+	if need <= saved {
 		return nil
 	}
-	rev := max(c.st.Revision(), need)
-	if err := c.write(fence{InstanceID: c.st.InstanceID(), Revision: rev}); err != nil {
-		return err
-	}
-	c.saved = rev
-	return nil
+	return c.save(max(c.st.Revision(), need))
 }
 
 // save writes the fence at rev (atomically, durably) when it moved forward.
