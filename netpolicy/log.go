@@ -25,7 +25,7 @@ type decisionLog struct {
 	// KiB at the default size) was most of msbd's memory per sandbox.
 	ring      []Decision
 	size      int
-	next      int  // where the next decision goes, once the ring is full (len(ring) == size)
+	next      int // where the next decision goes, once the ring is full (len(ring) == size)
 	followers map[chan Decision]struct{}
 	closed    bool
 	done      chan struct{} // closed with the log
