@@ -1,9 +1,9 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -91,10 +91,16 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("sandboxes %q in namespace %q has no log: %v", name, ns, err)
 	}
+	// The previous run's lines are read before the answer starts, so that
+	// a missing one is a plain error, not a cut stream.
+	var prev bytes.Buffer
 	if previous {
-		// Told before the answer starts: a plain error, not a cut stream.
-		if err := agent.ReadLogLines(dir, io.Discard, agent.LogReadOptions{Tail: 0, Previous: true}); errors.Is(err, agent.ErrNoPreviousRun) {
+		err := agent.ReadLogLines(dir, &prev, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since, Previous: true})
+		if errors.Is(err, agent.ErrNoPreviousRun) {
 			return badRequest("sandbox %q in namespace %q: %v", name, ns, err)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -104,13 +110,14 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err := fw.rc.Flush(); err != nil {
 		return nil
 	}
-	if follow && lineMode {
+	switch {
+	case previous:
+		_, err = prev.WriteTo(fw)
+	case follow:
 		err = agent.FollowLogLines(ctx, dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since})
-	} else if follow {
-		err = agent.FollowLogTail(ctx, dir, fw, tail)
-	} else if lineMode {
-		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since, Previous: previous})
-	} else {
+	case lineMode:
+		err = agent.ReadLogLines(dir, fw, agent.LogReadOptions{Tail: tail, Timestamps: timestamps, Since: since})
+	default:
 		err = agent.ReadLogTail(dir, fw, tail)
 	}
 	if err != nil && ctx.Err() == nil {

@@ -187,7 +187,7 @@ const followPoll = 50 * time.Millisecond
 // not the agent, so it works before the agent starts and after it is gone.
 // If the log rotates more than once between two polls, the middle part is lost.
 func FollowLog(ctx context.Context, dir string, w io.Writer) error {
-	return FollowLogTail(ctx, dir, w, -1)
+	return FollowLogLines(ctx, dir, w, LogReadOptions{Tail: -1})
 }
 
 // tailLines keeps what is written to it and, on flush, writes its last n
@@ -234,12 +234,6 @@ func ReadLogTail(dir string, w io.Writer, n int) error {
 		return err
 	}
 	return t.flush()
-}
-
-// FollowLogTail is FollowLog starting with the last n lines of what the log
-// holds (all when n < 0).
-func FollowLogTail(ctx context.Context, dir string, out io.Writer, n int) error {
-	return FollowLogLines(ctx, dir, out, LogReadOptions{Tail: n})
 }
 
 // openLogs opens log before log.1: if a rotation happens in between, log.1 is the
