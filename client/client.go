@@ -316,13 +316,7 @@ func (c *Client) Events(ctx context.Context, namespace, kind, name string) ([]v1
 
 // Logs copies the sandbox's log to w; with follow it keeps streaming until ctx ends.
 func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, w io.Writer) error {
-	return c.LogsTail(ctx, namespace, name, follow, -1, w)
-}
-
-// LogsTail is Logs starting with the last tail lines the log holds (all when
-// tail < 0).
-func (c *Client) LogsTail(ctx context.Context, namespace, name string, follow bool, tail int, w io.Writer) error {
-	return c.LogsWith(ctx, namespace, name, LogOptions{Follow: follow, Tail: tail}, w)
+	return c.LogsWith(ctx, namespace, name, LogOptions{Follow: follow, Tail: -1}, w)
 }
 
 // LogOptions select what Logs prints.

@@ -8,8 +8,9 @@ import (
 // DefaultHostIP is where published ports listen unless a port says otherwise.
 const DefaultHostIP = "127.0.0.1"
 
-// localImageTransports name images read from local files, never pulled.
-var localImageTransports = []string{"oci:", "oci-archive:", "docker-archive:"}
+// LocalImageTransports are the prefixes of images read from local files
+// (paths on msbd's host), never pulled.
+var LocalImageTransports = []string{"oci:", "oci-archive:", "docker-archive:"}
 
 // SetDefaults fills in what a manifest may leave out: apiVersion and kind,
 // namespace "default", and per kind:
@@ -75,7 +76,7 @@ func defaultSandboxSpec(s *SandboxSpec) {
 // all, IfNotPresent for any other tag, a digest, or a local transport
 // (oci:, oci-archive:, docker-archive:).
 func DefaultPullPolicy(image string) PullPolicy {
-	for _, t := range localImageTransports {
+	for _, t := range LocalImageTransports {
 		if strings.HasPrefix(image, t) {
 			return PullIfNotPresent
 		}

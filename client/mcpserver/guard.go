@@ -120,21 +120,17 @@ func (l Limits) resources(in *ResourcesInput) (v1alpha1.ResourceRequirements, er
 	return r, nil
 }
 
-// localTransports are the image forms that name a path on msbd's host.
-var localTransports = []string{"oci", "oci-archive", "docker-archive"}
-
 // checkImage refuses an image that is a host path: msbd runs as root, and
 // opening a path an agent chose would read files the agent cannot (and
 // tell it which exist, or block on a FIFO). Registry references, which
 // also name images msbd already holds, are what MCP sandboxes use.
 func checkImage(image string) error {
-	t, _, ok := strings.Cut(strings.TrimSpace(image), ":")
-	if !ok {
-		return nil
-	}
-	for _, lt := range localTransports {
-		if strings.EqualFold(t, lt) {
-			return fmt.Errorf("sandbox_create: image %q is a path on the msbd host (%s:); MCP sandboxes only use registry images such as alpine:3.20 or registry.example.com/team/tool:v1 (an operator can push a local image to a registry)", image, lt)
+	// In any case: what a registry reference can never look like is refused
+	// too, so a variant spelling cannot reach a local transport.
+	lower := strings.ToLower(strings.TrimSpace(image))
+	for _, lt := range v1alpha1.LocalImageTransports {
+		if strings.HasPrefix(lower, lt) {
+			return fmt.Errorf("sandbox_create: image %q is a path on the msbd host (%s); MCP sandboxes only use registry images such as alpine:3.20 or registry.example.com/team/tool:v1 (an operator can push a local image to a registry)", image, lt)
 		}
 	}
 	return nil

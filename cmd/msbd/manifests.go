@@ -19,6 +19,7 @@ import (
 
 	"msb.dev/msb/apis/v1alpha1"
 	"msb.dev/msb/client"
+	"msb.dev/msb/reconciler"
 )
 
 // --manifests-dir DIR: msbd keeps the objects of the manifests in DIR
@@ -43,9 +44,7 @@ type manifestsDir struct {
 	set    string // apply set name
 	ref    v1alpha1.ObjectReference
 	c      *client.Client
-	events interface {
-		RecordEvent(ref v1alpha1.ObjectReference, eventType, reason, message string) error
-	}
+	events reconciler.EventSink
 	log    *slog.Logger
 	resync time.Duration
 	last   string // the last problem reported, so a resync does not repeat it in the log
@@ -55,9 +54,7 @@ var nonName = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // newManifestsDir names dir's apply set and event object after its base name
 // and a hash of its absolute path: two directories never share a set.
-func newManifestsDir(dir string, c *client.Client, events interface {
-	RecordEvent(v1alpha1.ObjectReference, string, string, string) error
-}, resync time.Duration, log *slog.Logger) (*manifestsDir, error) {
+func newManifestsDir(dir string, c *client.Client, events reconciler.EventSink, resync time.Duration, log *slog.Logger) (*manifestsDir, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -265,9 +262,7 @@ func (m *manifestsDir) warn(msg string) {
 
 // serveManifestsDirs keeps every --manifests-dir applied through the API at
 // socket until ctx ends.
-func serveManifestsDirs(ctx context.Context, dirs []string, socket string, events interface {
-	RecordEvent(v1alpha1.ObjectReference, string, string, string) error
-}, resync time.Duration, log *slog.Logger) error {
+func serveManifestsDirs(ctx context.Context, dirs []string, socket string, events reconciler.EventSink, resync time.Duration, log *slog.Logger) error {
 	c := client.New(socket)
 	var ms []*manifestsDir
 	for _, d := range dirs {
