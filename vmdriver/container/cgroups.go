@@ -2,17 +2,11 @@ package container
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // cgroupMounts returns the mount points of every cgroup hierarchy (v1
@@ -99,29 +93,8 @@ func (d *Driver) cgroupProcs(id string) int {
 // cgroup whose last process is still exiting is busy for a moment.
 func (d *Driver) removeCgroups(id string) error {
 	for _, dir := range d.cgroupDirs(id) {
-		var sub []string
-		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				sub = append(sub, p)
-			}
-			return nil
-		})
-		slices.Reverse(sub) // children first
-		for _, p := range sub {
-			var err error
-			for i := 0; i < 100; i++ {
-				if err = unix.Rmdir(p); err == nil || errors.Is(err, unix.ENOENT) {
-					err = nil
-					break
-				}
-				if !errors.Is(err, unix.EBUSY) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if err != nil {
-				return fmt.Errorf("remove cgroup %s: %w", p, err)
-			}
+		if err := removeCgroupDirs(dir, true); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -255,7 +256,12 @@ func writeCgroupFile(dir, name, value string) error {
 
 // removeCgroupTree removes the cgroup dir and its descendants, children
 // first; a missing one is fine, one with processes is an error (EBUSY).
-func removeCgroupTree(dir string) error {
+func removeCgroupTree(dir string) error { return removeCgroupDirs(dir, false) }
+
+// removeCgroupDirs removes the cgroup dir and its descendants, children
+// first; with waitBusy it retries one still busy (its last processes being
+// reaped) for up to two seconds.
+func removeCgroupDirs(dir string, waitBusy bool) error {
 	var sub []string
 	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err == nil && e.IsDir() {
@@ -265,8 +271,13 @@ func removeCgroupTree(dir string) error {
 	})
 	slices.Reverse(sub)
 	for _, p := range sub {
-		if err := unix.Rmdir(p); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("remove stale cgroup %s: %w", p, err)
+		err := unix.Rmdir(p)
+		for i := 0; waitBusy && errors.Is(err, unix.EBUSY) && i < 100; i++ {
+			time.Sleep(20 * time.Millisecond)
+			err = unix.Rmdir(p)
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove cgroup %s: %w", p, err)
 		}
 	}
 	return nil

@@ -265,17 +265,15 @@ func mkfsExt4(file string) error {
 }
 
 // mountImage attaches img to a free loop device (autoclear) and mounts its
-// ext4 on target, nodev.
+// ext4 on target, nodev: the pool's detached mount (diskpool.go), attached.
 func mountImage(img, target string) error {
-	dev, err := attachLoop(img)
+	mnt, err := detachedImageMount(img)
 	if err != nil {
 		return err
 	}
-	// The mount holds the device; with autoclear it detaches once the
-	// filesystem is unmounted and this descriptor is closed.
-	defer dev.Close()
-	if err := unix.Mount(dev.Name(), target, "ext4", unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("mount %s (%s) on %s: %w", dev.Name(), img, target, err)
+	defer unix.Close(mnt)
+	if err := unix.MoveMount(mnt, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the disk %s on %s: %w", img, target, err)
 	}
 	return nil
 }
