@@ -58,6 +58,37 @@ func (c *Client) exec(ctx context.Context, namespace, name string, opts ExecOpti
 	return c.stream(ctx, namespace, name, "exec", execQuery(opts), opts)
 }
 
+// upgrade asks msbd, on conn, to switch the POST of path?q to protocol, and
+// returns the reader of what follows its answer. what names the request in
+// errors. The caller owns conn (and ends it with ctx).
+func (c *Client) upgrade(ctx context.Context, conn net.Conn, path string, q url.Values, protocol, what string) (*bufio.Reader, error) {
+	req, err := http.NewRequest(http.MethodPost, "http://msbd"+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", protocol)
+	if err := req.Write(conn); err != nil {
+		return nil, c.ctxErr(ctx, fmt.Errorf("%s: send request: %w", what, err))
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, c.ctxErr(ctx, fmt.Errorf("%s: read response: %w", what, err))
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		if resp.StatusCode < 300 {
+			return nil, fmt.Errorf("%s: msbd answered %s instead of switching protocols", what, resp.Status)
+		}
+		return nil, readAPIError(resp)
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), protocol) {
+		return nil, fmt.Errorf("%s: msbd switched to protocol %q, want %q", what, resp.Header.Get("Upgrade"), protocol)
+	}
+	return br, nil
+}
+
 // stream runs the upgraded exec stream protocol on the sandbox's sub
 // resource (exec or cp) with query q; opts give its streams.
 func (c *Client) stream(ctx context.Context, namespace, name, sub string, q url.Values, opts ExecOptions) (int, error) {
@@ -75,30 +106,9 @@ func (c *Client) stream(ctx context.Context, namespace, name, sub string, q url.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	u := "http://msbd" + objectPath(ki, namespace, name) + "/" + sub + "?" + q.Encode()
-	req, err := http.NewRequest(http.MethodPost, u, nil)
+	br, err := c.upgrade(ctx, conn, objectPath(ki, namespace, name)+"/"+sub, q, v1alpha1.ExecProtocol, "exec")
 	if err != nil {
 		return -1, err
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", v1alpha1.ExecProtocol)
-	if err := req.Write(conn); err != nil {
-		return -1, c.ctxErr(ctx, fmt.Errorf("exec: send request: %w", err))
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return -1, c.ctxErr(ctx, fmt.Errorf("exec: read response: %w", err))
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		if resp.StatusCode < 300 {
-			return -1, fmt.Errorf("exec: msbd answered %s instead of switching protocols", resp.Status)
-		}
-		return -1, readAPIError(resp)
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), v1alpha1.ExecProtocol) {
-		return -1, fmt.Errorf("exec: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), v1alpha1.ExecProtocol)
 	}
 
 	fw := v1alpha1.NewFrameWriter(conn)

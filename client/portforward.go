@@ -1,14 +1,10 @@
 package client
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"msb.dev/msb/apis/v1alpha1"
 )
@@ -29,31 +25,10 @@ func (c *Client) PortForward(ctx context.Context, namespace, name string, port i
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	q := url.Values{"port": {strconv.Itoa(port)}}
-	req, err := http.NewRequest(http.MethodPost, "http://msbd"+objectPath(ki, namespace, name)+"/portforward?"+q.Encode(), nil)
+	br, err := c.upgrade(ctx, conn, objectPath(ki, namespace, name)+"/portforward", q, v1alpha1.PortForwardProtocol, "port-forward")
 	if err != nil {
 		conn.Close()
 		return nil, err
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", v1alpha1.PortForwardProtocol)
-	if err := req.Write(conn); err != nil {
-		conn.Close()
-		return nil, c.ctxErr(ctx, fmt.Errorf("port-forward: send request: %w", err))
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		conn.Close()
-		return nil, c.ctxErr(ctx, fmt.Errorf("port-forward: read response: %w", err))
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer conn.Close()
-		defer resp.Body.Close()
-		return nil, readAPIError(resp)
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), v1alpha1.PortForwardProtocol) {
-		conn.Close()
-		return nil, fmt.Errorf("port-forward: msbd switched to protocol %q, want %q", resp.Header.Get("Upgrade"), v1alpha1.PortForwardProtocol)
 	}
 	if !stop() {
 		conn.Close()
